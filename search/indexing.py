@@ -1,0 +1,128 @@
+"""Adding image files to the index: probe, de-duplicate by content, store, queue for embedding."""
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from PIL import Image, UnidentifiedImageError
+
+from .models import IndexedImage
+from .uploads import SUPPORTED_FORMATS
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+
+
+@dataclass
+class ScanReport:
+    queued: list = field(default_factory=list)  # image ids to embed
+    unchanged: int = 0
+    duplicates: int = 0
+    skipped: list = field(default_factory=list)  # (path, reason)
+
+
+def iter_files(root):
+    """Every regular file under root, in a stable order; hidden files and folders are left out."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(folder) / name
+
+
+def folder_tags(path, root):
+    """Folder names between root and the file, as tags: root/animals/cats/x.png -> ["animals", "cats"]."""
+    return [part.lower()[:64] for part in path.relative_to(root).parts[:-1]]
+
+
+def probe(path):
+    """(format, width, height) from the file header, or raise ValueError with a reason."""
+    try:
+        with Image.open(path) as img:
+            fmt, (width, height) = img.format, img.size
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise ValueError("not an image, or a format that is not supported") from None
+    except OSError as exc:
+        raise ValueError(f"unreadable: {exc}") from None
+    if fmt not in SUPPORTED_FORMATS:
+        raise ValueError(f"unsupported format {fmt}")
+    if width * height > settings.IMGSEARCH_MAX_PIXELS:
+        raise ValueError(f"too many pixels ({width}x{height})")
+    return fmt, width, height
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def image_add(path, *, collection=None, tags=(), report):
+    """Index one file: skip it if unchanged or a duplicate, else store it and mark it for embedding."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    source = str(path)
+    known = IndexedImage.objects.filter(source_path=source).first()
+    if known and known.source_size == stat.st_size and known.source_mtime == stat.st_mtime:
+        _merge_tags(known, tags)
+        report.unchanged += 1
+        return known
+    try:
+        fmt, width, height = probe(path)
+    except ValueError as exc:
+        report.skipped.append((source, str(exc)))
+        return None
+    digest = file_sha256(path)
+    same = IndexedImage.objects.filter(content_hash=digest).first()
+    if same:
+        _merge_tags(same, tags)
+        report.duplicates += 1
+        return same
+    with transaction.atomic():
+        if known:  # the file at this path changed: its old content leaves the index
+            image_remove(known)
+        name = default_storage.save(f"index/{digest[:2]}/{digest}.{EXTENSIONS[fmt]}", File(open(path, "rb")))
+        image = IndexedImage.objects.create(
+            collection=collection, content_hash=digest, file=name, title=path.stem[:255], source_path=source,
+            source_size=stat.st_size, source_mtime=stat.st_mtime, width=width, height=height,
+            user_tags=list(dict.fromkeys(tags)),
+        )
+    report.queued.append(image.id)
+    return image
+
+
+def image_remove(image):
+    """Delete an image row and its stored files."""
+    for stored in (image.file, image.thumbnail):
+        if stored:
+            stored.storage.delete(stored.name)
+    image.delete()
+
+
+def _merge_tags(image, tags):
+    missing = [t for t in tags if t not in image.user_tags]
+    if missing:
+        image.user_tags = [*image.user_tags, *missing]
+        image.save(update_fields=["user_tags"])
+
+
+def pending_image_ids():
+    """Images stored but not yet embedded (e.g. an earlier run was interrupted)."""
+    return list(IndexedImage.objects.filter(status=IndexedImage.Status.PENDING).values_list("id", flat=True))
+
+
+def embed_enqueue(image_ids, batch_size):
+    """Queue embedding work in batches; returns the number of tasks sent."""
+    from workers.tasks import embed_images
+
+    ids = list(image_ids)
+    batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+    for batch in batches:
+        embed_images.delay(batch)
+    return len(batches)

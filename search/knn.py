@@ -1,0 +1,64 @@
+"""k-nearest-neighbour search over pgvector, one partial HNSW index per embedding model.
+
+Embeddings of every model share one table and an untyped `vector` column; each model gets an expression
+index on `(vector::vector(DIM))` restricted to its rows, as pgvector's docs suggest for mixed dimensions.
+Queries repeat that expression and inline the model key as a literal so the planner can use the index.
+"""
+
+import re
+
+from django.conf import settings
+from django.db import connection, transaction
+from psycopg import sql
+
+from workers.registry import HNSW_MAX_DIM
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
+
+
+def _check(model_key, dim):
+    if not _SAFE_KEY.match(model_key):
+        raise ValueError(f"unsafe model key {model_key!r}")
+    if not 1 <= int(dim) <= 16000:
+        raise ValueError(f"bad dimension {dim!r}")
+
+
+def index_name(model_key):
+    return "emb_hnsw_" + re.sub(r"[^a-z0-9]+", "_", model_key.lower())[:50]
+
+
+def ensure_vector_index(model_key, dim):
+    """Create the model's HNSW cosine index if it is missing. Safe to call from many workers at once."""
+    _check(model_key, dim)
+    if dim > HNSW_MAX_DIM:
+        return False  # pgvector 0.6 cannot index it; search scans exactly instead
+    statement = sql.SQL(
+        "CREATE INDEX IF NOT EXISTS {name} ON search_embedding USING hnsw ((vector::vector({dim})) vector_cosine_ops)"
+        " WITH (m = 16, ef_construction = 64) WHERE model_key = {key}"
+    ).format(name=sql.Identifier(index_name(model_key)), dim=sql.Literal(int(dim)), key=sql.Literal(model_key))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [model_key])
+        cursor.execute(statement.as_string(cursor.connection))
+    return True
+
+
+def vector_literal(vector):
+    return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
+
+
+def nearest(vector, *, model_key, k, min_score=0.0):
+    """The k most similar images to `vector` as [(image_id, cosine similarity)], best first."""
+    dim = len(vector)
+    _check(model_key, dim)
+    query = sql.SQL(
+        "SELECT image_id, 1 - ((vector::vector({dim})) <=> %s::vector({dim})) AS score"
+        " FROM search_embedding WHERE model_key = {key}"
+        " ORDER BY (vector::vector({dim})) <=> %s::vector({dim}) LIMIT %s"
+    ).format(dim=sql.Literal(dim), key=sql.Literal(model_key))
+    literal = vector_literal(vector)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # ef_search bounds how many candidates HNSW returns; it must be at least k.
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(int(settings.IMGSEARCH_HNSW_EF_SEARCH), int(k))}")
+        cursor.execute(query.as_string(cursor.connection), [literal, literal, int(k)])
+        rows = cursor.fetchall()
+    return [(image_id, float(score)) for image_id, score in rows if score >= min_score]

@@ -1,0 +1,79 @@
+"""Search jobs: create, claim, finish. Views and tasks are thin wrappers over these functions."""
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .models import Embedding, IndexedImage, ModelVersion, SearchJob
+
+log = logging.getLogger(__name__)
+
+
+def search_job_create(*, image, k, min_score, owner=None, session_key=""):
+    """Store the upload as a pending job and queue it once the row is committed."""
+    job = SearchJob(k=k, min_score=min_score, owner=owner, session_key=session_key or "")
+    job.query_name = (getattr(image, "name", "") or "")[-255:]
+    job.query_image.save("query", image, save=False)
+    job.save()
+    transaction.on_commit(lambda: search_job_enqueue(job.id))
+    return job
+
+
+def search_job_enqueue(job_id):
+    from workers.tasks import run_search  # the tasks module itself imports no torch
+
+    run_search.delay(str(job_id))
+
+
+def search_job_claim(job_id):
+    """Move a pending job to running and return it; None when another worker has it or it is gone."""
+    claimed = SearchJob.objects.filter(id=job_id, status=SearchJob.Status.PENDING).update(
+        status=SearchJob.Status.RUNNING, started_at=timezone.now()
+    )
+    return SearchJob.objects.get(id=job_id) if claimed else None
+
+
+def search_job_complete(job, results, *, model_key, embed_ms, query_ms):
+    now = timezone.now()
+    job.results = [{"image_id": image_id, "score": round(score, 6)} for image_id, score in results]
+    job.model_key = model_key
+    job.timings = {
+        "queued_ms": _ms(job.started_at - job.created_at),
+        "embed_ms": round(embed_ms, 1),
+        "query_ms": round(query_ms, 1),
+        "total_ms": _ms(now - job.created_at),
+    }
+    job.status, job.finished_at = SearchJob.Status.DONE, now
+    job.save(update_fields=["results", "model_key", "timings", "status", "finished_at"])
+
+
+def search_job_fail(job_id, reason):
+    """Record a readable reason; a job that already finished is left alone."""
+    SearchJob.objects.filter(id=job_id).exclude(status=SearchJob.Status.DONE).update(
+        status=SearchJob.Status.FAILED, error=str(reason)[:2000], finished_at=timezone.now()
+    )
+
+
+def search_job_results(job):
+    """The job's results joined with their images, best first; images removed since are skipped."""
+    images = IndexedImage.objects.in_bulk([r["image_id"] for r in job.results])
+    return [(images[r["image_id"]], r["score"]) for r in job.results if r["image_id"] in images]
+
+
+def model_version_register(*, key, arch, weights, dim):
+    version, _ = ModelVersion.objects.get_or_create(key=key, defaults={"arch": arch, "weights": weights, "dim": dim})
+    return version
+
+
+def embeddings_count(model_key):
+    return Embedding.objects.filter(model_key=model_key).count()
+
+
+def _ms(delta):
+    return round(delta.total_seconds() * 1000, 1)
+
+
+def upload_limits():
+    return {"max_bytes": settings.IMGSEARCH_MAX_UPLOAD_BYTES, "max_pixels": settings.IMGSEARCH_MAX_PIXELS}

@@ -1,0 +1,163 @@
+"""The embedding model: a torchvision backbone, loaded once per worker process and run in batches.
+
+This is the only module that imports torch. An embedding is the backbone's globally pooled last feature
+map, L2-normalised; the same forward pass gives the ImageNet classifier's top class for the auto tag.
+"""
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision import models as tvm
+
+from .categories import category_for_class
+from .registry import MODELS
+
+log = logging.getLogger(__name__)
+
+
+class WeightsError(RuntimeError):
+    """The configured weights cannot be found or do not fit the model."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str  # ImageNet class name
+    category: str  # short readable category used as the automatic tag
+    score: float
+
+
+def _features(net, family, x):
+    """(pooled features, classifier logits) for a batch."""
+    if family in ("mobilenet_v2", "mobilenet_v3", "efficientnet"):
+        f = F.adaptive_avg_pool2d(net.features(x), 1).flatten(1)
+        return f, net.classifier(f)
+    if family == "resnet":
+        for layer in (net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4):
+            x = layer(x)
+        f = net.avgpool(x).flatten(1)
+        return f, net.fc(f)
+    if family == "convnext":
+        f = net.classifier[1](net.classifier[0](net.avgpool(net.features(x))))  # LayerNorm2d, Flatten
+        return f, net.classifier[2](f)
+    if family == "vit":
+        x = net._process_input(x)
+        x = torch.cat([net.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        f = net.encoder(x)[:, 0]
+        return f, net.heads(f)
+    raise ValueError(f"unknown model family {family}")
+
+
+def load_state_dict(arch, weights):
+    """(state_dict or None for random, identity string) for IMGSEARCH_WEIGHTS; raises WeightsError."""
+    if weights == "random":
+        return None, "random"
+    looks_like_path = "/" in weights or weights.endswith((".pth", ".pt"))
+    if looks_like_path:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"IMGSEARCH_WEIGHTS points at {path}, which is not a file.")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsError(f"IMGSEARCH_WEIGHTS={path} cannot be loaded as a state_dict: {exc}") from None
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        return state, f"sha256-{digest}"
+    enum = tvm.get_model_weights(arch)
+    try:
+        member = enum[weights.split(".")[-1]]
+    except KeyError:
+        names = ", ".join(m.name for m in enum)
+        raise WeightsError(f"IMGSEARCH_WEIGHTS={weights!r} is neither a file path nor one of {arch}'s weights: {names}, DEFAULT.") from None
+    try:
+        return member.get_state_dict(progress=False), member.name
+    except Exception as exc:
+        raise WeightsError(
+            f"IMGSEARCH_WEIGHTS={weights!r}: downloading {member.url} failed ({exc}). Without a network, "
+            "download the file elsewhere and set IMGSEARCH_WEIGHTS to its path."
+        ) from None
+
+
+def check_weights(arch, weights):
+    """Check that the weights exist and fit the architecture, without running any computation."""
+    state, _ = load_state_dict(arch, weights)
+    if state is None:
+        return
+    with torch.device("meta"):
+        expected = tvm.get_model(arch, weights=None).state_dict()
+    try:
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    except AttributeError:
+        raise WeightsError(f"IMGSEARCH_WEIGHTS={weights}: the file does not hold a state_dict.") from None
+    if missing or unexpected or wrong:
+        raise WeightsError(
+            f"IMGSEARCH_WEIGHTS={weights} does not fit IMGSEARCH_MODEL={arch}: "
+            f"{len(missing)} missing, {len(unexpected)} unexpected and {len(wrong)} mis-shaped tensors "
+            f"(e.g. {(missing + unexpected + wrong)[:3]})."
+        )
+
+
+class Embedder:
+    def __init__(self, arch, weights, device="auto"):
+        if arch not in MODELS:
+            raise WeightsError(f"IMGSEARCH_MODEL={arch!r} is not one of {', '.join(MODELS)}.")
+        self.spec = MODELS[arch]
+        state, identity = load_state_dict(arch, weights)
+        if state is None:
+            torch.manual_seed(0)  # random weights (tests only) are at least reproducible
+        net = tvm.get_model(arch, weights=None)
+        if state is not None:
+            try:
+                net.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise WeightsError(f"IMGSEARCH_WEIGHTS={weights} does not fit {arch}: {str(exc)[:300]}") from None
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.net = net.eval().to(self.device)
+        default = tvm.get_model_weights(arch).DEFAULT
+        self.preprocess = default.transforms()  # resize, centre crop, normalise, as the weights were trained
+        self.resize_size = self.preprocess.resize_size[0]
+        self.categories = default.meta["categories"]
+        self.key = f"{arch}:{identity}"
+        self.weights = weights
+
+    @property
+    def dim(self):
+        return self.spec.dim
+
+    @torch.inference_mode()
+    def embed(self, images):
+        """L2-normalised embeddings (float32, one row per PIL image) and the top ImageNet prediction of each."""
+        batch = torch.stack([self.preprocess(img) for img in images]).to(self.device)
+        feats, logits = _features(self.net, self.spec.family, batch)
+        vectors = F.normalize(feats.float(), dim=1).cpu().numpy().astype(np.float32)
+        probs, classes = logits.float().softmax(dim=1).max(dim=1)
+        predictions = [
+            Prediction(self.categories[c], category_for_class(c), round(float(p), 4))
+            for p, c in zip(probs.tolist(), classes.tolist())
+        ]
+        return vectors, predictions
+
+
+_embedder = None
+_lock = threading.Lock()
+
+
+def get_embedder():
+    """The process's one Embedder, built from Django settings on first use."""
+    global _embedder
+    with _lock:
+        if _embedder is None:
+            from django.conf import settings
+
+            _embedder = Embedder(settings.IMGSEARCH_MODEL, settings.IMGSEARCH_WEIGHTS, settings.IMGSEARCH_DEVICE)
+            log.info("loaded %s on %s", _embedder.key, _embedder.device)
+        return _embedder
