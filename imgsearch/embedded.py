@@ -104,6 +104,7 @@ def run_service():
     """Migrate, then run one Celery worker and the web server until Ctrl-C."""
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "--no-input"], cwd=BASE_DIR, check=True)
+    subprocess.run([python, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=BASE_DIR, check=True)
     worker = subprocess.Popen(
         [python, "-m", "celery", "-A", "imgsearch", "worker", "--queues", "search,index",
          "--concurrency", os.environ.get("WORKER_CONCURRENCY", "1"), "--loglevel", "INFO"],

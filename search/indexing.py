@@ -81,13 +81,16 @@ def image_add(path, *, collection=None, tags=(), report):
     digest = file_sha256(path)
     same = IndexedImage.objects.filter(content_hash=digest).first()
     if same:
+        if known and known != same:
+            image_remove(known)  # the file now holds content that is indexed already
         _merge_tags(same, tags)
         report.duplicates += 1
         return same
     with transaction.atomic():
         if known:  # the file at this path changed: its old content leaves the index
             image_remove(known)
-        name = default_storage.save(f"index/{digest[:2]}/{digest}.{EXTENSIONS[fmt]}", File(open(path, "rb")))
+        with open(path, "rb") as f:
+            name = default_storage.save(f"index/{digest[:2]}/{digest}.{EXTENSIONS[fmt]}", File(f))
         image = IndexedImage.objects.create(
             collection=collection, content_hash=digest, file=name, title=path.stem[:255], source_path=source,
             source_size=stat.st_size, source_mtime=stat.st_mtime, width=width, height=height,

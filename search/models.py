@@ -11,9 +11,23 @@ from django.utils import timezone
 from pgvector.django import VectorField
 
 
+class QueryStorage(FileSystemStorage):
+    """Uploaded query images live under QUERY_ROOT, outside MEDIA_ROOT: no public URL ever serves them."""
+
+    @property
+    def base_location(self):
+        return settings.QUERY_ROOT  # read on use, so tests and deployments can move it
+
+    @property
+    def location(self):
+        return str(self.base_location)
+
+    def url(self, name):
+        raise ValueError("query images have no public URL")
+
+
 def query_storage():
-    """Uploaded query images live outside MEDIA_ROOT, so no public URL ever serves them."""
-    return FileSystemStorage(location=settings.QUERY_ROOT, base_url=None)
+    return QueryStorage()
 
 
 def query_upload_to(job, filename):

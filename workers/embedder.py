@@ -138,7 +138,11 @@ class Embedder:
         """L2-normalised embeddings (float32, one row per PIL image) and the top ImageNet prediction of each."""
         batch = torch.stack([self.preprocess(img) for img in images]).to(self.device)
         feats, logits = _features(self.net, self.spec.family, batch)
-        vectors = F.normalize(feats.float(), dim=1).cpu().numpy().astype(np.float32)
+        feats = feats.float()
+        # An all-zero feature vector has no direction; give it a fixed one rather than NaN distances.
+        flat = feats.norm(dim=1, keepdim=True) < 1e-12
+        feats = torch.where(flat, torch.ones_like(feats), feats)
+        vectors = F.normalize(feats, dim=1).cpu().numpy().astype(np.float32)
         probs, classes = logits.float().softmax(dim=1).max(dim=1)
         predictions = [
             Prediction(self.categories[c], category_for_class(c), round(float(p), 4))

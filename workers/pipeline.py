@@ -4,6 +4,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
@@ -26,8 +27,8 @@ _prepared = set()
 def get_embedder():
     """The process's model, with its version row and vector index made sure of once."""
     embedder = embedder_module.get_embedder()
+    services.model_version_register(key=embedder.key, arch=embedder.spec.name, weights=embedder.weights, dim=embedder.dim)
     if embedder.key not in _prepared:
-        services.model_version_register(key=embedder.key, arch=embedder.spec.name, weights=embedder.weights, dim=embedder.dim)
         knn.ensure_vector_index(embedder.key, embedder.dim)
         _prepared.add(embedder.key)
     return embedder
@@ -43,7 +44,7 @@ def search_execute(job):
     started = time.perf_counter()
     try:
         with job.query_image.open("rb") as f:
-            image = load_rgb(f, target_size=embedder.resize_size)
+            image = load_rgb(f, target_size=embedder.resize_size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
     except ImageDecodeError as exc:
         raise SearchError(f"The query image could not be read: {exc}") from None
     except FileNotFoundError:
@@ -62,7 +63,8 @@ def search_execute(job):
 def _decode(image):
     """(image, PIL image or None, error) for one indexed image."""
     try:
-        return image, load_rgb(image.file.path, target_size=get_embedder().resize_size), ""
+        pil = load_rgb(image.file.path, target_size=embedder_module.get_embedder().resize_size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
+        return image, pil, ""
     except ImageDecodeError as exc:
         return image, None, str(exc)
     except OSError as exc:

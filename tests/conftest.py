@@ -1,0 +1,134 @@
+"""Shared fixtures: media folders, real dev images, and a real Celery worker process on the test database."""
+
+import io
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2-imagenet1k.pth"
+DEV_IMAGES = Path(os.environ.get("IMGSEARCH_DEV_IMAGES", Path.home() / ".cache" / "imgsearch-dev-images"))
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(autouse=True)
+def _media_settings(settings, media_root):
+    """Every test (and the worker process) stores files under one temporary folder."""
+    settings.MEDIA_ROOT = media_root / "media"
+    settings.QUERY_ROOT = media_root / "queries"
+
+
+@pytest.fixture(scope="session")
+def dev_images():
+    """The real labelled images of ../shared/data/fetch-dev-images (fetched once, then cached)."""
+    if not (DEV_IMAGES / ".complete").exists():
+        subprocess.run([str(SHARED / "data" / "fetch-dev-images"), str(DEV_IMAGES)], check=True, timeout=900)
+    return DEV_IMAGES
+
+
+@pytest.fixture
+def photo_folder(dev_images, tmp_path):
+    """A small folder of real photo cut-outs in category sub-folders, as an operator would index."""
+    folder = tmp_path / "photos"
+    picks = {"animals": 4, "food": 3, "vehicles": 3, "plants": 2}
+    for category, count in picks.items():
+        files = sorted((dev_images / "tuxpaint" / category).glob("*.png"))
+        (folder / category).mkdir(parents=True)
+        for src in random.Random(category).sample(files, count):
+            (folder / category / src.name).write_bytes(src.read_bytes())
+    return folder
+
+
+def jpeg_bytes(image, quality=80):
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def edited_copy(path):
+    """A cropped, rescaled, re-encoded copy of an image file: what a person finds on the web."""
+    with Image.open(path) as img:
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, "white")
+        img = Image.alpha_composite(background, img).convert("RGB")
+        w, h = img.size
+        img = img.crop((w // 12, h // 12, w - w // 12, h - h // 12)).resize((w * 2 // 3, h * 2 // 3))
+    return jpeg_bytes(img, quality=70)
+
+
+def _test_database_url():
+    from django.db import connection
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return parts._replace(path="/" + connection.settings_dict["NAME"]).geturl()
+
+
+@pytest.fixture(scope="session")
+def worker_env(media_root, django_db_setup):
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=_test_database_url(),
+        MEDIA_ROOT=str(media_root / "media"),
+        QUERY_ROOT=str(media_root / "queries"),
+        IMGSEARCH_WEIGHTS=str(WEIGHTS),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def start_worker(env, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "imgsearch", "worker", "--queues", "search,index",
+         "--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip", *extra],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_until_ready(proc, timeout=90):
+    from imgsearch.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited early:\n{proc.stdout.read()}")
+        if app.control.ping(timeout=0.5):
+            return
+    raise RuntimeError("worker did not answer a ping in time")
+
+
+@pytest.fixture(scope="session")
+def worker(worker_env):
+    """One real Celery worker process (prefork) with the shared MobileNetV2 weights."""
+    from imgsearch.celery import app
+
+    app.control.purge()
+    proc = start_worker(worker_env)
+    wait_until_ready(proc)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_for_job(client, url, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(url).json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"job still {body['status']} after {timeout}s")

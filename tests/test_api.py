@@ -1,0 +1,137 @@
+"""The search API at the door: what it accepts, what it refuses (with a message), and the job's shape."""
+
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from search.models import SearchJob
+
+from .conftest import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/searches/"
+
+
+def png_bytes(size=(64, 48), mode="RGB"):
+    out = io.BytesIO()
+    Image.new(mode, size, 128).save(out, "PNG")
+    return out.getvalue()
+
+
+def upload(data, name="query.jpg", content_type="image/jpeg"):
+    return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def post(client, data=None, **params):
+    body = {"image": upload(data if data is not None else jpeg_bytes(Image.new("RGB", (64, 64), "red")))}
+    body.update(params)
+    return client.post(URL, body)
+
+
+def test_it_accepts_an_image_and_answers_202_with_the_job(client):
+    """A valid upload becomes a pending job; the answer gives its id and URL."""
+    response = post(client, k=5, min_score=0.3)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "pending" and body["url"].endswith(f"/api/v1/searches/{body['id']}/")
+    job = SearchJob.objects.get(id=body["id"])
+    assert (job.k, job.min_score) == (5, 0.3)
+
+
+def test_defaults_are_k_20_and_min_score_0(client):
+    """k and min_score are optional."""
+    job = SearchJob.objects.get(id=post(client).json()["id"])
+    assert (job.k, job.min_score) == (20, 0.0)
+
+
+def test_query_images_are_stored_under_a_generated_name_outside_media(client, settings):
+    """The client's file name is never a path, and query images are not under the public MEDIA_ROOT."""
+    body = {"image": upload(png_bytes(), name="../../etc/passwd.png", content_type="image/png")}
+    job = SearchJob.objects.get(id=client.post(URL, body).json()["id"])
+    path = job.query_image.path
+    assert path.startswith(str(settings.QUERY_ROOT)) and not path.startswith(str(settings.MEDIA_ROOT))
+    assert "passwd" not in path and job.query_image.name.endswith(job.id.hex)
+    assert job.query_name == "passwd.png"
+
+
+def test_get_shows_a_pending_job_with_the_documented_fields(client):
+    """GET answers the contract's fields while the job waits."""
+    url = post(client).json()["url"]
+    body = client.get(url).json()
+    assert {"id", "status", "error", "count", "results", "timings"} <= set(body)
+    assert body["status"] == "pending" and body["results"] == [] and body["count"] == 0
+
+
+def test_unknown_job_is_404(client):
+    """A job id that does not exist is a 404, not a 500."""
+    assert client.get("/api/v1/searches/00000000-0000-0000-0000-000000000000/").status_code == 404
+    assert client.get("/api/v1/searches/not-a-uuid/").status_code == 404
+
+
+def test_it_rejects_get_on_the_collection(client):
+    """Only POST creates searches."""
+    assert client.get(URL).status_code == 405
+
+
+BAD_UPLOADS = {
+    "empty file": (b"", "empty"),
+    "text renamed .jpg": (b"hello, this is not a picture\n" * 20, "not an image"),
+    "html renamed .jpg": (b"<!doctype html><html><script>alert(1)</script></html>", "not an image"),
+    "svg with script": (b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "not an image"),
+    "pdf": (b"%PDF-1.4\n1 0 obj<<>>endobj\n%%EOF", "not an image"),
+    "truncated jpeg": (jpeg_bytes(Image.effect_noise((256, 256), 50))[:2000], "truncated"),
+    "truncated png": (png_bytes((300, 300))[:60], None),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_UPLOADS)
+def test_bad_files_get_400_with_a_message_and_no_job(client, kind):
+    """Files that are not usable images are refused at the door, before anything is queued."""
+    data, words = BAD_UPLOADS[kind]
+    response = post(client, data)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail and (words is None or words in detail.lower())
+    assert not SearchJob.objects.exists()
+
+
+def test_decompression_bomb_is_refused(client, settings):
+    """An image whose header declares too many pixels is refused without decoding it."""
+    settings.IMGSEARCH_MAX_PIXELS = 1_000_000
+    response = post(client, png_bytes((2000, 2000), mode="1"))
+    assert response.status_code == 400 and "pixels" in response.json()["detail"]
+
+
+def test_over_size_upload_is_refused(client, settings):
+    """Uploads over the size limit get a 400 naming the limit."""
+    settings.IMGSEARCH_MAX_UPLOAD_BYTES = 1024 * 1024
+    big = jpeg_bytes(Image.effect_noise((1500, 1500), 100), quality=100)
+    assert len(big) > 1024 * 1024
+    response = post(client, big)
+    assert response.status_code == 400 and "1 MB" in response.json()["detail"]
+
+
+def test_missing_image_field_is_a_400(client):
+    """A POST without the image says which field is needed."""
+    response = client.post(URL, {"k": 3})
+    assert response.status_code == 400 and "image" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("k", 0), ("k", 101), ("k", "ten"), ("k", 2.5), ("min_score", -0.1), ("min_score", 1.5), ("min_score", "high"),
+])
+def test_out_of_range_parameters_are_400(client, field, value):
+    """k must be 1..100 and min_score 0..1; the message names the field."""
+    response = post(client, **{field: value})
+    assert response.status_code == 400
+    assert field in response.json()["detail"]
+    assert not SearchJob.objects.exists()
+
+
+def test_home_page_shows_the_upload_form(client):
+    """The page at / offers an upload form."""
+    response = client.get("/")
+    assert response.status_code == 200
+    assert b'name="image"' in response.content and b"Search!" in response.content

@@ -1,0 +1,55 @@
+"""Configuration is read from the environment, and bad values stop start-up with a clear message."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+
+def start_django(**env):
+    """Run django.setup() in a fresh process with the given environment; return (exit code, output)."""
+    full = {k: v for k, v in os.environ.items() if k not in env or env[k] is not None}
+    full.update({k: v for k, v in env.items() if v is not None})
+    proc = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=60)
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"DEBUG": "0", "SECRET_KEY": ""}, "SECRET_KEY must be set"),
+    ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+    ({"DATABASE_URL": ""}, "DATABASE_URL must be set"),
+    ({"DATABASE_URL": "sqlite:///x.db"}, "must point at PostgreSQL"),
+    ({"REDIS_URL": "localhost:6379"}, "REDIS_URL='localhost:6379' must start with redis://"),
+    ({"IMGSEARCH_MODEL": "alexnet"}, "IMGSEARCH_MODEL='alexnet' is not one of"),
+    ({"IMGSEARCH_MAX_UPLOAD_MB": "lots"}, "IMGSEARCH_MAX_UPLOAD_MB='lots' is not a valid int"),
+    ({"IMGSEARCH_MAX_UPLOAD_MB": "0"}, "must be between 1 and 1024"),
+])
+def test_bad_settings_stop_start_up_with_a_clear_message(env, message):
+    """Each bad value is named in an ImproperlyConfigured message at start-up."""
+    code, err = start_django(**env)
+    assert code != 0
+    assert "ImproperlyConfigured" in err and message in err
+
+
+def test_production_settings_start_with_a_secret_key():
+    """With DEBUG off and SECRET_KEY given, start-up succeeds."""
+    code, err = start_django(DEBUG="0", SECRET_KEY="x" * 50)
+    assert code == 0, err
+
+
+def test_the_web_process_never_imports_torch():
+    """Loading settings, URLs, views, the API and the task module (to queue work) leaves torch out."""
+    code = (
+        "import django, sys; django.setup();"
+        "import imgsearch.urls, search.api, search.views, workers.tasks, search.indexing;"
+        "from search.management.commands import index_images;"
+        "from django.test import Client; Client().get('/healthz');"
+        "bad = [m for m in ('torch', 'torchvision') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
