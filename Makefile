@@ -7,7 +7,7 @@ SHARED_WEIGHTS := ../shared/weights/mobilenet_v2-imagenet1k.pth
 export IMGSEARCH_WEIGHTS ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(SHARED_WEIGHTS),DEFAULT)
 export DEBUG ?= 1
 
-.PHONY: install run test worker clean-data
+.PHONY: install run test index manage clean-data
 
 install: $(BIN)/.installed
 
@@ -21,6 +21,12 @@ run: install  ## services, migrations, one worker and the web server on http://1
 
 test: install  ## the whole test suite against real PostgreSQL + pgvector, Redis and Celery workers
 	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+index: install  ## index a folder into the running service: make index DIR=~/Pictures
+	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python manage.py index_images "$(DIR)" --tags-from-folders
+
+manage: install  ## any manage.py command on the embedded services: make manage CMD="measure_search --n 20"
+	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python manage.py $(CMD)
 
 clean-data:  ## forget the local database, queue and media (under .local/)
 	rm -rf .local

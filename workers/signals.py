@@ -20,6 +20,7 @@ def check_weights_before_start(**kwargs):
 
 @worker_process_init.connect
 def load_model(**kwargs):
-    from .pipeline import get_embedder
+    # Load now, so the first search does not pay for it; database set-up waits for the first task.
+    from .embedder import get_embedder
 
     get_embedder()
