@@ -46,19 +46,37 @@ def vector_literal(vector):
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
-def nearest(vector, *, model_key, k, min_score=0.0):
-    """The k most similar images to `vector` as [(image_id, cosine similarity)], best first."""
+def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
+    """The k most similar images to `vector` as [(image_id, cosine similarity)], best first.
+
+    With categories, only images carrying one of those tags count. HNSW filters after its candidate
+    search, so a selective filter may leave fewer than k: then the query is answered exactly instead.
+    """
     dim = len(vector)
     _check(model_key, dim)
+    filters, params = sql.SQL(""), []
+    if categories:
+        filters = sql.SQL(
+            " AND image_id IN (SELECT id FROM search_indexedimage WHERE user_tags && %s::varchar[] OR auto_tags && %s::varchar[])"
+        )
+        params = [list(categories), list(categories)]
     query = sql.SQL(
         "SELECT image_id, 1 - ((vector::vector({dim})) <=> %s::vector({dim})) AS score"
-        " FROM search_embedding WHERE model_key = {key}"
+        " FROM search_embedding WHERE model_key = {key}{filters}"
         " ORDER BY (vector::vector({dim})) <=> %s::vector({dim}) LIMIT %s"
-    ).format(dim=sql.Literal(dim), key=sql.Literal(model_key))
+    ).format(dim=sql.Literal(dim), key=sql.Literal(model_key), filters=filters)
     literal = vector_literal(vector)
+    ef_search = max(int(settings.IMGSEARCH_HNSW_EF_SEARCH), int(k))
+    if categories:
+        ef_search = min(1000, max(ef_search, 4 * int(k), 200))
     with transaction.atomic(), connection.cursor() as cursor:
         # ef_search bounds how many candidates HNSW returns; it must be at least k.
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(int(settings.IMGSEARCH_HNSW_EF_SEARCH), int(k))}")
-        cursor.execute(query.as_string(cursor.connection), [literal, literal, int(k)])
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {ef_search}")
+        statement = query.as_string(cursor.connection)
+        cursor.execute(statement, [literal, *params, literal, int(k)])
         rows = cursor.fetchall()
+        if categories and len(rows) < k:
+            cursor.execute("SET LOCAL enable_indexscan = off")  # exact answer over the filtered images
+            cursor.execute(statement, [literal, *params, literal, int(k)])
+            rows = cursor.fetchall()
     return [(image_id, float(score)) for image_id, score in rows if score >= min_score]

@@ -119,10 +119,13 @@ class SearchJob(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)
-    query_image = models.FileField(storage=query_storage, upload_to=query_upload_to, max_length=200)
+    # The query is an uploaded image, or an image of the index ("search with this image").
+    query_image = models.FileField(storage=query_storage, upload_to=query_upload_to, max_length=200, blank=True)
     query_name = models.CharField(max_length=255, blank=True)  # the client's file name, for display only
+    source_image = models.ForeignKey(IndexedImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     k = models.PositiveSmallIntegerField(default=20)
     min_score = models.FloatField(default=0.0)
+    categories = ArrayField(models.CharField(max_length=64), default=list, blank=True)  # empty: all
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
     session_key = models.CharField(max_length=40, blank=True, db_index=True)
     model_key = models.CharField(max_length=120, blank=True)

@@ -11,14 +11,25 @@ from .models import Embedding, IndexedImage, ModelVersion, SearchJob
 log = logging.getLogger(__name__)
 
 
-def search_job_create(*, image, k, min_score, owner=None, session_key=""):
-    """Store the upload as a pending job and queue it once the row is committed."""
-    job = SearchJob(k=k, min_score=min_score, owner=owner, session_key=session_key or "")
-    job.query_name = (getattr(image, "name", "") or "")[-255:]
-    job.query_image.save("query", image, save=False)
+def search_job_create(*, image=None, source_image=None, from_job=None, k, min_score, categories=(), owner=None, session_key=""):
+    """Store a pending job for an upload, an indexed image, or an earlier job's query; queue it on commit."""
+    job = SearchJob(k=k, min_score=min_score, categories=list(categories), owner=owner, session_key=session_key or "")
+    if image is not None:
+        job.query_name = (getattr(image, "name", "") or "")[-255:]
+        job.query_image.save("query", image, save=False)
+    elif from_job is not None:  # refine: same query image, new constraints, no re-upload
+        job.query_image.name, job.query_name = from_job.query_image.name, from_job.query_name
+        job.source_image = from_job.source_image
+    else:
+        job.source_image, job.query_name = source_image, source_image.title
     job.save()
     transaction.on_commit(lambda: search_job_enqueue(job.id))
     return job
+
+
+def visible_jobs(request):
+    """The search jobs this request may see."""
+    return SearchJob.objects.all()
 
 
 def search_job_enqueue(job_id):
@@ -69,6 +80,24 @@ def model_version_register(*, key, arch, weights, dim):
 
 def embeddings_count(model_key):
     return Embedding.objects.filter(model_key=model_key).count()
+
+
+def stored_vector(image_id, model_key):
+    """An indexed image's embedding for the model, or None."""
+    row = Embedding.objects.filter(image_id=image_id, model_key=model_key).values_list("vector", flat=True).first()
+    return None if row is None else row
+
+
+def tag_counts():
+    """Every tag on a ready image with its number of images, most common first."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tag, count(DISTINCT id) FROM search_indexedimage, unnest(user_tags || auto_tags) AS tag"
+            " WHERE status = 'ready' GROUP BY tag ORDER BY count(DISTINCT id) DESC, tag"
+        )
+        return [{"tag": tag, "count": count} for tag, count in cursor.fetchall()]
 
 
 def _ms(delta):

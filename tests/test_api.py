@@ -135,3 +135,43 @@ def test_home_page_shows_the_upload_form(client):
     response = client.get("/")
     assert response.status_code == 200
     assert b'name="image"' in response.content and b"Search!" in response.content
+
+
+def test_exactly_one_query_source_is_required(client):
+    """An upload, an indexed image id or an earlier search: one of them, not two."""
+    response = post(client, image_id=1)
+    assert response.status_code == 400 and "image" in response.json()["detail"]
+
+
+def test_unknown_indexed_image_or_search_is_a_400(client):
+    """Searching with an image or search that does not exist says so."""
+    assert "image_id" in client.post(URL, {"image_id": 999999}).json()["detail"]
+    response = client.post(URL, {"from_search": "00000000-0000-0000-0000-000000000000"})
+    assert response.status_code == 400 and "from_search" in response.json()["detail"]
+
+
+def test_categories_are_normalised(client):
+    """Categories may repeat the field or be comma-separated; they are stored lower-case, once each."""
+    data = jpeg_bytes(Image.new("RGB", (32, 32), "blue"))
+    response = client.post(URL, {"image": upload(data), "categories": ["Dog, bird", "dog"]})
+    assert SearchJob.objects.get(id=response.json()["id"]).categories == ["dog", "bird"]
+
+
+def test_refining_reuses_the_query_image_without_a_new_upload(client):
+    """from_search makes a new job on the same stored query image with new constraints."""
+    first = SearchJob.objects.get(id=post(client).json()["id"])
+    response = client.post(URL, {"from_search": str(first.id), "k": 3, "min_score": 0.5})
+    assert response.status_code == 202
+    second = SearchJob.objects.get(id=response.json()["id"])
+    assert second.query_image.name == first.query_image.name and (second.k, second.min_score) == (3, 0.5)
+
+
+def test_tag_list_counts_ready_images(client):
+    """The tag list counts each ready image once per tag, most common first."""
+    from search.models import IndexedImage
+
+    IndexedImage.objects.create(content_hash="a" * 64, file="a.png", title="a", status="ready",
+                                user_tags=["pets"], auto_tags=["dog"])
+    IndexedImage.objects.create(content_hash="b" * 64, file="b.png", title="b", status="ready", auto_tags=["dog"])
+    IndexedImage.objects.create(content_hash="c" * 64, file="c.png", title="c", status="pending", auto_tags=["cat"])
+    assert client.get("/api/v1/tags/").json() == [{"tag": "dog", "count": 2}, {"tag": "pets", "count": 1}]

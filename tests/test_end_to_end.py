@@ -82,3 +82,16 @@ def test_min_score_filters_results(worker, client, photo_folder):
     job = search(client, edited_copy(original.source_path), k=12, min_score=0.75)
     assert job["count"] >= 1 and all(r["score"] >= 0.75 for r in job["results"])
     assert search(client, edited_copy(original.source_path), k=2)["count"] == 2
+
+
+def test_search_with_an_indexed_image_and_refine_by_category(worker, client, photo_folder):
+    """"Search with this image" finds itself first; a category filter keeps only that category."""
+    call_command("index_images", str(photo_folder), "--tags-from-folders")
+    image = IndexedImage.objects.filter(user_tags__contains=["food"]).first()
+    response = client.post("/api/v1/searches/", {"image_id": image.id, "k": 12})
+    job = wait_for_job(client, response.json()["url"])
+    assert job["results"][0]["image_id"] == image.id and job["results"][0]["score"] > 0.999
+    assert len({tuple(r["tags"]) for r in job["results"]}) > 1
+    response = client.post("/api/v1/searches/", {"from_search": job["id"], "categories": "vehicles", "k": 12})
+    refined = wait_for_job(client, response.json()["url"])
+    assert refined["count"] == 3 and all("vehicles" in r["tags"] for r in refined["results"])

@@ -42,22 +42,36 @@ def search_execute(job):
     """Embed the job's query image, find its neighbours, store results and timings."""
     embedder = get_embedder()
     started = time.perf_counter()
-    try:
-        with job.query_image.open("rb") as f:
-            image = load_rgb(f, target_size=embedder.resize_size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
-    except ImageDecodeError as exc:
-        raise SearchError(f"The query image could not be read: {exc}") from None
-    except FileNotFoundError:
-        raise SearchError("The uploaded query image is missing on the server; please upload it again.") from None
-    vectors, _ = embedder.embed([image])
+    vector = query_vector(job, embedder)
     embedded = time.perf_counter()
     if not services.embeddings_count(embedder.key):
         raise SearchError(f"The index holds no images embedded with {embedder.key} yet; index some images first.")
-    results = knn.nearest(vectors[0], model_key=embedder.key, k=job.k, min_score=job.min_score)
+    results = knn.nearest(vector, model_key=embedder.key, k=job.k, min_score=job.min_score, categories=job.categories)
     done = time.perf_counter()
     services.search_job_complete(
         job, results, model_key=embedder.key, embed_ms=(embedded - started) * 1000, query_ms=(done - embedded) * 1000
     )
+
+
+def query_vector(job, embedder):
+    """The query's embedding: an indexed image's stored one when it has it, else the decoded file's."""
+    if job.source_image_id and not job.query_image:
+        stored = services.stored_vector(job.source_image_id, embedder.key)
+        if stored is not None:
+            return stored
+        source = job.source_image.file
+    elif job.query_image:
+        source = job.query_image
+    else:
+        raise SearchError("The image to search with is no longer in the index.")
+    try:
+        with source.open("rb") as f:
+            image = load_rgb(f, target_size=embedder.resize_size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
+    except ImageDecodeError as exc:
+        raise SearchError(f"The query image could not be read: {exc}") from None
+    except FileNotFoundError:
+        raise SearchError("The query image is missing on the server; please upload it again.") from None
+    return embedder.embed([image])[0][0]
 
 
 def _decode(image):
