@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def folder_tags(path, root):
 def probe(path):
     """(format, width, height) from the file header, or raise ValueError with a reason."""
     try:
-        with Image.open(path) as img:
-            fmt, (width, height) = img.format, img.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel check is ours, below
+            with Image.open(path) as img:
+                fmt, (width, height) = img.format, img.size
     except (UnidentifiedImageError, Image.DecompressionBombError):
         raise ValueError("not an image, or a format that is not supported") from None
     except OSError as exc:

@@ -20,7 +20,8 @@ from search.models import IndexedImage
 
 def edited_copy(path):
     with Image.open(path) as img:
-        img = img.convert("RGB")
+        img = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img).convert("RGB")
         w, h = img.size
         img = img.crop((w // 12, h // 12, w - w // 12, h - h // 12)).resize((max(1, w * 2 // 3), max(1, h * 2 // 3)))
     out = io.BytesIO()
