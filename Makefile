@@ -7,7 +7,11 @@ SHARED_WEIGHTS := ../shared/weights/mobilenet_v2-imagenet1k.pth
 export IMGSEARCH_WEIGHTS ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(SHARED_WEIGHTS),DEFAULT)
 export DEBUG ?= 1
 
-.PHONY: install run test index manage clean-data
+# The browser tests drive Debian's Chromium (never a `playwright install` download); the CJK fonts let
+# the Chinese page's screenshots show real characters.
+BROWSER_PACKAGES := chromium fonts-noto-cjk
+
+.PHONY: install browser run test fuzz index manage clean-data
 
 install: $(BIN)/.installed
 
@@ -19,8 +23,22 @@ $(BIN)/.installed: requirements.txt
 run: install  ## services, migrations, one worker and the web server on http://127.0.0.1:8000
 	$(BIN)/python -m imgsearch.embedded run
 
-test: install  ## the whole test suite against real PostgreSQL + pgvector, Redis and Celery workers
+browser:  ## Debian's Chromium and CJK fonts for the browser tests (apt-get, as root, when missing)
+	@if [ -x /usr/bin/chromium ] && dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "Installing $(BROWSER_PACKAGES) for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES); \
+	else \
+		echo "The browser tests need Debian's $(BROWSER_PACKAGES); install them as root:" >&2; \
+		echo "  sudo apt-get install -y $(BROWSER_PACKAGES)   (or: sudo make browser)" >&2; \
+		exit 1; \
+	fi
+
+test: install browser  ## the whole test suite against real PostgreSQL + pgvector, Redis, Celery workers and Chromium
 	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+fuzz: install  ## Schemathesis against the live test server with many more examples (FUZZ_EXAMPLES=300)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python -m pytest -s tests/test_api_contract.py -k fuzzed
 
 index: install  ## index a folder into the running service: make index DIR=~/Pictures
 	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python manage.py index_images "$(DIR)" --tags-from-folders

@@ -1,0 +1,106 @@
+// The results grid: cards with thumbnail, score and tags, chips that filter by tag, the star and
+// "Search with this image" on every card. Cards can be dragged onto the favourites area.
+import { el, icon, safeUrl } from "./dom.js";
+import { format, formatNumber, formatPercent, gettext } from "./i18n.js";
+import { RESULT_MIME } from "./source.js";
+
+export function titleOf(item) {
+  return item.title || format(gettext("Image %(id)s"), { id: item.image_id });
+}
+
+export function tagList(tags, palette) {
+  const list = el("ul", { className: "tags", "aria-label": gettext("Tags") });
+  for (const tag of tags || []) list.append(el("li", { className: "tag", style: `--tag: ${palette(tag)}` }, String(tag)));
+  return list;
+}
+
+export function scoreLine(score) {
+  if (typeof score !== "number") return null;
+  const bar = el("span", { className: "score-bar", "aria-hidden": "true" }, el("span", { style: `width: ${Math.round(score * 100)}%` }));
+  return el("p", { className: "score" }, bar, format(gettext("%(score)s similar"), { score: formatPercent(score) }));
+}
+
+/** Show a star button's state: pressed when the image is a favourite. */
+export function setStar(button, pressed, title) {
+  button.setAttribute("aria-pressed", String(pressed));
+  const label = pressed ? gettext("Remove %(title)s from favourites") : gettext("Add %(title)s to favourites");
+  button.setAttribute("aria-label", format(label, { title }));
+  button.title = pressed ? gettext("Remove from favourites") : gettext("Add to favourites");
+}
+
+function cardActions(item, title, { isFavourite, handlers }) {
+  const star = el("button", { type: "button", className: "star" }, icon("star"));
+  setStar(star, isFavourite(item.image_id), title);
+  star.addEventListener("click", () => handlers.onStar(item));
+  const again = el("button", { type: "button", className: "search-with", title: gettext("Search with this image"),
+    "aria-label": format(gettext("Search with this image: %(title)s"), { title }) }, icon("search"), el("span", {}, gettext("Find similar")));
+  again.addEventListener("click", () => handlers.onSearchWith(item));
+  return el("div", { className: "card-tools" }, star, again);
+}
+
+function makeDraggable(node, item, title) {
+  node.draggable = true;
+  node.addEventListener("dragstart", (event) => {
+    const url = safeUrl(item.thumbnail_url || item.image_url);
+    event.dataTransfer.effectAllowed = "copy";
+    event.dataTransfer.setData(RESULT_MIME, JSON.stringify({ id: item.image_id, title, url }));
+    event.dataTransfer.setData("text/uri-list", safeUrl(item.image_url));
+    node.classList.add("is-dragging");
+  });
+  node.addEventListener("dragend", () => node.classList.remove("is-dragging"));
+}
+
+function card(item, options) {
+  const title = titleOf(item);
+  const image = el("img", { src: safeUrl(item.thumbnail_url || item.image_url), alt: title, loading: "lazy", decoding: "async", draggable: false });
+  const media = el("button", { type: "button", className: "card-media", "aria-label": format(gettext("Enlarge %(title)s"), { title }) }, image);
+  media.addEventListener("click", () => options.handlers.onOpen(item, media));
+  const body = el("div", { className: "card-body" }, el("p", { className: "card-title", title }, title),
+    scoreLine(item.score), tagList(item.tags, options.palette), cardActions(item, title, options));
+  const node = el("li", { className: "card", dataset: { imageId: item.image_id } }, media, body);
+  makeDraggable(node, item, title);
+  return node;
+}
+
+function tagCounts(items) {
+  const counts = new Map();
+  for (const item of items) for (const tag of new Set(item.tags || [])) counts.set(tag, (counts.get(tag) || 0) + 1);
+  return [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+}
+
+export function createResults({ grid, filter, palette, isFavourite, handlers }) {
+  let items = [];
+  let tag = null;
+
+  function chip(label, value, count) {
+    const button = el("button", { type: "button", className: value === null ? "chip chip-all" : "chip",
+      "aria-pressed": String(tag === value), dataset: value === null ? {} : { tag: value } },
+    el("span", { className: "chip-label" }, label), el("span", { className: "chip-count" }, formatNumber(count)));
+    if (value !== null) button.style.setProperty("--tag", palette(value));
+    button.addEventListener("click", () => setTag(value));
+    return button;
+  }
+
+  function setTag(value) {
+    tag = value;
+    for (const button of filter.querySelectorAll(".chip")) button.setAttribute("aria-pressed", String((button.dataset.tag ?? null) === tag));
+    grid.querySelectorAll(".card").forEach((node, i) => { node.hidden = tag !== null && !(items[i].tags || []).includes(tag); });
+  }
+
+  function render(list) {
+    items = list;
+    const counts = tagCounts(items);
+    if (!counts.some(([name]) => name === tag)) tag = null;
+    filter.replaceChildren(chip(gettext("All"), null, items.length), ...counts.map(([name, n]) => chip(name, name, n)));
+    filter.hidden = items.length === 0;
+    grid.replaceChildren(...items.map((item) => card(item, { palette, isFavourite, handlers })));
+    setTag(tag);
+  }
+
+  function refreshStars() {
+    grid.querySelectorAll(".card").forEach((node, i) => setStar(node.querySelector(".star"), isFavourite(items[i].image_id), titleOf(items[i])));
+  }
+
+  const visible = () => items.filter((item) => tag === null || (item.tags || []).includes(tag));
+  return { render, refreshStars, visible, setTag, get items() { return items; } };
+}

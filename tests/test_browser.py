@@ -1,0 +1,431 @@
+"""The search page in a real browser: Playwright drives Debian's Chromium (headless) against the live
+server, with a real Celery worker and the real MobileNetV2 weights. Each test leaves a screenshot in
+test-artifacts/screenshots/<test name>.png.
+"""
+
+import base64
+import io
+import os
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.db import transaction
+from django.test import Client
+from playwright.sync_api import expect, sync_playwright
+
+from search.models import IndexedImage, SearchJob
+from search.services import search_job_enqueue
+
+from .conftest import ROOT, edited_copy
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+expect.set_options(timeout=20_000)  # a search on a busy 2-core machine can take a few seconds
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# Records every change of the waiting indicator, however brief, with whether its spinner was visible.
+WATCH_STATUS = """
+window.__states = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const status = document.getElementById("status");
+  if (!status) return;
+  new MutationObserver(() => window.__states.push([status.dataset.state,
+    getComputedStyle(status.querySelector(".spinner")).display !== "none"])).observe(status, { attributeFilter: ["data-state"] });
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (Debian's build: `playwright install` is never needed)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (as root) to install Debian's Chromium.")
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls of these tests are still
+    # plain synchronous code, so Django's guard against async contexts is lifted while it runs.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def open_page(browser, live_server, request):
+    """Open the site in a fresh browser context; each page fails its test on a script error."""
+    contexts, errors = [], []
+
+    def open_page(path="/", *, viewport=DESKTOP, language="en", session=None, **options):
+        context = browser.new_context(viewport=viewport, base_url=live_server.url, **options)
+        context.set_default_timeout(30_000)
+        context.add_cookies([{"name": django_settings.LANGUAGE_COOKIE_NAME, "value": language, "url": live_server.url}])
+        if session:
+            context.add_cookies([{"name": django_settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}])
+        context.add_init_script(WATCH_STATUS)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(path)
+        contexts.append(context)
+        return page
+
+    yield open_page
+    if contexts:
+        shoot(contexts[-1].pages[-1], request.node.name)
+    for context in contexts:
+        context.close()
+    assert not errors, errors
+
+
+def shoot(page, name):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+@pytest.fixture
+def indexed(worker, photo_folder, settings):
+    """The 12 photos indexed through the real worker, tagged by folder (animals, food, vehicles, plants)."""
+    settings.IMGSEARCH_SEARCH_RATE_ANON = "10000/min"  # many searches from one address in a few minutes
+    call_command("index_images", str(photo_folder), "--tags-from-folders", stdout=io.StringIO(), stderr=io.StringIO())
+    assert IndexedImage.objects.filter(status="ready").count() == 12
+    return photo_folder
+
+
+def query_file(tmp_path, folder, category="animals"):
+    """An edited copy (cropped, re-encoded) of one indexed photo, as a JPEG file on disk."""
+    original = sorted((folder / category).glob("*.png"))[0]
+    path = tmp_path / f"{original.stem}-copy.jpg"
+    path.write_bytes(edited_copy(original))
+    return path
+
+
+def search_with_picker(page, path):
+    page.set_input_files("#id_image", str(path))
+    page.locator("#search-button").click()
+    wait_until_done(page)
+
+
+def wait_until_done(page):
+    expect(page.locator("#status")).to_have_attribute("data-state", re.compile("done|failed"))
+
+
+def seen_waiting(page):
+    return [state for state, spinner in page.evaluate("window.__states") if spinner]
+
+
+def signed_in_session(django_user_model):
+    """A signed-in user and the value of their session cookie, for the browser."""
+    user = django_user_model.objects.create_user("fiona", "fiona@example.com", "a long enough secret")
+    client = Client()
+    client.force_login(user)
+    return client.cookies[django_settings.SESSION_COOKIE_NAME].value, user
+
+
+def card_titles(page):
+    return page.locator("#results .card:visible .card-title").all_inner_texts()
+
+
+def test_file_picker_shows_the_source_waits_visibly_and_counts_the_results(open_page, indexed, tmp_path):
+    """Choosing a file shows it with name and size; Search! runs the spinner while pending/running, then the count."""
+    page = open_page()
+    expect(page.locator(".intro")).to_contain_text("12 images in the index")
+    query = query_file(tmp_path, indexed)
+    page.set_input_files("#id_image", str(query))
+    source = page.locator("[data-source-preview]")
+    expect(source).to_be_visible()
+    expect(source).to_contain_text(query.name)
+    expect(source).to_contain_text(re.compile(r"\d+(\.\d)? KB"))
+    assert page.locator("[data-source-preview] img").evaluate("img => img.complete && img.naturalWidth > 0")
+    page.get_by_role("button", name="Search!").click()
+    wait_until_done(page)
+    assert {"uploading", "pending"} & set(seen_waiting(page)), page.evaluate("window.__states")
+    expect(page.locator("#status .spinner")).to_be_hidden()
+    expect(page.locator("#count")).to_have_text("12 similar images found")
+    expect(page.locator("#results .card")).to_have_count(12)
+    assert re.search(r"\?job=[0-9a-f-]{36}$", page.url)
+    page.reload()
+    expect(page.locator("#count")).to_have_text("12 similar images found")
+    expect(page.locator("[data-source-preview]")).to_contain_text(query.name)
+
+
+def test_dropping_a_file_on_the_drop_zone_and_pressing_enter_searches(open_page, indexed, tmp_path):
+    """A file dropped on the drop zone becomes the source; Enter starts the search."""
+    page = open_page()
+    query = query_file(tmp_path, indexed, "food")
+    page.evaluate("""([data, name]) => {
+      const file = new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], name, { type: "image/jpeg" });
+      const transfer = new DataTransfer();
+      transfer.items.add(file);
+      const zone = document.getElementById("dropzone");
+      for (const type of ["dragenter", "dragover", "drop"]) {
+        zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
+      }
+    }""", [base64.b64encode(query.read_bytes()).decode(), query.name])
+    expect(page.locator("[data-source-preview]")).to_contain_text(query.name)
+    page.locator("#id_k").focus()
+    page.keyboard.press("Enter")
+    wait_until_done(page)
+    assert seen_waiting(page)
+    expect(page.locator("#count")).to_have_text("12 similar images found")
+    assert "food" in page.locator("#results .card").first.locator(".tags").inner_text()
+
+
+def test_pasting_an_image_searches(open_page, indexed, tmp_path):
+    """An image pasted from the clipboard becomes the source ("Pasted image") and can be searched."""
+    page = open_page()
+    query = query_file(tmp_path, indexed, "vehicles")
+    page.evaluate("""(data) => {
+      const file = new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], "image.jpg", { type: "image/jpeg" });
+      const transfer = new DataTransfer();
+      transfer.items.add(file);
+      document.body.dispatchEvent(new ClipboardEvent("paste", { bubbles: true, cancelable: true, clipboardData: transfer }));
+    }""", base64.b64encode(query.read_bytes()).decode())
+    expect(page.locator("[data-source-preview]")).to_contain_text("Pasted image")
+    page.get_by_role("button", name="Search!").click()
+    wait_until_done(page)
+    assert seen_waiting(page)
+    expect(page.locator("#count")).to_have_text("12 similar images found")
+    assert "vehicles" in page.locator("#results .card").first.locator(".tags").inner_text()
+
+
+def contrast_with_white(rgb):
+    def linear(channel):
+        c = channel / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgb)
+    return 1.05 / (0.2126 * r + 0.7152 * g + 0.0722 * b + 0.05)
+
+
+def test_tag_chips_have_distinct_readable_colours_and_filter_the_results(open_page, indexed, tmp_path):
+    """Each tag's chip has its own colour (white text at 4.5:1 or better) and count; a chip filters, All returns."""
+    page = open_page()
+    search_with_picker(page, query_file(tmp_path, indexed))
+    chips = page.locator("#tag-filter .chip[data-tag]")
+    tags = chips.evaluate_all("els => els.map(e => e.dataset.tag)")
+    assert {"animals", "food", "vehicles", "plants"} <= set(tags)
+    colours = chips.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+    assert len(set(colours)) == len(colours), dict(zip(tags, colours))
+    for tag, colour in zip(tags, colours):
+        assert contrast_with_white([int(n) for n in re.findall(r"\d+", colour)[:3]]) >= 4.5, (tag, colour)
+    same_tag_in_card = page.locator("#results .tag", has_text=re.compile("^animals$")).first
+    assert same_tag_in_card.evaluate("e => getComputedStyle(e).backgroundColor") == colours[tags.index("animals")]
+    chip = page.locator('#tag-filter .chip[data-tag="food"]')
+    expect(chip.locator(".chip-count")).to_have_text("3")
+    chip.click()
+    expect(chip).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#results .card:visible")).to_have_count(3)
+    for tags_text in page.locator("#results .card:visible .tags").all_inner_texts():
+        assert "food" in tags_text.split("\n")
+    page.get_by_role("button", name=re.compile("^All")).click()
+    expect(page.locator("#results .card:visible")).to_have_count(12)
+
+
+def test_a_result_enlarges_and_closes_with_escape_and_the_size_control_changes_thumbnails(open_page, indexed, tmp_path):
+    """Clicking a thumbnail opens the large view (Escape closes it); the size control resizes the grid."""
+    page = open_page()
+    search_with_picker(page, query_file(tmp_path, indexed))
+    first = page.locator("#results .card").first
+    title = first.locator(".card-title").inner_text()
+    first.locator(".card-media").click()
+    dialog = page.locator("#lightbox")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("h2")).to_have_text(title)
+    large = dialog.locator("img")
+    expect(large).to_have_attribute("alt", title)
+    assert large.bounding_box()["width"] > 2 * first.locator(".card-media img").bounding_box()["width"]
+    shoot(page, "lightbox")
+    page.keyboard.press("ArrowRight")
+    expect(dialog.locator("h2")).not_to_have_text(title)
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    before = first.bounding_box()["width"]
+    page.locator("#thumb-size").fill("330")
+    assert first.bounding_box()["width"] > before * 1.4
+    page.locator("#thumb-size").fill("110")
+    assert first.bounding_box()["width"] < before
+
+
+def test_search_with_this_image_starts_a_new_search_from_a_result(open_page, indexed, tmp_path):
+    """"Search with this image" on any result searches with that indexed image: it comes back first, 100% similar."""
+    page = open_page()
+    search_with_picker(page, query_file(tmp_path, indexed))
+    third = page.locator("#results .card").nth(2)
+    title = third.locator(".card-title").inner_text()
+    page.evaluate("window.__states = []")
+    third.get_by_role("button", name=re.compile("^Search with this image")).click()
+    expect(page.locator("[data-source-preview]")).to_contain_text(title)
+    wait_until_done(page)
+    assert seen_waiting(page)
+    expect(page.locator("#results .card").first.locator(".card-title")).to_have_text(title)
+    expect(page.locator("#results .card").first.locator(".score")).to_contain_text("100%")
+    assert SearchJob.objects.filter(source_image__title=title).exists()
+
+
+def stored_queries(settings):
+    return sum(1 for path in Path(settings.QUERY_ROOT).rglob("*") if path.is_file())
+
+
+def set_min_score(page, value):
+    page.locator("#id_min_score").evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); "
+                                           "el.dispatchEvent(new Event('change', { bubbles: true })); }", str(value))
+
+
+def test_refining_refilters_or_reruns_without_reuploading_and_offers_to_relax(open_page, indexed, tmp_path, settings):
+    """A higher minimum filters in the page; nothing passing offers to relax; a new category re-runs, no re-upload."""
+    page = open_page()
+    page.locator("#id_k").fill("5")
+    search_with_picker(page, query_file(tmp_path, indexed))
+    expect(page.locator("#count")).to_have_text("5 similar images found")
+    first, uploads = SearchJob.objects.get(), stored_queries(settings)
+    set_min_score(page, 0.6)
+    expect(page.locator("#terms-summary")).to_contain_text("Similarity ≥ 60%")
+    scores = page.locator("#results .score").all_inner_texts()
+    assert 1 <= len(scores) < 5 and all(int(re.search(r"\d+", s).group()) >= 60 for s in scores)
+    set_min_score(page, 1)
+    expect(page.locator("#count")).to_have_text("0 similar images found")
+    expect(page.locator("#empty")).to_contain_text("No image is at least 100% similar.")
+    shoot(page, "nothing-passes")
+    relax = page.locator("#relax-button")
+    expect(relax).to_have_text(re.compile(r"^Lower the minimum to \d+%$"))
+    relax.click()
+    expect(page.locator("#results .card").first).to_be_visible()
+    assert SearchJob.objects.count() == 1  # every step so far was answered from the results in the page
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/searches/") and r.request.method == "POST"):
+        page.locator('label.category:has(input[value="plants"])').click()
+    closest = page.get_by_role("button", name="Show the closest images anyway")
+    expect(closest).to_be_visible()  # no plant is as close as the relaxed minimum
+    closest.click()
+    expect(page.locator("#results .card")).to_have_count(2)
+    assert all("plants" in tags.split("\n") for tags in page.locator("#results .tags").all_inner_texts())
+    latest = SearchJob.objects.latest("created_at")
+    assert SearchJob.objects.count() == 3 and latest.categories == ["plants"] and latest.min_score == 0
+    assert latest.query_image.name == first.query_image.name and stored_queries(settings) == uploads
+
+
+def test_clear_returns_to_the_fresh_home_state(open_page, indexed, tmp_path):
+    """Clear removes the image, the results and the filters, and forgets the job; a sample image starts anew."""
+    page = open_page()
+    page.locator('label.category:has(input[value="animals"])').click()
+    page.locator("#id_k").fill("5")
+    search_with_picker(page, query_file(tmp_path, indexed))
+    expect(page.locator("#results .card")).to_have_count(4)
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator("[data-source-preview]")).to_be_hidden()
+    expect(page.locator("#results-view")).to_be_hidden()
+    expect(page.locator("#start")).to_be_visible()
+    expect(page.locator("#id_k")).to_have_value("20")
+    expect(page.locator('input[name="categories"]:checked')).to_have_count(0)
+    assert "job=" not in page.url
+    page.get_by_role("button", name="Search!").click()
+    expect(page.locator("#error")).to_have_text("First choose, drop or paste an image.")
+    sample = page.locator("#start .sample").first  # the fresh page offers images of the index to try
+    title = sample.get_attribute("data-title")
+    sample.click()
+    wait_until_done(page)
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#results .card").first.locator(".card-title")).to_have_text(title)
+
+
+def test_a_rejected_upload_and_a_failed_job_show_their_message_in_the_page(open_page, indexed, tmp_path, django_user_model):
+    """A file the server refuses and a job that fails both end with a readable message, the spinner stopped."""
+    page = open_page()
+    fake = tmp_path / "notes.png"
+    fake.write_bytes(b"these are my notes, not a picture " * 10)
+    page.set_input_files("#id_image", str(fake))
+    page.get_by_role("button", name="Search!").click()
+    expect(page.locator("#error")).to_contain_text("not an image")
+    expect(page.locator("#status")).to_have_attribute("data-state", "failed")
+    expect(page.locator("#status .spinner")).to_be_hidden()
+    shoot(page, "rejected-upload")
+
+    session, user = signed_in_session(django_user_model)
+    job = SearchJob.objects.create(k=3, owner=user)
+    job.query_image.save("query", SimpleUploadedFile("x.jpg", b"\xff\xd8\xff\xe0 truncated"), save=True)
+    transaction.on_commit(lambda: search_job_enqueue(job.id))  # a query the worker cannot read
+    failed = open_page(f"/?job={job.id}", session=session)
+    expect(failed.locator("#error")).to_contain_text("could not be read")
+    expect(failed.locator("#status")).to_have_attribute("data-state", "failed")
+
+
+def test_dragging_a_result_to_favourites_and_the_favourites_only_view(open_page, indexed, tmp_path, django_user_model):
+    """Signed in: drag a result onto the favourites area or press its star; the area shows only favourites, and back."""
+    # Tall enough that the card and the favourites area are both in view: no scrolling mid-drag.
+    page = open_page(session=signed_in_session(django_user_model)[0], viewport={"width": 1280, "height": 1200})
+    search_with_picker(page, query_file(tmp_path, indexed))
+    area = page.locator("#favourites")
+    first = page.locator("#results .card").nth(0)
+    first.drag_to(area)
+    expect(area.locator("[data-favourites-count]")).to_have_text("1")
+    expect(first.locator(".star")).to_have_attribute("aria-pressed", "true")
+    second = page.locator("#results .card").nth(1)
+    second.locator(".star").focus()
+    page.keyboard.press("Enter")  # the star works from the keyboard too
+    expect(area.locator("[data-favourites-count]")).to_have_text("2")
+    saved = {first.locator(".card-title").inner_text(), second.locator(".card-title").inner_text()}
+    page.locator("#favourites-toggle").click()
+    expect(page.locator("#count")).to_have_text("2 favourites")
+    expect(page.locator("#results .card")).to_have_count(2)
+    assert set(card_titles(page)) == saved
+    shoot(page, "favourites-only")
+    page.get_by_role("button", name="Back to results").click()
+    expect(page.locator("#count")).to_have_text("12 similar images found")
+    page.reload()  # kept on the server
+    expect(page.locator("[data-favourites-count]")).to_have_text("2")
+
+
+def test_a_visitor_is_asked_to_sign_in_to_keep_favourites(open_page, indexed, tmp_path):
+    """Not signed in, the star (tapped on a phone) and the favourites area ask the visitor to sign in."""
+    page = open_page(viewport=PHONE, has_touch=True, is_mobile=True)
+    search_with_picker(page, query_file(tmp_path, indexed))
+    page.locator("#results .card").first.locator(".star").tap()
+    notice = page.locator("#toast")
+    expect(notice).to_be_visible()
+    expect(notice.get_by_role("link", name="Sign in")).to_have_attribute("href", re.compile(r"^/accounts/login/\?next=%2F%3Fjob%3D"))
+    expect(page.locator("#results .card").first.locator(".star")).to_have_attribute("aria-pressed", "false")
+    shoot(page, "sign-in-asked")
+    notice.get_by_role("button", name="Close").tap()
+    expect(notice).to_be_hidden()
+    page.locator("#favourites-toggle").tap()
+    expect(notice).to_contain_text("Sign in to keep favourites")
+    expect(page.locator("#count")).to_have_text("12 similar images found")  # no favourites view for a visitor
+    notice.get_by_role("button", name="Close").tap()
+    page.locator("#results .card").first.locator(".card-media").tap()
+    page.locator("#lightbox .star").tap()  # from the large view the message must show, and take taps, above it
+    expect(notice).to_be_visible()
+    box = notice.bounding_box()
+    assert page.evaluate("([x, y]) => document.getElementById('toast').contains(document.elementFromPoint(x, y))",
+                         [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+
+
+def test_the_page_in_simplified_chinese(open_page, indexed, tmp_path):
+    """The header's switch turns the page into Simplified Chinese, the count sentence included."""
+    page = open_page()
+    page.get_by_role("button", name="简体中文").click()
+    expect(page.locator("html")).to_have_attribute("lang", "zh-hans")
+    expect(page.locator("h1")).to_have_text("以图搜图")
+    expect(page.get_by_role("button", name="搜索！")).to_be_visible()
+    page.set_input_files("#id_image", str(query_file(tmp_path, indexed)))
+    page.get_by_role("button", name="搜索！").click()
+    wait_until_done(page)
+    expect(page.locator("#count")).to_have_text("本次共检索到 12 张相似图片")
+    expect(page.locator("#tag-filter .chip-all")).to_contain_text("全部")
+    expect(page.locator("#results .card").first.locator(".score")).to_contain_text("相似")
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_phone_width_fits_without_sideways_scrolling_and_images_have_alt_text(open_page, indexed, tmp_path, language):
+    """At 390 px the page, with results, has no horizontal overflow; every image has alt text."""
+    page = open_page(viewport=PHONE, language=language, has_touch=True, is_mobile=True)
+    search_with_picker(page, query_file(tmp_path, indexed))
+    expect(page.locator("#results .card")).to_have_count(12)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert page.locator("img:not([alt])").count() == 0
+    assert all(alt.strip() for alt in page.locator("#results img").evaluate_all("els => els.map(e => e.alt)"))
