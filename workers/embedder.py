@@ -7,6 +7,7 @@ map, L2-normalised; the same forward pass gives the ImageNet classifier's top cl
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,17 +152,30 @@ class Embedder:
         return vectors, predictions
 
 
-_embedder = None
+# Models loaded in this process, least recently used first: the active one, and one being reindexed to.
+_cache = OrderedDict()
+_CACHE_SIZE = 2
 _lock = threading.Lock()
 
 
-def get_embedder():
-    """The process's one Embedder, built from Django settings on first use."""
-    global _embedder
-    with _lock:
-        if _embedder is None:
-            from django.conf import settings
+def get_embedder(arch=None, weights=None):
+    """The Embedder for (arch, weights), loaded once per process; the configured model by default."""
+    from django.conf import settings
 
-            _embedder = Embedder(settings.IMGSEARCH_MODEL, settings.IMGSEARCH_WEIGHTS, settings.IMGSEARCH_DEVICE)
-            log.info("loaded %s on %s", _embedder.key, _embedder.device)
-        return _embedder
+    spec = (arch or settings.IMGSEARCH_MODEL, weights or settings.IMGSEARCH_WEIGHTS)
+    with _lock:
+        embedder = _cache.get(spec)
+        if embedder is None:
+            embedder = Embedder(*spec, settings.IMGSEARCH_DEVICE)
+            log.info("loaded %s on %s", embedder.key, embedder.device)
+            _cache[spec] = embedder
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+        _cache.move_to_end(spec)
+        return embedder
+
+
+def set_threads(count):
+    """Cap torch's intra-op threads (0 leaves torch's default), so workers sharing few cores do not thrash."""
+    if count:
+        torch.set_num_threads(count)

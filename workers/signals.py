@@ -1,8 +1,11 @@
-"""Worker start-up: refuse to start with missing or unfit weights; load the model once per process."""
+"""Worker start-up: refuse to start with missing or unfit weights; load the active model once per process."""
 
+import logging
 import sys
 
 from celery.signals import worker_init, worker_process_init
+
+log = logging.getLogger(__name__)
 
 
 @worker_init.connect
@@ -20,7 +23,14 @@ def check_weights_before_start(**kwargs):
 
 @worker_process_init.connect
 def load_model(**kwargs):
-    # Load now, so the first search does not pay for it; database set-up waits for the first task.
-    from .embedder import get_embedder
+    # Load now, so the first search does not pay for it. Each pool process opens its own connection.
+    from django.conf import settings
 
-    get_embedder()
+    from .embedder import set_threads
+    from .pipeline import active_embedder
+
+    set_threads(settings.IMGSEARCH_TORCH_THREADS)
+    try:
+        active_embedder()
+    except Exception:  # the database may still be starting: the first task loads the model instead
+        log.warning("could not load the active model at start-up; the first task will", exc_info=True)

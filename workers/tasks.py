@@ -1,16 +1,20 @@
-"""Celery tasks: thin wrappers that fetch a row, call workers.pipeline, and record the outcome.
+"""Celery tasks: thin wrappers that fetch a row, call workers.pipeline or a search service, and record the outcome.
 
 This module imports no torch, so the web process may import it to queue tasks; the model is loaded in
-the worker process only (see workers.signals).
+the worker process only (see workers.signals). Searches go to the "search" queue, everything else to
+"index" (settings.CELERY_TASK_ROUTES), each served by its own worker.
 """
 
 import logging
 
 from celery import shared_task
 
-from search import services
+from search import collections, reindex, services
 
 log = logging.getLogger(__name__)
+
+# Tasks that are safe to run twice are acknowledged only once done, and put back if their worker dies.
+IDEMPOTENT = {"acks_late": True, "reject_on_worker_lost": True}
 
 
 @shared_task(name="workers.run_search", acks_late=True, max_retries=0)
@@ -30,8 +34,63 @@ def run_search(job_id):
 
 
 @shared_task(name="workers.embed_images", acks_late=True, autoretry_for=(OSError,), max_retries=3, retry_backoff=True)
-def embed_images(image_ids):
+def embed_images(image_ids, overwrite=False):
     from .pipeline import images_embed
 
-    embedded, failed = images_embed(image_ids)
+    embedded, failed = images_embed(image_ids, overwrite=overwrite)
     log.info("embedded %d images, %d failed", embedded, failed)
+
+
+@shared_task(name="workers.retag_images", acks_late=True, max_retries=0)
+def retag_images(image_ids):
+    from .pipeline import images_retag
+
+    retagged, failed = images_retag(image_ids)
+    log.info("re-tagged %d images, %d unreadable", retagged, failed)
+
+
+@shared_task(name="workers.reindex_plan", max_retries=0, **IDEMPOTENT)
+def reindex_plan(run_id):
+    from .pipeline import reindex_plan_run
+
+    reindex_plan_run(run_id)
+
+
+@shared_task(name="workers.reindex_chunk", bind=True, max_retries=reindex.MAX_ATTEMPTS, **IDEMPOTENT)
+def reindex_chunk(self, run_id, number):
+    from .pipeline import reindex_chunk_run
+
+    try:
+        reindex_chunk_run(run_id, number)
+    except Exception as exc:
+        # Claiming it again counts the attempt; after the last one its images are counted as failed.
+        log.exception("reindex run %s chunk %s failed", run_id, number)
+        raise self.retry(exc=exc, countdown=5 * (self.request.retries + 1)) from None
+
+
+@shared_task(name="workers.reindex_resume", max_retries=0)
+def reindex_resume():
+    """Beat, every minute: send again the chunks of runs whose worker died."""
+    reindex.reindex_resume()
+
+
+@shared_task(name="workers.drop_inactive_models", max_retries=0)
+def drop_inactive_models():
+    models, embeddings = reindex.model_versions_drop()
+    log.info("dropped %d embeddings of %d inactive models", embeddings, models)
+
+
+@shared_task(name="workers.collection_scan", max_retries=0)
+def collection_scan(collection_id):
+    collections.collection_scan(collection_id)
+
+
+@shared_task(name="workers.collection_import", acks_late=True, max_retries=0)
+def collection_import(collection_id, folder):
+    collections.collection_import(collection_id, folder)
+
+
+@shared_task(name="workers.rescan_collections", max_retries=0)
+def rescan_collections():
+    """Beat: scan every collection whose folder is marked for rescanning."""
+    collections.collections_rescan()
