@@ -53,6 +53,15 @@ def env_path(name, default):
     return (BASE_DIR / env_str(name, str(default))).resolve()
 
 
+def env_rate(name, default):
+    """A DRF rate such as "30/min": a count per second, minute, hour or day."""
+    value = env_str(name, default)
+    count, _, period = value.partition("/")
+    if not (count.isdigit() and period[:1] in {"s", "m", "h", "d"}):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate; use e.g. 30/min, 500/hour or 2000/day.")
+    return value
+
+
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", required=not DEBUG) or "insecure-development-key-only-used-with-DEBUG=1"
 ALLOWED_HOSTS = env_str("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
@@ -67,6 +76,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "search",
     "favorites",
     "workers",
@@ -82,6 +94,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "imgsearch.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "imgsearch.urls"
@@ -115,12 +128,18 @@ if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
 REDIS_URL = env_str("REDIS_URL", required=True)
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://, rediss:// or unix://.")
+# Shared by every web process, so rate limits hold across gunicorn workers.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                      "KEY_PREFIX": "imgsearch"}}
 
 # --- Files ----------------------------------------------------------------------------------------
 DATA_DIR = env_path("IMGSEARCH_DATA_DIR", ".local")
 MEDIA_ROOT = env_path("MEDIA_ROOT", DATA_DIR / "media")  # indexed images and thumbnails (public)
 MEDIA_URL = "/media/"
 QUERY_ROOT = env_path("QUERY_ROOT", DATA_DIR / "queries")  # uploaded query images (never public)
+INCOMING_ROOT = env_path("INCOMING_ROOT", DATA_DIR / "incoming")  # admin uploads waiting to be indexed (never public)
+# Folders a collection may point at (comma-separated); empty: any folder the server can read.
+IMGSEARCH_IMPORT_ROOTS = [(BASE_DIR / p.strip()).resolve() for p in env_str("IMGSEARCH_IMPORT_ROOTS", "").split(",") if p.strip()]
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -140,6 +159,12 @@ IMGSEARCH_BATCH_SIZE = env_number("IMGSEARCH_BATCH_SIZE", 32, minimum=1, maximum
 IMGSEARCH_MAX_UPLOAD_BYTES = env_number("IMGSEARCH_MAX_UPLOAD_MB", 20, minimum=1, maximum=1024) * 1024 * 1024
 IMGSEARCH_MAX_PIXELS = env_number("IMGSEARCH_MAX_PIXELS", 50_000_000, minimum=1, maximum=1_000_000_000)
 IMGSEARCH_HNSW_EF_SEARCH = env_number("IMGSEARCH_HNSW_EF_SEARCH", 64, minimum=1, maximum=1000)
+IMGSEARCH_TORCH_THREADS = env_number("IMGSEARCH_TORCH_THREADS", 0, minimum=0, maximum=256)  # 0: torch's default
+# A running reindex with no chunk started or finished for this long has lost a worker: its chunks are re-sent.
+IMGSEARCH_REINDEX_STALL_SECONDS = env_number("IMGSEARCH_REINDEX_STALL_SECONDS", 300, minimum=5, maximum=86400)
+IMGSEARCH_RESCAN_MINUTES = env_number("IMGSEARCH_RESCAN_MINUTES", 60, minimum=1, maximum=7 * 24 * 60)
+# Past this many waiting searches, new ones get 503 + Retry-After instead of piling up.
+IMGSEARCH_MAX_PENDING_SEARCHES = env_number("IMGSEARCH_MAX_PENDING_SEARCHES", 200, minimum=1, maximum=100_000)
 IMGSEARCH_DEFAULT_K = 20
 IMGSEARCH_MAX_K = 100
 # Uploads larger than this are refused before their body is read.
@@ -153,7 +178,12 @@ CELERY_TASK_IGNORE_RESULT = True  # outcomes are written to rows; the database i
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "search"
-CELERY_TASK_ROUTES = {"workers.embed_images": {"queue": "index"}, "workers.run_search": {"queue": "search"}}
+# Searches have a queue (and a worker) of their own, so bulk indexing never delays them; all else is "index".
+CELERY_TASK_ROUTES = {"workers.run_search": {"queue": "search"}, "workers.*": {"queue": "index"}}
+CELERY_BEAT_SCHEDULE = {
+    "reindex-resume": {"task": "workers.reindex_resume", "schedule": 60.0},
+    "rescan-collections": {"task": "workers.rescan_collections", "schedule": IMGSEARCH_RESCAN_MINUTES * 60.0},
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 600
 CELERY_TASK_SOFT_TIME_LIMIT = 540
@@ -166,10 +196,64 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.JSONParser",
     ],
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # Token first: a client without credentials then gets 401 (with WWW-Authenticate), not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "EXCEPTION_HANDLER": "search.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "imgsearch API",
+    "DESCRIPTION": (
+        "Search by image. POST a picture to /api/v1/searches/, poll the job's URL until its status is done, "
+        "read the results (best first). Anonymous clients may search (keep the session cookie to read the job "
+        "back); favourites and history need an account: send `Authorization: Token <key>`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "ENUM_NAME_OVERRIDES": {"SearchStatusEnum": ["pending", "running", "done", "failed"]},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "search.openapi.add_links"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files: the docs work without internet
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+# Searches started per signed-in user and per anonymous client (by IP address); 429 beyond.
+IMGSEARCH_SEARCH_RATE_USER = env_rate("IMGSEARCH_SEARCH_RATE_USER", "120/min")
+IMGSEARCH_SEARCH_RATE_ANON = env_rate("IMGSEARCH_SEARCH_RATE_ANON", "30/min")
+
+# --- Accounts and e-mail --------------------------------------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend" if DEBUG
+                        else "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_number("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "imgsearch <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- HTTPS and cookies in production (python manage.py check --deploy) ----------------------------
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_number("SECURE_HSTS_SECONDS", 31_536_000, minimum=0, maximum=10 * 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    if env_bool("SECURE_PROXY_SSL_HEADER", False):  # only behind a proxy that sets this header itself
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- The rest -------------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -28,8 +28,20 @@ def search_job_create(*, image=None, source_image=None, from_job=None, k, min_sc
 
 
 def visible_jobs(request):
-    """The search jobs this request may see."""
-    return SearchJob.objects.all()
+    """The search jobs this request may see: staff all, a user theirs, a visitor their session's."""
+    user = request.user
+    if user.is_authenticated:
+        return SearchJob.objects.all() if user.is_staff else SearchJob.objects.filter(owner=user)
+    session_key = request.session.session_key
+    if not session_key:
+        return SearchJob.objects.none()
+    return SearchJob.objects.filter(owner__isnull=True, session_key=session_key)
+
+
+def search_queue_full():
+    """Back-pressure: too many searches wait already, so a new one would only time out."""
+    waiting = SearchJob.objects.filter(status=SearchJob.Status.PENDING)[: settings.IMGSEARCH_MAX_PENDING_SEARCHES + 1]
+    return waiting.count() > settings.IMGSEARCH_MAX_PENDING_SEARCHES
 
 
 def search_job_enqueue(job_id):

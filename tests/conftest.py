@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +29,12 @@ def _media_settings(settings, media_root):
     """Every test (and the worker process) stores files under one temporary folder."""
     settings.MEDIA_ROOT = media_root / "media"
     settings.QUERY_ROOT = media_root / "queries"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits(settings):
+    """Each test starts with no search-rate history: the counts live in the shared Redis cache."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
 
 
 @pytest.fixture(scope="session")

@@ -70,9 +70,9 @@ def test_unknown_job_is_404(client):
     assert client.get("/api/v1/searches/not-a-uuid/").status_code == 404
 
 
-def test_it_rejects_get_on_the_collection(client):
-    """Only POST creates searches."""
-    assert client.get(URL).status_code == 405
+def test_listing_searches_needs_an_account(client):
+    """GET on the collection is a signed-in user's history; an anonymous client gets 401."""
+    assert client.get(URL).status_code == 401
 
 
 BAD_UPLOADS = {
@@ -104,13 +104,38 @@ def test_decompression_bomb_is_refused(client, settings):
     assert response.status_code == 400 and "pixels" in response.json()["detail"]
 
 
-def test_over_size_upload_is_refused(client, settings):
-    """Uploads over the size limit get a 400 naming the limit."""
+def test_an_image_over_the_size_limit_is_refused_with_400(client, settings):
+    """A file over the upload limit gets a 400 naming the limit."""
+    big = jpeg_bytes(Image.effect_noise((700, 700), 100), quality=100)
+    settings.IMGSEARCH_MAX_UPLOAD_BYTES = len(big) - 1000
+    response = post(client, big)
+    assert response.status_code == 400 and "limit" in response.json()["detail"]
+
+
+def test_a_body_far_over_the_limit_is_refused_with_413_before_it_is_read(client, settings):
+    """Past the limit (plus room for the form fields) the body is refused unread: 413."""
     settings.IMGSEARCH_MAX_UPLOAD_BYTES = 1024 * 1024
     big = jpeg_bytes(Image.effect_noise((1500, 1500), 100), quality=100)
-    assert len(big) > 1024 * 1024
+    assert len(big) > 1.2 * 1024 * 1024
     response = post(client, big)
-    assert response.status_code == 400 and "1 MB" in response.json()["detail"]
+    assert response.status_code == 413 and "1 MB" in response.json()["detail"]
+    assert not SearchJob.objects.exists()
+
+
+def test_a_full_queue_answers_503_with_retry_after(client, settings):
+    """Back-pressure: with too many searches waiting, a new one is refused instead of piling up."""
+    settings.IMGSEARCH_MAX_PENDING_SEARCHES = 2
+    for _ in range(3):
+        post(client)
+    response = post(client)
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert SearchJob.objects.count() == 3
+
+
+def test_unknown_api_urls_answer_json_404(client):
+    """A wrong API address is a JSON 404 a client can read, not an HTML page."""
+    response = client.get("/api/v1/nothing-here/")
+    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
 
 
 def test_missing_image_field_is_a_400(client):

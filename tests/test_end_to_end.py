@@ -62,7 +62,7 @@ def test_second_index_run_processes_only_new_or_changed_files(worker, photo_fold
 def test_a_query_that_breaks_in_the_worker_fails_with_a_reason_and_the_worker_lives_on(worker, client, photo_folder):
     """A job whose stored query file is unreadable ends failed with a reason; the next search still works."""
     call_command("index_images", str(photo_folder))
-    job = SearchJob.objects.create(k=3)
+    job = SearchJob.objects.create(k=3, session_key=client.session.session_key)  # the client's own search
     job.query_image.save("query", SimpleUploadedFile("x.jpg", b"\xff\xd8\xff\xe0 truncated"), save=True)
     from django.db import transaction
 

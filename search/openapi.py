@@ -1,0 +1,114 @@
+"""What the OpenAPI schema says about responses: their shapes, the error answers, and examples.
+
+The views build their JSON by hand (search.api, favorites.api); these serializers only describe it, for
+drf-spectacular. tests/test_api_contract.py fuzzes the live server against the result.
+"""
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong, in a sentence a person understands.")
+
+
+class JobReferenceSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField(help_text='Always "pending" when the job is created.')
+    url = serializers.URLField(help_text="Poll this until status is done or failed.")
+
+
+class ResultSerializer(serializers.Serializer):
+    image_id = serializers.IntegerField()
+    score = serializers.FloatField(help_text="Cosine similarity of the embeddings, 0..1 (1: identical).")
+    tags = serializers.ListField(child=serializers.CharField(), help_text="Given tags first, then automatic ones.")
+    image_url = serializers.URLField()
+    thumbnail_url = serializers.URLField(allow_null=True)
+    title = serializers.CharField()
+
+
+class TimingsSerializer(serializers.Serializer):
+    queued_ms = serializers.FloatField(help_text="From the POST until a worker took the job.")
+    embed_ms = serializers.FloatField(help_text="Decoding and embedding the query image.")
+    query_ms = serializers.FloatField(help_text="The k-NN query in pgvector.")
+    total_ms = serializers.FloatField(help_text="From the POST until the results were stored.")
+
+
+class SearchJobSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(["pending", "running", "done", "failed"])
+    error = serializers.CharField(allow_null=True, help_text="Why a failed job failed; null otherwise.")
+    count = serializers.IntegerField(help_text="Number of results (0 until done).")
+    results = ResultSerializer(many=True, help_text="Best first.")
+    timings = TimingsSerializer(allow_null=True, help_text="Null until done.")
+    k = serializers.IntegerField()
+    min_score = serializers.FloatField()
+    categories = serializers.ListField(child=serializers.CharField())
+    query_name = serializers.CharField(allow_blank=True, help_text="The uploaded file's name, for display.")
+    query_image_url = serializers.URLField(allow_null=True, help_text="The uploaded query image (owner only).")
+    source_image_id = serializers.IntegerField(allow_null=True, help_text="Set when searching with an indexed image.")
+    created_at = serializers.DateTimeField()
+
+
+class SearchSummarySerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(["pending", "running", "done", "failed"])
+    created_at = serializers.DateTimeField()
+    query_name = serializers.CharField(allow_blank=True)
+    k = serializers.IntegerField()
+    min_score = serializers.FloatField()
+    categories = serializers.ListField(child=serializers.CharField())
+    source_image_id = serializers.IntegerField(allow_null=True)
+    count = serializers.IntegerField()
+    url = serializers.URLField()
+    query_image_url = serializers.URLField(allow_null=True)
+
+
+class TagCountSerializer(serializers.Serializer):
+    tag = serializers.CharField()
+    count = serializers.IntegerField()
+
+
+def error(description):
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+BAD_REQUEST = OpenApiResponse(
+    ErrorSerializer,
+    description="The request is invalid: `detail` says why, and each invalid field lists its messages.",
+    examples=[OpenApiExample("Not an image", value={
+        "detail": "This file is not an image (or its format is not supported). Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF.",
+        "image": ["This file is not an image (or its format is not supported). Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF."],
+    }), OpenApiExample("k out of range", value={
+        "detail": "k: Ensure this value is less than or equal to 100.", "k": ["Ensure this value is less than or equal to 100."],
+    })],
+)
+UNAUTHORIZED = error("Credentials are missing where an account is needed, or the token is invalid. "
+                     "Send `Authorization: Token <key>` (create one on the account page).")
+FORBIDDEN = error("A signed-in browser session sent a state-changing request without its CSRF token "
+                  "(`X-CSRFToken` header).")
+NOT_FOUND = error("Nothing with this id is visible to you: it does not exist or belongs to someone else.")
+TOO_LARGE = error("The request body is larger than the upload limit (IMGSEARCH_MAX_UPLOAD_MB); it was not read.")
+THROTTLED = error("Too many searches started: wait the number of seconds in the `Retry-After` header.")
+BUSY = error("The search queue is full (or the database is unavailable): try again after `Retry-After` seconds.")
+
+
+# Where a response's id leads next: clients (and Schemathesis' stateful phase) can follow these.
+LINKS = {
+    ("/api/v1/searches/", "post", "202"): {
+        "FollowSearch": {"operationId": "search_get", "parameters": {"job_id": "$response.body#/id"}},
+        "QueryImage": {"operationId": "search_query_image", "parameters": {"job_id": "$response.body#/id"}},
+    },
+    ("/api/v1/favorites/", "post", "201"): {
+        "RemoveFavourite": {"operationId": "favorites_remove", "parameters": {"favorite_id": "$response.body#/id"}},
+    },
+}
+
+
+def add_links(result, generator, request, public):
+    """drf-spectacular post-processing hook: add the OpenAPI links above to the schema."""
+    for (path, method, code), links in LINKS.items():
+        response = result.get("paths", {}).get(path, {}).get(method, {}).get("responses", {}).get(code)
+        if response is not None:
+            response["links"] = links
+    return result
