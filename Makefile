@@ -11,7 +11,7 @@ export DEBUG ?= 1
 # the Chinese page's screenshots show real characters.
 BROWSER_PACKAGES := chromium fonts-noto-cjk
 
-.PHONY: install browser run test fuzz index manage clean-data
+.PHONY: install browser run test fuzz index manage load bench bench-large clean-data
 
 install: $(BIN)/.installed
 
@@ -20,7 +20,7 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-run: install  ## services, migrations, one worker and the web server on http://127.0.0.1:8000
+run: install  ## services, migrations, a search worker, an index worker, beat and the web server on http://127.0.0.1:8000
 	$(BIN)/python -m imgsearch.embedded run
 
 browser:  ## Debian's Chromium and CJK fonts for the browser tests (apt-get, as root, when missing)
@@ -45,6 +45,18 @@ index: install  ## index a folder into the running service: make index DIR=~/Pic
 
 manage: install  ## any manage.py command on the embedded services: make manage CMD="measure_search --n 20"
 	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python manage.py $(CMD)
+
+load: install  ## 50 clients searching for 60 s against the running `make run` (bench/load.py --help for options)
+	$(BIN)/python bench/load.py --url http://127.0.0.1:8000 $(LOAD_ARGS)
+
+# Benchmarks start their own embedded servers under .local/bench-run, so a running `make run` is untouched.
+BENCH := IMGSEARCH_DATA_DIR=.local/bench-run $(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python bench/run.py
+
+bench: install  ## benchmarks (quality, memory, indexing, search latency, k-NN at 100k) into docs/benchmarks.md
+	$(BENCH) $(BENCH_ARGS)
+
+bench-large: install  ## the benchmarks plus k-NN at 1M vectors and search latency at 100k (hours on 2 cores)
+	$(BENCH) --large $(BENCH_ARGS)
 
 clean-data:  ## forget the local database, queue and media (under .local/)
 	rm -rf .local

@@ -165,6 +165,12 @@ IMGSEARCH_REINDEX_STALL_SECONDS = env_number("IMGSEARCH_REINDEX_STALL_SECONDS", 
 IMGSEARCH_RESCAN_MINUTES = env_number("IMGSEARCH_RESCAN_MINUTES", 60, minimum=1, maximum=7 * 24 * 60)
 # Past this many waiting searches, new ones get 503 + Retry-After instead of piling up.
 IMGSEARCH_MAX_PENDING_SEARCHES = env_number("IMGSEARCH_MAX_PENDING_SEARCHES", 200, minimum=1, maximum=100_000)
+# A search "running" this long lost its worker and is run again, at most MAX_ATTEMPTS times in all (the reaper).
+IMGSEARCH_SEARCH_STALE_SECONDS = env_number("IMGSEARCH_SEARCH_STALE_SECONDS", 60, minimum=1, maximum=3600)
+IMGSEARCH_SEARCH_MAX_ATTEMPTS = env_number("IMGSEARCH_SEARCH_MAX_ATTEMPTS", 3, minimum=1, maximum=20)
+# A search pending this long may have lost its message (Redis restarted) and is sent again; past the deadline it fails.
+IMGSEARCH_SEARCH_REQUEUE_SECONDS = env_number("IMGSEARCH_SEARCH_REQUEUE_SECONDS", 30, minimum=1, maximum=3600)
+IMGSEARCH_SEARCH_DEADLINE_SECONDS = env_number("IMGSEARCH_SEARCH_DEADLINE_SECONDS", 300, minimum=1, maximum=86400)
 IMGSEARCH_DEFAULT_K = 20
 IMGSEARCH_MAX_K = 100
 # Uploads larger than this are refused before their body is read.
@@ -179,9 +185,16 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "search"
 # Searches have a queue (and a worker) of their own, so bulk indexing never delays them; all else is "index".
-CELERY_TASK_ROUTES = {"workers.run_search": {"queue": "search"}, "workers.*": {"queue": "index"}}
+# The reaper is cheap and must run even while a long reindex fills the index queue.
+CELERY_TASK_ROUTES = {
+    "workers.run_search": {"queue": "search"},
+    "workers.reap_searches": {"queue": "search"},
+    "workers.*": {"queue": "index"},
+}
 CELERY_BEAT_SCHEDULE = {
     "reindex-resume": {"task": "workers.reindex_resume", "schedule": 60.0},
+    # A reaper message older than its period is dropped: the next one does the same work.
+    "reap-searches": {"task": "workers.reap_searches", "schedule": 15.0, "options": {"expires": 15}},
     "rescan-collections": {"task": "workers.rescan_collections", "schedule": IMGSEARCH_RESCAN_MINUTES * 60.0},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

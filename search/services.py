@@ -1,9 +1,11 @@
 """Search jobs: create, claim, finish. Views and tasks are thin wrappers over these functions."""
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .models import Embedding, IndexedImage, ModelVersion, SearchJob
@@ -51,11 +53,39 @@ def search_job_enqueue(job_id):
 
 
 def search_job_claim(job_id):
-    """Move a pending job to running and return it; None when another worker has it or it is gone."""
-    claimed = SearchJob.objects.filter(id=job_id, status=SearchJob.Status.PENDING).update(
-        status=SearchJob.Status.RUNNING, started_at=timezone.now()
+    """Move a pending job, or one whose worker died mid-search, to running; None when it is not ours to run."""
+    now = timezone.now()
+    # A job still "running" past the stale deadline lost its worker (killed, OOM): it may be taken again.
+    stale = Q(status=SearchJob.Status.RUNNING, started_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_STALE_SECONDS))
+    claimed = (
+        SearchJob.objects.filter(Q(status=SearchJob.Status.PENDING) | stale, id=job_id)
+        .filter(attempts__lt=settings.IMGSEARCH_SEARCH_MAX_ATTEMPTS)
+        .update(status=SearchJob.Status.RUNNING, started_at=now, attempts=F("attempts") + 1)
     )
     return SearchJob.objects.get(id=job_id) if claimed else None
+
+
+def search_jobs_reap(now=None):
+    """Beat: re-queue searches whose message or worker was lost, fail those past their deadline; return counts."""
+    now = now or timezone.now()
+    jobs, status = SearchJob.objects, SearchJob.Status
+    stale_running = jobs.filter(status=status.RUNNING, started_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_STALE_SECONDS))
+    failed = {"status": status.FAILED, "finished_at": timezone.now()}
+    expired = jobs.filter(status=status.PENDING, created_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_DEADLINE_SECONDS))
+    counts = {"expired": expired.update(**failed, error="No worker picked this search up in time; please try again.")}
+    # Claims stop at the limit, so a job still stale here has been interrupted exactly that many times.
+    limit = settings.IMGSEARCH_SEARCH_MAX_ATTEMPTS
+    counts["interrupted"] = stale_running.filter(attempts__gte=limit).update(
+        **failed, error=f"The search was interrupted {limit} times; please try again."
+    )
+    # Redis is not the source of truth: a pending row whose message vanished (Redis restarted, a publish lost)
+    # is sent again. A copy of a message that still exists is harmless, since only one claim can win.
+    lost = jobs.filter(status=status.PENDING, created_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_REQUEUE_SECONDS))
+    requeue = [*lost.values_list("id", flat=True), *stale_running.values_list("id", flat=True)]
+    for job_id in requeue:
+        search_job_enqueue(job_id)
+    counts["requeued"] = len(requeue)
+    return counts
 
 
 def search_job_complete(job, results, *, model_key, embed_ms, query_ms):

@@ -17,11 +17,11 @@ log = logging.getLogger(__name__)
 IDEMPOTENT = {"acks_late": True, "reject_on_worker_lost": True}
 
 
-@shared_task(name="workers.run_search", acks_late=True, max_retries=0)
+@shared_task(name="workers.run_search", max_retries=0, **IDEMPOTENT)
 def run_search(job_id):
     job = services.search_job_claim(job_id)
     if job is None:
-        return  # already taken by another worker, finished, or deleted
+        return  # taken by a live worker, finished, out of attempts, or deleted
     from .pipeline import SearchError, search_execute
 
     try:
@@ -31,6 +31,14 @@ def run_search(job_id):
     except Exception as exc:  # the worker lives on; the job says what went wrong
         log.exception("search %s failed", job_id)
         services.search_job_fail(job_id, f"Internal error while searching ({type(exc).__name__}); please try again.")
+
+
+@shared_task(name="workers.reap_searches", max_retries=0)
+def reap_searches():
+    """Beat, every 15 s: re-send searches whose message or worker was lost; fail those past their deadline."""
+    counts = services.search_jobs_reap()
+    if any(counts.values()):
+        log.info("reaped searches: %s", counts)
 
 
 @shared_task(name="workers.embed_images", acks_late=True, autoretry_for=(OSError,), max_retries=3, retry_backoff=True)
