@@ -95,7 +95,8 @@ def client(base, queries, stop_at, give_up_at, record, seed):
             record("error", kind=type(exc).__name__)
             time.sleep(1)
             continue
-        if status in (429, 503):
+        queue_full = status == 503 and "queue is full" in str((body or {}).get("detail", ""))
+        if status == 429 or queue_full:  # back-pressure; any other 503 (e.g. database down) is an error
             record(f"refused {status}")
             time.sleep(float(headers.get("Retry-After") or 1))
             continue
@@ -139,8 +140,11 @@ def fetch(opener, request):
         with opener.open(request, timeout=30) as response:
             return response.status, response.headers, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
-        exc.read()
-        return exc.code, exc.headers, {}
+        try:
+            body = json.loads(exc.read() or b"{}")
+        except ValueError:
+            body = {}
+        return exc.code, exc.headers, body if isinstance(body, dict) else {}
 
 
 def report(args, counts, latencies, elapsed):

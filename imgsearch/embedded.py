@@ -144,7 +144,10 @@ def run_service():
     for name, (command, env) in celery_commands(python, data_dir()).items():
         # Explicit settings in the environment win over these defaults.
         procs[name] = subprocess.Popen(command, cwd=BASE_DIR, env={**env, **os.environ})
-    procs["web server"] = subprocess.Popen([python, "manage.py", "runserver", "127.0.0.1:8000", "--noreload"], cwd=BASE_DIR)
+    # gunicorn, not runserver: a fixed pool of threads keeps database connections bounded under load.
+    web = [python, "-m", "gunicorn", "imgsearch.wsgi", "--bind", "127.0.0.1:8000", "--workers", "2",
+           "--threads", "8", "--timeout", "60", "--access-logfile", "-"]
+    procs["web server"] = subprocess.Popen(web, cwd=BASE_DIR)
     print("\n  imgsearch is starting: open http://127.0.0.1:8000/  (Ctrl-C stops everything)\n", flush=True)
     try:
         while all(proc.poll() is None for proc in procs.values()):

@@ -182,6 +182,9 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True  # outcomes are written to rows; the database is the source of truth
 CELERY_TASK_SERIALIZER = "json"
+# A web request must not hang on a broker that is down: try briefly, then leave the job to the reaper.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "search"
 # Searches have a queue (and a worker) of their own, so bulk indexing never delays them; all else is "index".

@@ -47,9 +47,13 @@ def search_queue_full():
 
 
 def search_job_enqueue(job_id):
+    """Send the job to the workers; with the broker down it stays pending and the reaper sends it later."""
     from workers.tasks import run_search  # the tasks module itself imports no torch
 
-    run_search.delay(str(job_id))
+    try:
+        run_search.delay(str(job_id))
+    except Exception as exc:  # kombu/redis errors: the row is the source of truth, not the queue
+        log.warning("could not queue search %s (%s); the reaper will send it", job_id, exc)
 
 
 def search_job_claim(job_id):

@@ -209,3 +209,29 @@ def test_the_reaper_leaves_finished_and_fresh_jobs_alone_and_is_idempotent(broke
     assert services.search_jobs_reap() == {"expired": 0, "interrupted": 0, "requeued": 0}
     assert services.search_jobs_reap() == {"expired": 0, "interrupted": 0, "requeued": 0}
     assert list(SearchJob.objects.order_by("id").values()) == before and broker.queued() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_search_posted_while_redis_is_down_is_accepted_and_sent_once_it_is_back(workers, broker, photo_folder,
+                                                                                 settings, client):
+    """Redis down: the POST still answers 202 (rate limits fail open), the row waits, the reaper sends it later."""
+    settings.IMGSEARCH_SEARCH_REQUEUE_SECONDS = 1
+    worker = workers()
+    call_command("index_images", str(photo_folder))
+    stop(worker, timeout=30)
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": broker.url}}  # the throttle's Redis too
+    stop(broker.proc)
+    original = sorted(photo_folder.rglob("*.png"))[0]
+    started = time.monotonic()
+    response = client.post("/api/v1/searches/", {"image": SimpleUploadedFile("q.png", original.read_bytes())})
+    assert response.status_code == 202 and time.monotonic() - started < 10
+    job_id = response.json()["id"]
+    assert SearchJob.objects.get(id=job_id).status == "pending"
+    broker.start()
+    time.sleep(1.1)
+    point_celery_at(broker.url)
+    assert services.search_jobs_reap()["requeued"] == 1
+    workers()
+    job = wait_for_status(job_id, {"done", "failed"}, poll=0.1)
+    assert job.status == "done" and job.results, job.error
