@@ -34,7 +34,7 @@ def ensure_vector_index(model_key, dim):
         return False  # pgvector 0.6 cannot index it; search scans exactly instead
     statement = sql.SQL(
         "CREATE INDEX IF NOT EXISTS {name} ON search_embedding USING hnsw ((vector::vector({dim})) vector_cosine_ops)"
-        " WITH (m = 16, ef_construction = 64) WHERE model_key = {key}"
+        " WITH (m = 24, ef_construction = 96) WHERE model_key = {key}"
     ).format(name=sql.Identifier(index_name(model_key)), dim=sql.Literal(int(dim)), key=sql.Literal(model_key))
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [model_key])
