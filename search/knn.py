@@ -72,11 +72,15 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     with transaction.atomic(), connection.cursor() as cursor:
         # ef_search bounds how many candidates HNSW returns; it must be at least k.
         cursor.execute(f"SET LOCAL hnsw.ef_search = {ef_search}")
+        # With stale statistics (e.g. right after a bulk index) the planner may fetch every row of the model
+        # through a btree and sort them; the HNSW scan needs no sort, so discourage sorting.
+        cursor.execute("SET LOCAL enable_sort = off")
         statement = query.as_string(cursor.connection)
         cursor.execute(statement, [literal, *params, literal, int(k)])
         rows = cursor.fetchall()
         if categories and len(rows) < k:
             cursor.execute("SET LOCAL enable_indexscan = off")  # exact answer over the filtered images
+            cursor.execute("SET LOCAL enable_sort = on")
             cursor.execute(statement, [literal, *params, literal, int(k)])
             rows = cursor.fetchall()
     return [(image_id, float(score)) for image_id, score in rows if score >= min_score]

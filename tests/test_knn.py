@@ -64,6 +64,7 @@ def test_the_query_plan_uses_the_model_hnsw_index():
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE search_embedding")
         cursor.execute("SET LOCAL enable_seqscan = off")  # tiny tables would otherwise be scanned
+        cursor.execute("SET LOCAL enable_sort = off")  # as search.knn.nearest does
         cursor.execute(
             "EXPLAIN SELECT image_id FROM search_embedding WHERE model_key = 'plan:1' "
             "ORDER BY (vector::vector(32)) <=> %s::vector(32) LIMIT 5", [literal])

@@ -200,13 +200,14 @@ def test_dropping_old_models_spares_the_active_one_and_one_being_built():
 
 
 def test_searches_and_bulk_work_go_to_separate_queues():
-    """Only searches use the "search" queue; every indexing and reindex task goes to "index"."""
+    """Searches (and their cheap reaper) use the "search" queue; every indexing and reindex task goes to "index"."""
     import workers.tasks  # noqa: F401  (registers the tasks)
     from imgsearch.celery import app
 
     queue = lambda name: app.amqp.router.route({}, name)["queue"].name
-    assert queue("workers.run_search") == "search"
-    assert {queue(name) for name in app.tasks if name.startswith("workers.") and name != "workers.run_search"} == {"index"}
+    search_side = {"workers.run_search", "workers.reap_searches"}
+    assert {queue(name) for name in search_side} == {"search"}
+    assert {queue(name) for name in app.tasks if name.startswith("workers.") and name not in search_side} == {"index"}
 
 
 def test_beat_resumes_runs_every_minute_and_rescans_folders(settings):
