@@ -1,0 +1,229 @@
+"""Copy detection: does an edited copy of an indexed picture bring back its original first?
+
+    .venv/bin/python -m bench.copy_detection [--sets photo,mixed] [--limit 600] [--queries 100] [--json out.json]
+
+For each set of real images (photo: the tuxpaint stamps that look like photos; mixed: a sample of tuxpaint,
+openclipart and desktop-base), it embeds every image with the global model, builds edited copies
+(bench/copysets.py) and reports, in one run, recall@1 of the original for global search alone (exact cosine
+over the whole set) and for the global top-k re-ranked by local features (workers/localfeatures.py), per
+edit type and overall. Also: the latency the re-ranking adds per query (extract the query's features,
+unpack and verify k candidates, order them), the bytes stored per image, and how often a picture that is not
+a copy is marked "copy": the top-k of unrelated images (same kind, not indexed) and the other candidates of
+edited queries, for several inlier thresholds. Run it from the repository root.
+"""
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.copysets import EDIT_TYPES, build_queries, load_original
+from workers import localfeatures
+from workers.imageio import ImageDecodeError
+
+DEV_IMAGES = Path.home() / ".cache" / "imgsearch-dev-images"
+WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenet_v2-imagenet1k.pth"
+FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
+THRESHOLDS = (6, 8, 10, 12, 15, 20, 30)
+
+
+def photo_like(img):
+    """A heuristic: photos have many distinct colours, drawings and smooth wallpapers few."""
+    thumb = img.copy()
+    thumb.thumbnail((128, 128))
+    px = np.asarray(thumb) // 4
+    codes = (px[..., 0].astype(np.int32) << 12) | (px[..., 1].astype(np.int32) << 6) | px[..., 2]
+    return len(np.unique(codes)) >= 600
+
+
+def thumb_vectors(img):
+    """16x16 colour thumbnails of the image and of its mirror image, for spotting duplicates."""
+    small = img.resize((16, 16), Image.Resampling.BOX)
+    mirror = small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return [np.asarray(t, np.float32).ravel() for t in (small, mirror)]
+
+
+def pick_images(root, which, limit, extra, seed):
+    """(index, unrelated): up to `limit` distinct (path, image) pairs, and `extra` others of the same kind."""
+    files = sorted(p for folder in FOLDERS[which] for p in (root / folder).rglob("*") if p.suffix in (".png", ".jpg"))
+    random.Random(seed).shuffle(files)
+    chosen, thumbs = [], np.zeros((0, 768), np.float32)
+    for path in files:
+        try:
+            img = load_original(path)
+        except ImageDecodeError:  # the indexer skips these too (e.g. over the pixel limit)
+            continue
+        if which == "photo" and not photo_like(img):
+            continue
+        # The same picture stored twice (another size, or the mirrored stamp) would also be a right answer.
+        vectors = thumb_vectors(img)
+        if len(thumbs) and min(np.sqrt(((thumbs - v) ** 2).mean(axis=1)).min() for v in vectors) < 12:
+            continue
+        chosen.append((path, img))
+        thumbs = np.vstack([thumbs, vectors[0]])
+        if len(chosen) == limit + extra:
+            break
+    # Too few for both (the photo set): hold `extra` back, but index at least half.
+    split = min(limit, max(len(chosen) - extra, len(chosen) // 2))
+    return chosen[:split], chosen[split:]
+
+
+def embed_all(embedder, images, batch=32):
+    """L2-normalised global embeddings, one row per image."""
+    return np.concatenate([embedder.embed(images[i : i + batch])[0] for i in range(0, len(images), batch)])
+
+
+def global_top(index_vectors, query_vectors, k):
+    """Each query's k nearest index images by exact cosine, best first, and their scores."""
+    sims = query_vectors @ index_vectors.T
+    top = np.argsort(-sims, axis=1)[:, :k]
+    return top, np.take_along_axis(sims, top, axis=1)
+
+
+def verify_candidates(image, top, scores, blobs, args):
+    """(inliers per candidate, seconds): extract, unpack and verify k candidates, then order them."""
+    started = time.perf_counter()
+    query = localfeatures.extract(image, args.keypoints)
+    inliers = [localfeatures.verify(query, localfeatures.unpack(blobs[i])) for i in top]
+    localfeatures.order(list(zip(top.tolist(), scores.tolist())), inliers, min_inliers=args.min_inliers)
+    return np.array(inliers), time.perf_counter() - started
+
+
+def search(embedder, images, vectors, blobs, args):
+    """(global top-k, their scores, inliers, seconds per query) for query images."""
+    top, scores = global_top(vectors, embed_all(embedder, images), args.k)
+    results = [verify_candidates(img, t, s, blobs, args) for img, t, s in zip(images, top, scores)]
+    inliers, seconds = zip(*results)
+    return top, scores, np.array(inliers), seconds
+
+
+def rerank_top1(top, inliers, min_inliers):
+    """Each query's first result after localfeatures.order, from the inlier counts of its candidates."""
+    return np.array([
+        localfeatures.order([(i, 0.0) for i in t], n, min_inliers=min_inliers)[0][0]
+        for t, n in zip(top.tolist(), inliers.tolist())
+    ])
+
+
+def evaluate(embedder, root, which, args):
+    """Every number of the report for one image set."""
+    index, unrelated = pick_images(root, which, args.limit, args.unrelated, args.seed)
+    images = [img for _, img in index]
+    started = time.perf_counter()
+    blobs = [localfeatures.pack(localfeatures.extract(img, args.keypoints)) for img in images]
+    extract_ms = 1000 * (time.perf_counter() - started) / len(images)
+    vectors = embed_all(embedder, images)
+    queries = build_queries(images, args.queries, seed=args.seed)
+    top, _, inliers, seconds = search(embedder, [q.image for q in queries], vectors, blobs, args)
+    sources = np.array([q.source for q in queries])
+    edits = np.array([q.edit for q in queries])
+    u_top, u_scores, u_inliers, _ = search(embedder, [img for _, img in unrelated], vectors, blobs, args)
+    folders = np.array([path.parent.name for path, _ in index])
+    return {
+        "images": len(images),
+        "queries": len(queries),
+        "recall_at_1": recall_table(top, inliers, sources, edits, args.min_inliers),
+        "latency_ms": {"median": 1000 * statistics.median(seconds), "p95": 1000 * float(np.percentile(seconds, 95))},
+        "bytes_per_image": {"mean": float(np.mean([len(b) for b in blobs])), "max": max(len(b) for b in blobs)},
+        "index_extract_ms": extract_ms,
+        "thresholds": threshold_table(top, inliers, sources, u_inliers),
+        "categories": category_check(
+            folders, [p.parent.name for p, _ in unrelated], u_top, u_scores, u_inliers, args.min_inliers
+        ),
+    }
+
+
+def recall_table(top, inliers, sources, edits, min_inliers):
+    """recall@1 (global, re-ranked) and the global recall@k ceiling per edit type, and overall."""
+    reranked = rerank_top1(top, inliers, min_inliers) == sources
+    rows = {"global": top[:, 0] == sources, "reranked": reranked, "global_at_k": (top == sources[:, None]).any(axis=1)}
+    table = {}
+    for edit in [*EDIT_TYPES, "all"]:
+        mask = edits == edit if edit != "all" else np.ones(len(edits), bool)
+        if mask.any():
+            table[edit] = {"n": int(mask.sum()), **{name: float(hit[mask].mean()) for name, hit in rows.items()}}
+    return table
+
+
+def threshold_table(top, inliers, sources, unrelated, thresholds=THRESHOLDS):
+    """Per inlier threshold: recall@1 and how many non-copies are marked "copy"."""
+    others = top != sources[:, None]
+    return {
+        th: {
+            "recall_at_1": float((rerank_top1(top, inliers, th) == sources).mean()),
+            "false_copy_edited": [int(((inliers >= th) & others).sum()), int(others.sum())],
+            "false_copy_unrelated": [int((unrelated >= th).sum()), int(unrelated.size)],
+            "unrelated_queries_with_false_copy": [int((unrelated >= th).any(axis=1).sum()), len(unrelated)],
+        }
+        for th in thresholds
+    }
+
+
+def category_check(folders, query_folders, top, scores, inliers, min_inliers):
+    """Folder-category precision@10 of unrelated queries: global order against re-ranked order."""
+    before, after = [], []
+    for folder, t, s, n in zip(query_folders, top, scores, inliers):
+        ranked = [i for i, _, _ in localfeatures.order(list(zip(t.tolist(), s.tolist())), n, min_inliers=min_inliers)]
+        before.append((folders[t[:10]] == folder).mean())
+        after.append((folders[ranked[:10]] == folder).mean())
+    return {"precision_at_10_global": float(np.mean(before)), "precision_at_10_reranked": float(np.mean(after))}
+
+
+def print_report(which, result, args):
+    """One table per set, then the cost, category and false-copy lines."""
+    print(f"\n{which}: {result['images']} images, {result['queries']} queries, "
+          f"{args.k} candidates, min_inliers {args.min_inliers}, {args.keypoints} keypoints")
+    print(f"{'edit':<10} {'n':>5} {'global@1':>9} {'rerank@1':>9} {f'global@{args.k}':>10}")
+    for edit, row in result["recall_at_1"].items():
+        print(f"{edit:<10} {row['n']:>5} {row['global']:>9.3f} {row['reranked']:>9.3f} {row['global_at_k']:>10.3f}")
+    lat, size, cat = result["latency_ms"], result["bytes_per_image"], result["categories"]
+    print(f"added latency per query: median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms; "
+          f"stored {size['mean']:.0f} bytes/image (max {size['max']}); "
+          f"index-time extract {result['index_extract_ms']:.1f} ms/image")
+    print(f"category precision@10 of unrelated queries: global {cat['precision_at_10_global']:.3f}, "
+          f"re-ranked {cat['precision_at_10_reranked']:.3f}")
+    print(f"{'inliers>=':>9} {'recall@1':>9} {'false copy (edited)':>20} {'false copy (unrelated)':>23} {'queries hit':>12}")
+    for th, row in result["thresholds"].items():
+        (fe, ne), (fu, nu) = row["false_copy_edited"], row["false_copy_unrelated"]
+        qu, nq = row["unrelated_queries_with_false_copy"]
+        print(f"{th:>9} {row['recall_at_1']:>9.3f} {f'{fe}/{ne}':>20} {f'{fu}/{nu}':>23} {f'{qu}/{nq}':>12}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=DEV_IMAGES)
+    parser.add_argument("--sets", default="photo,mixed", help="comma-separated: photo, mixed")
+    parser.add_argument("--limit", type=int, default=600, help="indexed images per set")
+    parser.add_argument("--queries", type=int, default=30, help="edited queries per edit type (11 types)")
+    parser.add_argument("--unrelated", type=int, default=100, help="non-indexed images for the false-copy rate")
+    parser.add_argument("--k", type=int, default=20, help="global candidates re-ranked")
+    parser.add_argument("--min-inliers", type=int, default=localfeatures.MIN_INLIERS)
+    parser.add_argument("--keypoints", type=int, default=localfeatures.MAX_KEYPOINTS, help="SIFT keypoints per image")
+    parser.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    import cv2
+    import torch
+
+    from workers.embedder import Embedder
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    embedder = Embedder("mobilenet_v2", str(WEIGHTS), device="cpu")
+    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
+    for which in args.sets.split(","):
+        report["sets"][which] = evaluate(embedder, args.root, which, args)
+        print_report(which, report["sets"][which], args)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

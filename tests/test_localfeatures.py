@@ -1,0 +1,131 @@
+"""Local-feature copy verification (workers/localfeatures.py): plain functions, no database."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from workers import localfeatures
+from workers.imageio import load_rgb
+from workers.localfeatures import MIN_INLIERS, extract, pack, rerank, unpack, verify
+
+
+@pytest.fixture(scope="module")
+def animals(dev_images):
+    """Three real photo cut-outs, decoded as the indexer decodes them: two birds alike, and a frog."""
+    folder = dev_images / "tuxpaint" / "animals"
+    return {name: load_rgb(folder / f"{file}.png") for name, file in
+            (("crow", "birds_crow"), ("blackbird", "birds_blackbird"), ("frog", "amphibians_frog"))}
+
+
+def shapes(seed, size=(320, 240)):
+    """A generated picture: random coloured shapes on a grey background, different for each seed."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, (128, 128, 128))
+    draw = ImageDraw.Draw(img)
+    for _ in range(40):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        box = (x, y, x + rng.randint(8, 60), y + rng.randint(8, 60))
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    return img
+
+
+def web_copy(img):
+    """Cropped off-centre, shrunk to 60% and re-encoded as a poor JPEG: a copy found on the web."""
+    w, h = img.size
+    img = img.crop((w // 10, h // 12, w - w // 8, h - h // 10))
+    img = img.resize((img.width * 3 // 5, img.height * 3 // 5), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=50)
+    return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+
+
+def test_an_edited_copy_of_a_real_photo_verifies_with_many_inliers(animals):
+    """Crop + rescale + JPEG of a real photo still matches its original geometrically."""
+    for name in ("crow", "frog"):
+        assert verify(extract(web_copy(animals[name])), extract(animals[name])) >= 2 * MIN_INLIERS, name
+
+
+def test_a_different_real_photo_does_not_verify(animals):
+    """Another photo, even of a similar black bird, stays below the copy threshold both ways."""
+    crow, blackbird, frog = (extract(animals[n]) for n in ("crow", "blackbird", "frog"))
+    assert verify(crow, blackbird) < MIN_INLIERS
+    assert verify(blackbird, crow) < MIN_INLIERS
+    assert verify(crow, frog) < MIN_INLIERS
+
+
+def test_a_mirrored_copy_verifies(animals):
+    """A left-right flipped copy verifies although SIFT descriptors are not mirror-invariant."""
+    original = extract(animals["frog"])
+    flipped = extract(animals["frog"].transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    assert verify(flipped, original) >= 2 * MIN_INLIERS
+    generated = shapes(3)
+    mirrored_copy = web_copy(generated.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    assert verify(extract(mirrored_copy), extract(generated)) >= MIN_INLIERS
+
+
+def test_a_quarter_turned_copy_verifies(animals):
+    """A photo saved sideways verifies: SIFT keypoints carry their own orientation."""
+    turned = animals["crow"].transpose(Image.Transpose.ROTATE_90)
+    assert verify(extract(turned), extract(animals["crow"])) >= 2 * MIN_INLIERS
+
+
+def test_pack_round_trips_within_the_stated_size(animals):
+    """pack/unpack keep descriptors exactly and points to 1/256 pixel, in 3 + 132 bytes per keypoint."""
+    features = extract(animals["crow"])
+    data = pack(features)
+    back = unpack(data)
+    assert 0 < len(features) <= localfeatures.MAX_KEYPOINTS
+    assert len(data) == 3 + 132 * len(features) <= 3 + 132 * 256
+    assert np.array_equal(back.descriptors, features.descriptors)
+    assert np.abs(back.points - features.points).max() < 1 / 256
+    assert verify(back, features) == verify(features, features)
+
+
+def test_unpack_refuses_another_version_or_a_damaged_record():
+    """A record from another format version, or cut short, raises ValueError instead of returning garbage."""
+    data = pack(extract(shapes(1)))
+    with pytest.raises(ValueError, match="version"):
+        unpack(bytes([localfeatures.VERSION + 1]) + data[1:])
+    with pytest.raises(ValueError, match="length"):
+        unpack(data[:-1])
+    with pytest.raises(ValueError):
+        unpack(b"")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (20000, 10), (10, 20000), (640, 480)])
+def test_flat_and_degenerate_images_have_no_features(size):
+    """A one-pixel image, a 20000x10 strip and a flat picture give zero features, and verify to 0."""
+    features = extract(Image.new("RGB", size, (200, 30, 30)))
+    assert len(features) == 0
+    assert len(unpack(pack(features))) == 0
+    assert verify(features, extract(shapes(1))) == 0
+    assert verify(extract(shapes(1)), features) == 0
+
+
+def test_rerank_puts_a_verified_copy_first_even_with_a_lower_global_score():
+    """A copy ranked third by cosine moves to the top as "copy"; the others keep their order and scores."""
+    original = shapes(7)
+    features = {1: extract(shapes(1)), 2: extract(shapes(2)), 3: extract(original)}
+    candidates = [(1, 0.91), (2, 0.80), (3, 0.52)]
+    ranked = rerank(candidates, extract(web_copy(original)), features, min_inliers=MIN_INLIERS)
+    assert ranked == [(3, 0.52, "copy"), (1, 0.91, "similar"), (2, 0.80, "similar")]
+
+
+def test_rerank_keeps_the_global_order_without_a_copy():
+    """With no copy among the candidates, and one candidate without features, nothing moves."""
+    features = {1: extract(shapes(1)), 3: extract(shapes(3))}
+    candidates = [(1, 0.9), (2, 0.8), (3, 0.7)]
+    ranked = rerank(candidates, extract(shapes(9)), features, min_inliers=MIN_INLIERS)
+    assert ranked == [(1, 0.9, "similar"), (2, 0.8, "similar"), (3, 0.7, "similar")]
+
+
+def test_order_ranks_copies_by_inliers_and_ties_by_global_order():
+    """Copies come first, most inliers first; equal counts and all non-copies keep the global order."""
+    candidates = [(10, 0.9), (11, 0.8), (12, 0.7), (13, 0.6), (14, 0.5)]
+    ranked = localfeatures.order(candidates, [3, 40, 12, 40, 9], min_inliers=10)
+    expected = [(11, "copy"), (13, "copy"), (12, "copy"), (10, "similar"), (14, "similar")]
+    assert [(i, m) for i, _, m in ranked] == expected

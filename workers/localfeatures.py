@@ -1,0 +1,157 @@
+"""Local features for copy detection: is a search result the same picture as the query, edited?
+
+Each indexed image keeps up to MAX_KEYPOINTS SIFT keypoints of its grey version scaled so that its longer side
+is WORK_SIDE pixels (bench/copy_detection.py measured SIFT against ORB, 256 against 384 and 512 pixels, and
+128 to 512 keypoints). At search time the query gets the same extraction, and each of the global k-NN
+candidates is verified: RootSIFT nearest neighbours with Lowe's ratio test, then a RANSAC similarity
+transform (rotation, uniform scale, translation); the inlier count is the evidence. A mirrored copy needs no
+second extraction: mirroring an image permutes each SIFT descriptor's bins (see _mirror_permutation), so the
+query is also tried with permuted descriptors and mirrored x coordinates.
+
+OpenCV and numpy only: no torch, so the web process may import this module too.
+"""
+
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+VERSION = 1
+WORK_SIDE = 256  # pixels of the longer side the features are computed at (SIFT doubles it internally)
+MAX_KEYPOINTS = 256  # the strongest SIFT keypoints kept per image
+RATIO = 0.8  # Lowe's ratio test: best match closer than this times the second best
+RANSAC_PX = 4.0  # inlier distance in working pixels
+RANSAC_ITERATIONS = 1000
+MIN_MATCHES = 6  # fewer ratio-test matches than this cannot carry a verdict
+MIN_INLIERS = 10  # a candidate with this many inliers is a "copy" (chosen in bench/copy_detection.py)
+
+# version, keypoint count; then count x (x, y) uint16 in 1/65535 of WORK_SIDE; then count x 128 uint8.
+_HEADER = struct.Struct("<BH")
+_DIM = 128
+BYTES_PER_KEYPOINT = 2 * 2 + _DIM
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    points: np.ndarray  # (n, 2) float32, x and y in working pixels
+    descriptors: np.ndarray  # (n, 128) uint8, OpenCV SIFT
+
+    def __len__(self):
+        return len(self.points)
+
+
+EMPTY = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, _DIM), np.uint8))
+
+
+def extract(img: Image.Image, max_keypoints: int = MAX_KEYPOINTS) -> LocalFeatures:
+    """SIFT keypoints and descriptors of an RGB image; EMPTY for a flat or degenerate one."""
+    keypoints, descriptors = cv2.SIFT_create(nfeatures=max_keypoints).detectAndCompute(_working_grey(img), None)
+    if descriptors is None or not keypoints:
+        return EMPTY
+    keypoints, descriptors = keypoints[:max_keypoints], descriptors[:max_keypoints]  # ties can exceed nfeatures
+    points = np.array([k.pt for k in keypoints], np.float32)
+    # OpenCV's SIFT descriptor values are already whole numbers 0..255, so uint8 loses nothing.
+    return LocalFeatures(points, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8))
+
+
+def _working_grey(img):
+    """The image in grey, its longer side scaled to WORK_SIDE (up or down), as a uint8 array."""
+    factor = max(img.size) // (2 * WORK_SIDE)
+    if factor >= 2:
+        img = img.reduce(factor)  # a cheap box shrink first, so big photos are not converted whole
+    grey = np.asarray(img.convert("L"))
+    h, w = grey.shape
+    scale = WORK_SIDE / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def pack(features: LocalFeatures) -> bytes:
+    """The storage format: 3 header bytes plus BYTES_PER_KEYPOINT per keypoint."""
+    xy = np.clip(np.rint(features.points * (65535 / WORK_SIDE)), 0, 65535).astype("<u2")
+    return _HEADER.pack(VERSION, len(features)) + xy.tobytes() + features.descriptors.tobytes()
+
+
+def unpack(data: bytes) -> LocalFeatures:
+    """LocalFeatures from pack()'s bytes; ValueError for another version or a damaged record."""
+    if len(data) < _HEADER.size:
+        raise ValueError("local features record is too short")
+    version, count = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise ValueError(f"local features version {version}, expected {VERSION}: extract them again")
+    if len(data) != _HEADER.size + count * BYTES_PER_KEYPOINT:
+        raise ValueError("local features record has the wrong length")
+    xy = np.frombuffer(data, "<u2", count * 2, _HEADER.size).reshape(count, 2)
+    descriptors = np.frombuffer(data, np.uint8, count * _DIM, _HEADER.size + xy.nbytes).reshape(count, _DIM)
+    return LocalFeatures(xy.astype(np.float32) * (WORK_SIDE / 65535), descriptors)
+
+
+def _mirror_permutation():
+    """Where each of SIFT's 4x4x8 bins goes when the image is mirrored left to right.
+
+    A mirrored keypoint's orientation is mirrored too, so in its own frame the patch is flipped about the
+    frame's x axis: the 4 spatial rows reverse and each gradient angle a becomes -a (bin o -> -o mod 8).
+    """
+    index = np.arange(_DIM).reshape(4, 4, 8)
+    return index[::-1, :, (-np.arange(8)) % 8].ravel()
+
+
+_MIRROR = _mirror_permutation()
+
+
+def verify(query: LocalFeatures, candidate: LocalFeatures) -> int:
+    """RANSAC inliers of the query mapped onto the candidate, as is or mirrored; 0 below MIN_MATCHES matches."""
+    if len(query) < MIN_MATCHES or len(candidate) < MIN_MATCHES:
+        return 0
+    q, c = _rootsift(query.descriptors), _rootsift(candidate.descriptors)
+    direct = _inliers(query.points, q, candidate.points, c)
+    mirrored = _inliers(query.points * np.array([-1, 1], np.float32), q[:, _MIRROR], candidate.points, c)
+    return max(direct, mirrored)
+
+
+def _rootsift(descriptors):
+    """RootSIFT: square roots of the L1-normalised descriptor, unit length, compared by dot product."""
+    d = descriptors.astype(np.float32)
+    return np.sqrt(d / np.maximum(d.sum(axis=1, keepdims=True), 1.0))
+
+
+def _inliers(query_points, query_desc, cand_points, cand_desc):
+    """Ratio-test matches from candidate to query keypoints, then RANSAC similarity inliers."""
+    sims = cand_desc @ query_desc.T
+    best_two = -np.partition(-sims, 1, axis=1)[:, :2]
+    # Unit vectors: squared distance is 2 - 2 * similarity.
+    d1, d2 = (np.sqrt(np.maximum(2 - 2 * best_two[:, i], 0)) for i in (0, 1))
+    matched = np.nonzero(d1 < RATIO * d2)[0]
+    if len(matched) < MIN_MATCHES:
+        return 0
+    partners = sims[matched].argmax(axis=1)
+    _, mask = cv2.estimateAffinePartial2D(
+        query_points[partners], cand_points[matched], method=cv2.RANSAC,
+        ransacReprojThreshold=RANSAC_PX, maxIters=RANSAC_ITERATIONS,
+    )
+    return 0 if mask is None else int(mask.sum())
+
+
+def order(candidates, inliers, *, min_inliers=MIN_INLIERS):
+    """[(image_id, score, match)]: candidates with >= min_inliers first by inliers, then the rest as given."""
+    ranked = sorted(range(len(candidates)), key=lambda i: -inliers[i] if inliers[i] >= min_inliers else 0)
+    return [
+        (candidates[i][0], candidates[i][1], "copy" if inliers[i] >= min_inliers else "similar")
+        for i in ranked
+    ]
+
+
+def rerank(candidates, query_features, features_by_id, *, min_inliers=MIN_INLIERS):
+    """Re-order global k-NN candidates [(image_id, cosine score)], best first, putting verified copies first.
+
+    Each result keeps its global cosine score, so `score` and min_score mean the same with or without
+    re-ranking; the order and `match` ("copy" or "similar") carry the verdict. A candidate without
+    features (not extracted yet) is "similar" in its global place.
+    """
+    inliers = [
+        verify(query_features, features_by_id[image_id]) if image_id in features_by_id else 0
+        for image_id, _ in candidates
+    ]
+    return order(candidates, inliers, min_inliers=min_inliers)
