@@ -46,7 +46,7 @@ EMPTY = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, _DIM), np.uint8
 
 
 def extract(img: Image.Image, max_keypoints: int = MAX_KEYPOINTS) -> LocalFeatures:
-    """SIFT keypoints and descriptors of an RGB image; EMPTY for a flat or degenerate one."""
+    """SIFT keypoints and descriptors of an RGB image (as load_rgb decodes it); EMPTY for a flat one."""
     keypoints, descriptors = cv2.SIFT_create(nfeatures=max_keypoints).detectAndCompute(_working_grey(img), None)
     if descriptors is None or not keypoints:
         return EMPTY
@@ -58,6 +58,8 @@ def extract(img: Image.Image, max_keypoints: int = MAX_KEYPOINTS) -> LocalFeatur
 
 def _working_grey(img):
     """The image in grey, its longer side scaled to WORK_SIDE (up or down), as a uint8 array."""
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")  # reduce() refuses palette images
     factor = max(img.size) // (2 * WORK_SIDE)
     if factor >= 2:
         img = img.reduce(factor)  # a cheap box shrink first, so big photos are not converted whole
@@ -119,7 +121,9 @@ def _rootsift(descriptors):
 
 def _inliers(query_points, query_desc, cand_points, cand_desc):
     """Ratio-test matches from candidate to query keypoints, then RANSAC similarity inliers."""
-    sims = cand_desc @ query_desc.T
+    # cv2.gemm, not numpy's @: in the worker, OpenBLAS threads fight torch's OpenMP threads after an
+    # embedding and stalled this small product for up to 600 ms (measured in bench/copy_detection.py).
+    sims = cv2.gemm(cand_desc, query_desc, 1.0, None, 0.0, flags=cv2.GEMM_2_T)
     best_two = -np.partition(-sims, 1, axis=1)[:, :2]
     # Unit vectors: squared distance is 2 - 2 * similarity.
     d1, d2 = (np.sqrt(np.maximum(2 - 2 * best_two[:, i], 0)) for i in (0, 1))
@@ -134,7 +138,7 @@ def _inliers(query_points, query_desc, cand_points, cand_desc):
     return 0 if mask is None else int(mask.sum())
 
 
-def order(candidates, inliers, *, min_inliers=MIN_INLIERS):
+def order(candidates: list, inliers: list, *, min_inliers: int = MIN_INLIERS) -> list:
     """[(image_id, score, match)]: candidates with >= min_inliers first by inliers, then the rest as given."""
     ranked = sorted(range(len(candidates)), key=lambda i: -inliers[i] if inliers[i] >= min_inliers else 0)
     return [
@@ -143,7 +147,9 @@ def order(candidates, inliers, *, min_inliers=MIN_INLIERS):
     ]
 
 
-def rerank(candidates, query_features, features_by_id, *, min_inliers=MIN_INLIERS):
+def rerank(
+    candidates: list, query_features: LocalFeatures, features_by_id: dict, *, min_inliers: int = MIN_INLIERS
+) -> list:
     """Re-order global k-NN candidates [(image_id, cosine score)], best first, putting verified copies first.
 
     Each result keeps its global cosine score, so `score` and min_score mean the same with or without
