@@ -74,15 +74,29 @@ def test_a_quarter_turned_copy_verifies(animals):
 
 
 def test_pack_round_trips_within_the_stated_size(animals):
-    """pack/unpack keep descriptors exactly and points to 1/256 pixel, in 3 + 132 bytes per keypoint."""
+    """pack/unpack keep descriptors exactly and points to 1/256 pixel, in 2 + 2 x sizes + 132 bytes per keypoint."""
     features = extract(animals["crow"])
     data = pack(features)
     back = unpack(data)
-    assert 0 < len(features) <= localfeatures.MAX_KEYPOINTS
-    assert len(data) == 3 + 132 * len(features) <= 3 + 132 * 256
-    assert np.array_equal(back.descriptors, features.descriptors)
-    assert np.abs(back.points - features.points).max() < 1 / 256
+    sizes = len(localfeatures.SCALES)
+    assert [len(s) > 0 for s in features.scales] == [True] * sizes
+    assert all(len(s) <= count for s, (_, count) in zip(features.scales, localfeatures.SCALES))
+    assert len(data) == 2 + 2 * sizes + 132 * len(features) <= 2 + 2 * sizes + 132 * localfeatures.MAX_KEYPOINTS
+    for original, unpacked in zip(features.scales, back.scales):
+        assert np.array_equal(unpacked.descriptors, original.descriptors)
+        assert np.abs(unpacked.points - original.points).max() < 1 / 256
     assert verify(back, features) == verify(features, features)
+
+
+def test_a_blurred_small_copy_verifies_at_the_smaller_size(animals):
+    """Halved and blurred, a photo still verifies: its coarse keypoints match at 128 pixels where 256 falls short."""
+    from PIL import ImageFilter
+
+    frog = animals["frog"]
+    copy = frog.resize((frog.width // 2, frog.height // 2), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(1.5))
+    original, query = extract(frog), extract(copy)
+    assert localfeatures._verify_at(query.scales[0], original.scales[0]) < MIN_INLIERS
+    assert verify(query, original) >= MIN_INLIERS
 
 
 def test_unpack_refuses_another_version_or_a_damaged_record():
@@ -90,6 +104,8 @@ def test_unpack_refuses_another_version_or_a_damaged_record():
     data = pack(extract(shapes(1)))
     with pytest.raises(ValueError, match="version"):
         unpack(bytes([localfeatures.VERSION + 1]) + data[1:])
+    with pytest.raises(ValueError, match="version"):
+        unpack(bytes([1, 0, 0]))  # the one-size format of version 1
     with pytest.raises(ValueError, match="length"):
         unpack(data[:-1])
     with pytest.raises(ValueError):

@@ -1,12 +1,14 @@
 """Local features for copy detection: is a search result the same picture as the query, edited?
 
-Each indexed image keeps up to MAX_KEYPOINTS SIFT keypoints of its grey version scaled so that its longer side
-is WORK_SIDE pixels (bench/copy_detection.py measured SIFT against ORB, 256 against 384 and 512 pixels, and
-128 to 512 keypoints). At search time the query gets the same extraction, and each of the global k-NN
-candidates is verified: RootSIFT nearest neighbours with Lowe's ratio test, then a RANSAC similarity
-transform (rotation, uniform scale, translation); the inlier count is the evidence. A mirrored copy needs no
-second extraction: mirroring an image permutes each SIFT descriptor's bins (see _mirror_permutation), so the
-query is also tried with permuted descriptors and mirrored x coordinates.
+Each indexed image keeps SIFT keypoints of its grey version at two sizes (SCALES): up to 256 with its longer
+side at 256 pixels, and up to 128 at 128 pixels, where a blurred or much reduced copy still finds the same
+blobs. bench/copy_detection.py measured SIFT against ORB, 256 against 384 and 512 pixels, 128 to 512
+keypoints, one size against two, and SIFT's contrast threshold (0.02 keeps the keypoints of grey, washed-out
+or recoloured copies). At search time the query gets the same extraction, and each of the global k-NN
+candidates is verified at each size: RootSIFT nearest neighbours with Lowe's ratio test, then a RANSAC
+similarity transform (rotation, uniform scale, translation); the larger inlier count is the evidence. A
+mirrored copy needs no second extraction: mirroring an image permutes each SIFT descriptor's bins (see
+_mirror_permutation), so the query is also tried with permuted descriptors and mirrored x coordinates.
 
 OpenCV and numpy only: no torch, so the web process may import this module too.
 """
@@ -18,24 +20,30 @@ import cv2
 import numpy as np
 from PIL import Image
 
-VERSION = 1
-WORK_SIDE = 256  # pixels of the longer side the features are computed at (SIFT doubles it internally)
-MAX_KEYPOINTS = 256  # the strongest SIFT keypoints kept per image
+VERSION = 2
+WORK_SIDE = 256  # pixels of the longer side at the first size (SIFT doubles it internally); points are in these units
+SCALES = ((256, 256), (128, 128))  # (longer side in pixels, strongest keypoints kept) of each size
+MAX_KEYPOINTS = sum(count for _, count in SCALES)
+CONTRAST_THRESHOLD = 0.02  # OpenCV's default 0.04 finds too few keypoints on blurred and faded copies
 RATIO = 0.8  # Lowe's ratio test: best match closer than this times the second best
 RANSAC_PX = 4.0  # inlier distance in working pixels
 RANSAC_ITERATIONS = 1000
 MIN_MATCHES = 6  # fewer ratio-test matches than this cannot carry a verdict
 MIN_INLIERS = 10  # a candidate with this many inliers is a "copy" (chosen in bench/copy_detection.py)
 
-# version, keypoint count; then count x (x, y) uint16 in 1/65535 of WORK_SIDE; then count x 128 uint8.
-_HEADER = struct.Struct("<BH")
+# version, number of sizes, keypoint count of each size; then per size count x (x, y) uint16 in 1/65535 of
+# WORK_SIDE and count x 128 uint8.
+_HEADER = struct.Struct("<BB")
+_COUNT = struct.Struct("<H")
 _DIM = 128
 BYTES_PER_KEYPOINT = 2 * 2 + _DIM
 
 
 @dataclass(frozen=True)
 class LocalFeatures:
-    points: np.ndarray  # (n, 2) float32, x and y in working pixels
+    """The keypoints of one size."""
+
+    points: np.ndarray  # (n, 2) float32, x and y in WORK_SIDE pixels
     descriptors: np.ndarray  # (n, 128) uint8, OpenCV SIFT
 
     def __len__(self):
@@ -45,49 +53,77 @@ class LocalFeatures:
 EMPTY = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, _DIM), np.uint8))
 
 
-def extract(img: Image.Image, max_keypoints: int = MAX_KEYPOINTS) -> LocalFeatures:
-    """SIFT keypoints and descriptors of an RGB image (as load_rgb decodes it); EMPTY for a flat one."""
-    keypoints, descriptors = cv2.SIFT_create(nfeatures=max_keypoints).detectAndCompute(_working_grey(img), None)
+@dataclass(frozen=True)
+class Features:
+    """An image's keypoints at each of SCALES."""
+
+    scales: tuple
+
+    def __len__(self):
+        return sum(len(s) for s in self.scales)
+
+
+def extract(img: Image.Image) -> Features:
+    """SIFT keypoints and descriptors of an RGB image (as load_rgb decodes it) at each size; none for a flat one."""
+    return Features(tuple(_extract_at(img, side, count) for side, count in SCALES))
+
+
+def _extract_at(img, side, max_keypoints):
+    sift = cv2.SIFT_create(nfeatures=max_keypoints, contrastThreshold=CONTRAST_THRESHOLD)
+    keypoints, descriptors = sift.detectAndCompute(_working_grey(img, side), None)
     if descriptors is None or not keypoints:
         return EMPTY
     keypoints, descriptors = keypoints[:max_keypoints], descriptors[:max_keypoints]  # ties can exceed nfeatures
-    points = np.array([k.pt for k in keypoints], np.float32)
+    points = np.array([k.pt for k in keypoints], np.float32) * (WORK_SIDE / side)
     # OpenCV's SIFT descriptor values are already whole numbers 0..255, so uint8 loses nothing.
     return LocalFeatures(points, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8))
 
 
-def _working_grey(img):
-    """The image in grey, its longer side scaled to WORK_SIDE (up or down), as a uint8 array."""
+def _working_grey(img, side=WORK_SIDE):
+    """The image in grey, its longer side scaled to `side` (up or down), as a uint8 array."""
     if img.mode not in ("RGB", "L"):
         img = img.convert("RGB")  # reduce() refuses palette images
-    factor = max(img.size) // (2 * WORK_SIDE)
+    factor = max(img.size) // (2 * side)
     if factor >= 2:
         img = img.reduce(factor)  # a cheap box shrink first, so big photos are not converted whole
     grey = np.asarray(img.convert("L"))
     h, w = grey.shape
-    scale = WORK_SIDE / max(w, h)
+    scale = side / max(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 
-def pack(features: LocalFeatures) -> bytes:
-    """The storage format: 3 header bytes plus BYTES_PER_KEYPOINT per keypoint."""
-    xy = np.clip(np.rint(features.points * (65535 / WORK_SIDE)), 0, 65535).astype("<u2")
-    return _HEADER.pack(VERSION, len(features)) + xy.tobytes() + features.descriptors.tobytes()
+def pack(features: Features) -> bytes:
+    """The storage format: 2 + 2 x sizes header bytes plus BYTES_PER_KEYPOINT per keypoint."""
+    parts = [_HEADER.pack(VERSION, len(features.scales))]
+    parts += [_COUNT.pack(len(s)) for s in features.scales]
+    for s in features.scales:
+        parts.append(np.clip(np.rint(s.points * (65535 / WORK_SIDE)), 0, 65535).astype("<u2").tobytes())
+        parts.append(s.descriptors.tobytes())
+    return b"".join(parts)
 
 
-def unpack(data: bytes) -> LocalFeatures:
-    """LocalFeatures from pack()'s bytes; ValueError for another version or a damaged record."""
+def unpack(data: bytes) -> Features:
+    """Features from pack()'s bytes; ValueError for another version or a damaged record."""
     if len(data) < _HEADER.size:
         raise ValueError("local features record is too short")
-    version, count = _HEADER.unpack_from(data)
+    version, sizes = _HEADER.unpack_from(data)
     if version != VERSION:
         raise ValueError(f"local features version {version}, expected {VERSION}: extract them again")
-    if len(data) != _HEADER.size + count * BYTES_PER_KEYPOINT:
+    offset = _HEADER.size + sizes * _COUNT.size
+    if len(data) < offset:
         raise ValueError("local features record has the wrong length")
-    xy = np.frombuffer(data, "<u2", count * 2, _HEADER.size).reshape(count, 2)
-    descriptors = np.frombuffer(data, np.uint8, count * _DIM, _HEADER.size + xy.nbytes).reshape(count, _DIM)
-    return LocalFeatures(xy.astype(np.float32) * (WORK_SIDE / 65535), descriptors)
+    counts = [_COUNT.unpack_from(data, _HEADER.size + i * _COUNT.size)[0] for i in range(sizes)]
+    if len(data) != offset + sum(counts) * BYTES_PER_KEYPOINT:
+        raise ValueError("local features record has the wrong length")
+    scales = []
+    for count in counts:
+        xy = np.frombuffer(data, "<u2", count * 2, offset).reshape(count, 2)
+        offset += xy.nbytes
+        descriptors = np.frombuffer(data, np.uint8, count * _DIM, offset).reshape(count, _DIM)
+        offset += descriptors.nbytes
+        scales.append(LocalFeatures(xy.astype(np.float32) * (WORK_SIDE / 65535), descriptors))
+    return Features(tuple(scales))
 
 
 def _mirror_permutation():
@@ -103,8 +139,13 @@ def _mirror_permutation():
 _MIRROR = _mirror_permutation()
 
 
-def verify(query: LocalFeatures, candidate: LocalFeatures) -> int:
-    """RANSAC inliers of the query mapped onto the candidate, as is or mirrored; 0 below MIN_MATCHES matches."""
+def verify(query: Features, candidate: Features) -> int:
+    """RANSAC inliers of the query mapped onto the candidate, at the size where they are most; 0 if none matches."""
+    return max((_verify_at(q, c) for q, c in zip(query.scales, candidate.scales)), default=0)
+
+
+def _verify_at(query: LocalFeatures, candidate: LocalFeatures) -> int:
+    """Inliers at one size, the query as is or mirrored; 0 below MIN_MATCHES matches."""
     if len(query) < MIN_MATCHES or len(candidate) < MIN_MATCHES:
         return 0
     q, c = _rootsift(query.descriptors), _rootsift(candidate.descriptors)
@@ -147,9 +188,7 @@ def order(candidates: list, inliers: list, *, min_inliers: int = MIN_INLIERS) ->
     ]
 
 
-def rerank(
-    candidates: list, query_features: LocalFeatures, features_by_id: dict, *, min_inliers: int = MIN_INLIERS
-) -> list:
+def rerank(candidates: list, query_features: Features, features_by_id: dict, *, min_inliers: int = MIN_INLIERS) -> list:
     """Re-order global k-NN candidates [(image_id, cosine score)], best first, putting verified copies first.
 
     Each result keeps its global cosine score, so `score` and min_score mean the same with or without
