@@ -156,6 +156,9 @@ if "/" in IMGSEARCH_WEIGHTS or IMGSEARCH_WEIGHTS.endswith((".pth", ".pt")):
     IMGSEARCH_WEIGHTS = str(env_path("IMGSEARCH_WEIGHTS", IMGSEARCH_WEIGHTS))
 IMGSEARCH_DEVICE = env_str("IMGSEARCH_DEVICE", "auto")
 IMGSEARCH_BATCH_SIZE = env_number("IMGSEARCH_BATCH_SIZE", 32, minimum=1, maximum=1024)
+# Images per indexing task (and reindex chunk): the worker embeds them a batch at a time while its threads decode
+# the next batch, so a task of several batches keeps the model busy (bench/indexing.py).
+IMGSEARCH_TASK_SIZE = env_number("IMGSEARCH_TASK_SIZE", 4 * IMGSEARCH_BATCH_SIZE, minimum=1, maximum=10_000)
 IMGSEARCH_MAX_UPLOAD_BYTES = env_number("IMGSEARCH_MAX_UPLOAD_MB", 20, minimum=1, maximum=1024) * 1024 * 1024
 IMGSEARCH_MAX_PIXELS = env_number("IMGSEARCH_MAX_PIXELS", 50_000_000, minimum=1, maximum=1_000_000_000)
 # docs/benchmarks.md: at 100k x 1280, m=24/ef_construction=96 with ef_search=100 gave recall@10 0.973 at a
@@ -175,6 +178,15 @@ IMGSEARCH_SEARCH_REQUEUE_SECONDS = env_number("IMGSEARCH_SEARCH_REQUEUE_SECONDS"
 IMGSEARCH_SEARCH_DEADLINE_SECONDS = env_number("IMGSEARCH_SEARCH_DEADLINE_SECONDS", 300, minimum=1, maximum=86400)
 IMGSEARCH_DEFAULT_K = 20
 IMGSEARCH_MAX_K = 100
+# Searches verify this many of the best k-NN candidates with local features (workers/localfeatures.py), so a
+# copy of the query comes first even where the global vectors rank it lower.
+IMGSEARCH_RERANK_CANDIDATES = env_number("IMGSEARCH_RERANK_CANDIDATES", 20, minimum=1, maximum=200)
+# "auto": once the index holds IMGSEARCH_PROJECTION_MIN_IMAGES images, learn a projection of the vectors from it
+# (search/projection.py) and apply it in a background run; learn again when the index or its tags grow by half.
+IMGSEARCH_PROJECTION = env_str("IMGSEARCH_PROJECTION", "auto")
+if IMGSEARCH_PROJECTION not in ("auto", "off"):
+    raise ImproperlyConfigured(f"IMGSEARCH_PROJECTION={IMGSEARCH_PROJECTION!r} must be auto or off.")
+IMGSEARCH_PROJECTION_MIN_IMAGES = env_number("IMGSEARCH_PROJECTION_MIN_IMAGES", 1000, minimum=2, maximum=10_000_000)
 # Uploads larger than this are refused before their body is read.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -201,6 +213,7 @@ CELERY_BEAT_SCHEDULE = {
     # A reaper message older than its period is dropped: the next one does the same work.
     "reap-searches": {"task": "workers.reap_searches", "schedule": 15.0, "options": {"expires": 15}},
     "rescan-collections": {"task": "workers.rescan_collections", "schedule": IMGSEARCH_RESCAN_MINUTES * 60.0},
+    "refresh-projection": {"task": "workers.refresh_projection", "schedule": 15 * 60.0},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 600

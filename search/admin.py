@@ -259,9 +259,9 @@ class CollectionAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("key", "arch", "weights", "dim", "active", "embedding_count", "created_at")
+    list_display = ("key", "arch", "weights", "dim", "projection_summary", "active", "embedding_count", "created_at")
     list_filter = ("active", "arch")
-    actions = ("drop_embeddings",)
+    actions = ("learn_projection", "drop_embeddings")
 
     def get_queryset(self, request):
         count = Embedding.objects.filter(model_key=OuterRef("key")).order_by().values("model_key").annotate(n=Count("id")).values("n")
@@ -270,6 +270,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description=_("embeddings"), ordering="embeddings_n")
     def embedding_count(self, version):
         return version.embeddings_n or 0
+
+    @admin.display(description=_("projection"))
+    def projection_summary(self, version):
+        info = version.projection_info
+        if not version.base_key or not info:
+            return "-"
+        tags = ngettext("%(dims)d from %(tags)d tag", "%(dims)d from %(tags)d tags", len(info["tags"])) % {
+            "dims": info["lda_dims"], "tags": len(info["tags"])} if info["lda_dims"] else _("no tags")
+        return _("%(pca)d + %(tags)s, learned from %(images)d images") % {"pca": info["pca_dims"], "tags": tags, "images": info["images"]}
 
     def has_add_permission(self, request):
         return False  # workers register the models they load
@@ -285,6 +294,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
+
+    @admin.action(description=_("Learn a projection for the active model from the index now"))
+    def learn_projection(self, request, queryset):
+        run, message = reindex.projection_learn()
+        self.message_user(request, message, messages.SUCCESS if run else messages.WARNING)
 
     @admin.action(description=_("Drop the embeddings of the selected inactive models"), permissions=["delete"])
     def drop_embeddings(self, request, queryset):

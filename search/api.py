@@ -30,6 +30,11 @@ class SearchRequestSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=4000), required=False, default=list, max_length=50,
         help_text="Only images with one of these tags (repeat the field, or separate with commas).",
     )
+    rerank = serializers.BooleanField(
+        default=True, error_messages={"invalid": "Must be true or false."},
+        help_text="Verify the best candidates with local features and put the copies of the query image "
+                  '(cropped, rescaled, re-encoded, ...) first, marked "match": "copy". A little slower.',
+    )
 
     def validate_image(self, image):
         try:
@@ -60,10 +65,11 @@ class SearchRequestSerializer(serializers.Serializer):
         return data
 
 
-def result_json(request, image, score):
+def result_json(request, image, score, match):
     return {
         "image_id": image.id,
         "score": score,
+        "match": match,
         "tags": image.tags,
         "image_url": request.build_absolute_uri(image.file.url),
         "thumbnail_url": request.build_absolute_uri(image.thumbnail.url) if image.thumbnail else None,
@@ -72,22 +78,28 @@ def result_json(request, image, score):
 
 
 def job_json(request, job):
-    results = [result_json(request, image, score) for image, score in services.search_job_results(job)]
+    results = [result_json(request, *result) for result in services.search_job_results(job)]
     return {
         "id": str(job.id),
         "status": job.status,
         "error": job.error or None,
         "count": len(results),
         "results": results,
-        "timings": job.timings or None,
+        "timings": timings_json(job),
         "k": job.k,
         "min_score": job.min_score,
         "categories": job.categories,
+        "rerank": job.rerank,
         "query_name": job.query_name,
         "query_image_url": query_image_url(request, job),
         "source_image_id": job.source_image_id,
         "created_at": job.created_at,
     }
+
+
+def timings_json(job):
+    """The job's timings; rerank_ms is null where it was not measured (also for jobs stored before re-ranking)."""
+    return {**job.timings, "rerank_ms": job.timings.get("rerank_ms")} if job.timings else None
 
 
 def query_image_url(request, job):
@@ -186,7 +198,7 @@ def search_list(request):
     if not request.user.is_authenticated:
         raise NotAuthenticated("Sign in to see your searches.")
     jobs = SearchJob.objects.filter(owner=request.user).order_by("-created_at")[:100]
-    fields = ("status", "created_at", "query_name", "k", "min_score", "categories", "source_image_id")
+    fields = ("status", "created_at", "query_name", "k", "min_score", "categories", "rerank", "source_image_id")
     return Response([
         {"id": str(job.id), **{f: getattr(job, f) for f in fields}, "count": len(job.results),
          "url": request.build_absolute_uri(reverse("search-detail", args=[job.id])),

@@ -92,7 +92,7 @@ def _scan_done(collection, report, problem=""):
     if report is not None:
         stuck = IndexedImage.objects.filter(collection=collection, status=IndexedImage.Status.PENDING)
         queued = list(dict.fromkeys([*report.queued, *stuck.values_list("id", flat=True)]))
-        indexing.embed_enqueue(queued, settings.IMGSEARCH_BATCH_SIZE)
+        indexing.embed_enqueue(queued, settings.IMGSEARCH_TASK_SIZE)
         problem = summary(report, len(queued))
     collection.scanned_at, collection.scan_summary = timezone.now(), problem[:500]
     collection.save(update_fields=["scanned_at", "scan_summary"])

@@ -95,6 +95,11 @@ class ModelVersion(models.Model):
     weights = models.CharField(max_length=500)  # what a worker passes to load it: a name or a .pth path
     dim = models.PositiveIntegerField()
     active = models.BooleanField(default=False)  # the model searches embed with; exactly one once indexed
+    # A projected version maps the raw vectors of its base version (same arch and weights) through a projection
+    # learned from the index (search.projection): its vectors are shorter and rank categories better.
+    base_key = models.CharField(max_length=120, blank=True)
+    projection = models.BinaryField(null=True, blank=True, editable=False)  # search.projection.Projection.dumps()
+    projection_info = models.JSONField(default=dict, blank=True)  # what it was learned from, for people
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -119,6 +124,14 @@ class Embedding(models.Model):
         indexes = [models.Index(fields=["model_key"])]
 
 
+class LocalFeatures(models.Model):
+    """An image's SIFT keypoints, packed (workers.localfeatures.pack), for verifying copies at search time."""
+
+    image = models.OneToOneField(IndexedImage, on_delete=models.CASCADE, primary_key=True, related_name="local_features")
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now=True)
+
+
 class SearchJob(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -136,10 +149,11 @@ class SearchJob(models.Model):
     k = models.PositiveSmallIntegerField(default=20)
     min_score = models.FloatField(default=0.0)
     categories = ArrayField(models.CharField(max_length=64), default=list, blank=True)  # empty: all
+    rerank = models.BooleanField(default=True)  # verify the best candidates with local features, copies first
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
     session_key = models.CharField(max_length=40, blank=True, db_index=True)
     model_key = models.CharField(max_length=120, blank=True)
-    results = models.JSONField(default=list, blank=True)  # [{"image_id": int, "score": float}], best first
+    results = models.JSONField(default=list, blank=True)  # [{"image_id", "score", "match"}], best first
     timings = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -21,6 +21,12 @@ class JobReferenceSerializer(serializers.Serializer):
 class ResultSerializer(serializers.Serializer):
     image_id = serializers.IntegerField()
     score = serializers.FloatField(help_text="Cosine similarity of the embeddings, 0..1 (1: identical).")
+    match = serializers.ChoiceField(
+        ["copy", "similar"],
+        help_text='"copy": verified by local-feature geometric matching to be the same picture as the query, '
+                  "possibly cropped, rescaled, re-encoded, rotated, flipped, recoloured or captioned. "
+                  '"similar": looks alike (always, for a search without re-ranking).',
+    )
     tags = serializers.ListField(child=serializers.CharField(), help_text="Given tags first, then automatic ones.")
     image_url = serializers.URLField()
     thumbnail_url = serializers.URLField(allow_null=True)
@@ -31,6 +37,10 @@ class TimingsSerializer(serializers.Serializer):
     queued_ms = serializers.FloatField(help_text="From the POST until a worker took the job.")
     embed_ms = serializers.FloatField(help_text="Decoding and embedding the query image.")
     query_ms = serializers.FloatField(help_text="The k-NN query in pgvector.")
+    rerank_ms = serializers.FloatField(
+        allow_null=True, help_text="Verifying the best candidates with local features; null when the search ran "
+                                   "without re-ranking.",
+    )
     total_ms = serializers.FloatField(help_text="From the POST until the results were stored.")
 
 
@@ -44,6 +54,7 @@ class SearchJobSerializer(serializers.Serializer):
     k = serializers.IntegerField()
     min_score = serializers.FloatField()
     categories = serializers.ListField(child=serializers.CharField())
+    rerank = serializers.BooleanField(help_text="Whether the best candidates were verified as copies (see match).")
     query_name = serializers.CharField(allow_blank=True, help_text="The uploaded file's name, for display.")
     query_image_url = serializers.URLField(allow_null=True, help_text="The uploaded query image (owner only).")
     source_image_id = serializers.IntegerField(allow_null=True, help_text="Set when searching with an indexed image.")
@@ -58,6 +69,7 @@ class SearchSummarySerializer(serializers.Serializer):
     k = serializers.IntegerField()
     min_score = serializers.FloatField()
     categories = serializers.ListField(child=serializers.CharField())
+    rerank = serializers.BooleanField()
     source_image_id = serializers.IntegerField(allow_null=True)
     count = serializers.IntegerField()
     url = serializers.URLField()

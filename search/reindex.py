@@ -6,19 +6,22 @@ transaction; searches read the active model per search, so they switch at once. 
 the rows' status, so a task delivered twice changes nothing and a lost one is sent again (reindex_resume).
 """
 
+import hashlib
 import logging
 from datetime import timedelta
 
+import numpy as np
+
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from psycopg import sql
 
 from workers.registry import MODELS
 
-from . import knn
+from . import knn, projection
 from .models import Embedding, IndexedImage, ModelVersion, ReindexChunk, ReindexRun
 
 log = logging.getLogger(__name__)
@@ -71,9 +74,14 @@ def default_weights(arch):
 
 
 def model_versions_drop(versions=None):
-    """Delete the embeddings, vector index and row of inactive models no run is building: (models, embeddings)."""
-    building = ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).values_list("model_key", flat=True)
-    versions = (ModelVersion.objects.all() if versions is None else versions).filter(active=False).exclude(key__in=building)
+    """Delete the embeddings, vector index and row of inactive models no run needs: (models, embeddings).
+
+    Kept: the active model, models a run is building, and the raw vectors a projected one of these is made from.
+    """
+    building = list(ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).values_list("model_key", flat=True))
+    needed = ModelVersion.objects.filter(Q(active=True) | Q(key__in=building)).exclude(base_key="")
+    keep = [*building, *needed.values_list("base_key", flat=True)]
+    versions = (ModelVersion.objects.all() if versions is None else versions).filter(active=False).exclude(key__in=keep)
     dropped = embeddings = 0
     for version in versions:
         with transaction.atomic():
@@ -99,7 +107,7 @@ def reindex_start(run):
         current = ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).first()
         if current:
             raise ReindexError(f"Reindex run {current.id} is still {current.status}; wait for it or cancel it first.")
-        run.status, run.chunk_size = Status.QUEUED, settings.IMGSEARCH_BATCH_SIZE
+        run.status, run.chunk_size = Status.QUEUED, settings.IMGSEARCH_TASK_SIZE
         run.save()
         transaction.on_commit(lambda: _send_plan(run.id))
     return run
@@ -258,6 +266,13 @@ def _finish(run):
     log.info("reindex run %s done: %s is the active model", run.id, run.model_key)
     if run.drop_old:
         transaction.on_commit(lambda: _send("workers.drop_inactive_models", countdown=DROP_GRACE_SECONDS))
+        return
+    # Projections replaced by this one are derived data (learned again at will): their vectors go.
+    version = ModelVersion.objects.get(key=run.model_key)
+    replaced = list(ModelVersion.objects.filter(base_key=version.base_key or version.key, active=False)
+                    .exclude(base_key="").values_list("key", flat=True))
+    if replaced:
+        transaction.on_commit(lambda: _send("workers.drop_inactive_models", replaced, countdown=DROP_GRACE_SECONDS))
 
 
 def _send(name, *args, countdown=None):
@@ -274,6 +289,79 @@ def _send_chunk(run_id, number):
     _send("workers.reindex_chunk", run_id, number)
 
 
+# --- Projections -----------------------------------------------------------------------------------
+
+PROJECTION_GROWTH = 1.5  # learn again once the index, or its tagged part, has grown by half
+
+
+def projection_due():
+    """(due, reason): whether IMGSEARCH_PROJECTION=auto should learn a projection for the active model now."""
+    active = model_active()
+    if settings.IMGSEARCH_PROJECTION != "auto" or active is None:
+        return False, "Projections are off (IMGSEARCH_PROJECTION=off)." if active else "Nothing is indexed yet."
+    if ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).exists():
+        return False, "A reindex run is under way."
+    images, tagged = _raw_counts(active.base_key or active.key)
+    if images < settings.IMGSEARCH_PROJECTION_MIN_IMAGES:
+        return False, f"{images} images are indexed; a projection is learned from {settings.IMGSEARCH_PROJECTION_MIN_IMAGES}."
+    if not active.projection:
+        return True, "The active model has no projection yet."
+    learned = active.projection_info
+    if images >= PROJECTION_GROWTH * learned.get("images", 0) or tagged >= PROJECTION_GROWTH * max(learned.get("tagged_images", 0), 10):
+        return True, "The index has grown since the projection was learned."
+    return False, "The projection is up to date."
+
+
+def _raw_counts(base_key):
+    """(ready images with a raw vector of the model, those of them with given tags)."""
+    rows = Embedding.objects.filter(model_key=base_key, image__status=IndexedImage.Status.READY)
+    return rows.count(), rows.exclude(image__user_tags=[]).count()
+
+
+def projection_learn():
+    """Learn a projection of the active model's raw vectors from the index, and start the run that applies it.
+
+    Returns (run, message); run is None when nothing was started, and the message says why.
+    """
+    active = model_active()
+    if active is None:
+        return None, "Nothing is indexed yet."
+    base = ModelVersion.objects.get(key=active.base_key) if active.base_key else active
+    vectors, tags = _raw_sample(base.key)
+    try:
+        learned, info = projection.fit(vectors, tags, min_images=settings.IMGSEARCH_PROJECTION_MIN_IMAGES)
+    except projection.ProjectionError as exc:
+        return None, str(exc)
+    data = learned.dumps()
+    key = f"{base.key}:p-{hashlib.sha256(data).hexdigest()[:10]}"
+    info["learned_at"] = timezone.now().isoformat()
+    ModelVersion.objects.update_or_create(key=key, defaults={
+        "arch": base.arch, "weights": base.weights, "dim": learned.dim, "base_key": base.key, "projection": data,
+        "projection_info": info,
+    })
+    try:
+        run = reindex_start(ReindexRun(arch=base.arch, weights=base.weights, model_key=key))
+    except ReindexError as exc:
+        return None, str(exc)
+    tags_used = f", {info['lda_dims']} from {len(info['tags'])} tags" if info["lda_dims"] else ""
+    return run, (f"Learned a projection from {info['images']} images ({info['pca_dims']} dimensions{tags_used}); "
+                 f"reindex run {run.id} applies it.")
+
+
+def _raw_sample(base_key):
+    """(raw vectors, given tags) of ready images, at most projection.MAX_FIT_VECTORS of them chosen at random."""
+    rows = Embedding.objects.filter(model_key=base_key, image__status=IndexedImage.Status.READY)
+    ids = list(rows.values_list("id", flat=True))
+    if len(ids) > projection.MAX_FIT_VECTORS:
+        ids = np.random.default_rng(0).choice(ids, projection.MAX_FIT_VECTORS, replace=False).tolist()
+    vectors, tags = [], []
+    for start in range(0, len(ids), 5000):
+        for vector, image_tags in Embedding.objects.filter(id__in=ids[start : start + 5000]).values_list("vector", "image__user_tags"):
+            vectors.append(vector)
+            tags.append(image_tags)
+    return np.array(vectors, np.float32).reshape(len(vectors), -1), tags
+
+
 # --- Image maintenance (admin actions) ----------------------------------------------------------------
 
 
@@ -287,10 +375,17 @@ def images_retag(image_ids, *, batch_size=None):
     return _send_batches("workers.retag_images", image_ids, batch_size)
 
 
+def images_extract_missing_features(*, batch_size=None):
+    """Queue local-feature extraction for ready images that have none: (images, tasks)."""
+    ids = list(IndexedImage.objects.filter(status=IndexedImage.Status.READY, local_features__isnull=True)
+               .order_by("id").values_list("id", flat=True))
+    return len(ids), _send_batches("workers.extract_features", ids, batch_size)
+
+
 def _send_batches(name, image_ids, batch_size, **kwargs):
     from imgsearch.celery import app
 
-    ids, size = list(image_ids), batch_size or settings.IMGSEARCH_BATCH_SIZE
+    ids, size = list(image_ids), batch_size or settings.IMGSEARCH_TASK_SIZE
     batches = [ids[i : i + size] for i in range(0, len(ids), size)]
     for batch in batches:
         transaction.on_commit(lambda batch=batch: app.send_task(name, args=(batch,), kwargs=kwargs))

@@ -13,9 +13,11 @@ from .models import Embedding, IndexedImage, ModelVersion, SearchJob
 log = logging.getLogger(__name__)
 
 
-def search_job_create(*, image=None, source_image=None, from_job=None, k, min_score, categories=(), owner=None, session_key=""):
+def search_job_create(*, image=None, source_image=None, from_job=None, k, min_score, categories=(), rerank=True,
+                      owner=None, session_key=""):
     """Store a pending job for an upload, an indexed image, or an earlier job's query; queue it on commit."""
-    job = SearchJob(k=k, min_score=min_score, categories=list(categories), owner=owner, session_key=session_key or "")
+    job = SearchJob(k=k, min_score=min_score, categories=list(categories), rerank=rerank, owner=owner,
+                    session_key=session_key or "")
     if image is not None:
         job.query_name = (getattr(image, "name", "") or "")[-255:]
         job.query_image.save("query", image, save=False)
@@ -92,14 +94,16 @@ def search_jobs_reap(now=None):
     return counts
 
 
-def search_job_complete(job, results, *, model_key, embed_ms, query_ms):
+def search_job_complete(job, results, *, model_key, embed_ms, query_ms, rerank_ms=None):
+    """Store the results [(image_id, score, match)], best first, and the timings; the job is done."""
     now = timezone.now()
-    job.results = [{"image_id": image_id, "score": round(score, 6)} for image_id, score in results]
+    job.results = [{"image_id": image_id, "score": round(score, 6), "match": match} for image_id, score, match in results]
     job.model_key = model_key
     job.timings = {
         "queued_ms": _ms(job.started_at - job.created_at),
         "embed_ms": round(embed_ms, 1),
         "query_ms": round(query_ms, 1),
+        "rerank_ms": None if rerank_ms is None else round(rerank_ms, 1),
         "total_ms": _ms(now - job.created_at),
     }
     job.status, job.finished_at = SearchJob.Status.DONE, now
@@ -114,9 +118,13 @@ def search_job_fail(job_id, reason):
 
 
 def search_job_results(job):
-    """The job's results joined with their images, best first; images removed since are skipped."""
+    """(image, score, match) of the job's results, best first; images removed since are skipped.
+
+    match is "copy" for a result verified as the same picture, else "similar" (also for jobs stored before
+    re-ranking existed).
+    """
     images = IndexedImage.objects.in_bulk([r["image_id"] for r in job.results])
-    return [(images[r["image_id"]], r["score"]) for r in job.results if r["image_id"] in images]
+    return [(images[r["image_id"]], r["score"], r.get("match", "similar")) for r in job.results if r["image_id"] in images]
 
 
 def model_version_register(*, key, arch, weights, dim):

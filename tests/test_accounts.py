@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -112,6 +113,23 @@ def test_signing_in_claims_only_this_browsers_searches(client, dave):
     client.post("/accounts/login/", {"username": "dave", "password": PASSWORD})
     assert SearchJob.objects.get(id=theirs).owner is None
     assert other_visitor.get(f"/api/v1/searches/{theirs}/").status_code == 200
+
+
+def test_a_past_search_shows_which_results_are_the_same_picture(client, dave):
+    """The history page of a search badges its verified copies "Same picture", and only those."""
+    from search.models import IndexedImage
+
+    for n, title in enumerate(["original-crop", "lookalike"], start=1):
+        IndexedImage.objects.create(id=n, content_hash=str(n) * 64, file=f"img/{title}.png", title=title, status="ready")
+    job = SearchJob.objects.create(owner=dave, status="done", results=[
+        {"image_id": 1, "score": 0.9, "match": "copy"}, {"image_id": 2, "score": 0.93, "match": "similar"}])
+    client.force_login(dave)
+    page = client.get(f"/accounts/history/{job.id}/").content.decode()
+    cards = page.split('<li class="card')[1:]
+    assert len(cards) == 2 and cards[0].startswith(' is-copy">') and cards[1].startswith('">')
+    assert "Same picture" in cards[0] and "original-crop" in cards[0] and "Same picture" not in cards[1]
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+    assert "同一张图片" in client.get(f"/accounts/history/{job.id}/").content.decode()
 
 
 # --- Passwords ---------------------------------------------------------------------------------------

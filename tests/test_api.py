@@ -200,3 +200,48 @@ def test_tag_list_counts_ready_images(client):
     IndexedImage.objects.create(content_hash="b" * 64, file="b.png", title="b", status="ready", auto_tags=["dog"])
     IndexedImage.objects.create(content_hash="c" * 64, file="c.png", title="c", status="pending", auto_tags=["cat"])
     assert client.get("/api/v1/tags/").json() == [{"tag": "dog", "count": 2}, {"tag": "pets", "count": 1}]
+
+
+def test_rerank_is_on_unless_turned_off(client):
+    """Re-ranking is a search option, on by default; "false" (or "0") from a form turns it off."""
+    assert SearchJob.objects.get(id=post(client).json()["id"]).rerank is True
+    assert SearchJob.objects.get(id=post(client, rerank="false").json()["id"]).rerank is False
+    assert SearchJob.objects.get(id=post(client, rerank="0").json()["id"]).rerank is False
+    assert SearchJob.objects.get(id=post(client, rerank="true").json()["id"]).rerank is True
+
+
+def test_a_rerank_that_is_not_a_boolean_is_400(client):
+    """A value that is neither true nor false is refused with a sentence naming the field."""
+    response = post(client, rerank="maybe")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "rerank: Must be true or false."
+    assert not SearchJob.objects.exists()
+
+
+def done_job(client, results, **fields):
+    """A finished search of the client's own session with the given stored results, as a worker leaves it."""
+    from search.models import IndexedImage
+
+    for r in results:
+        IndexedImage.objects.create(id=r["image_id"], content_hash=str(r["image_id"]).ljust(64, "0"),
+                                    file=f"img/{r['image_id']}.png", title=f"image {r['image_id']}", status="ready")
+    return SearchJob.objects.create(status="done", session_key=client.session.session_key, results=results, **fields)
+
+
+def test_a_done_job_marks_each_result_a_copy_or_similar(client):
+    """Each result says whether it is a verified copy of the query; the job says whether it was re-ranked."""
+    timings = {"queued_ms": 1.0, "embed_ms": 20.0, "query_ms": 3.0, "rerank_ms": 41.5, "total_ms": 70.0}
+    job = done_job(client, [{"image_id": 7, "score": 0.91, "match": "copy"},
+                            {"image_id": 8, "score": 0.95, "match": "similar"}], timings=timings)
+    body = client.get(f"{URL}{job.id}/").json()
+    assert body["rerank"] is True and body["timings"]["rerank_ms"] == 41.5
+    assert [(r["image_id"], r["match"]) for r in body["results"]] == [(7, "copy"), (8, "similar")]
+
+
+def test_a_job_stored_before_re_ranking_reads_as_similar_without_rerank_ms(client):
+    """Results stored without "match" come back "similar", and timings without rerank_ms give it as null."""
+    timings = {"queued_ms": 1.0, "embed_ms": 20.0, "query_ms": 3.0, "total_ms": 30.0}
+    job = done_job(client, [{"image_id": 9, "score": 0.8}], timings=timings, rerank=False)
+    body = client.get(f"{URL}{job.id}/").json()
+    assert body["rerank"] is False and body["results"][0]["match"] == "similar"
+    assert body["timings"] == {**timings, "rerank_ms": None}

@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.db import transaction
 from django.test import Client
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from search.models import IndexedImage, SearchJob
@@ -308,6 +309,63 @@ def test_refining_refilters_or_reruns_without_reuploading_and_offers_to_relax(op
     latest = SearchJob.objects.latest("created_at")
     assert SearchJob.objects.count() == 3 and latest.categories == ["plants"] and latest.min_score == 0
     assert latest.query_image.name == first.query_image.name and stored_queries(settings) == uploads
+
+
+def picture_row(settings, title, colour, tags):
+    """An indexed image with a real (small, one-colour) file under MEDIA_ROOT, without the worker."""
+    path = Path(settings.MEDIA_ROOT) / "img" / f"{title}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (120, 90), colour).save(path)
+    return IndexedImage.objects.create(content_hash=title.ljust(64, "0"), file=f"img/{title}.png", title=title,
+                                       status="ready", user_tags=tags)
+
+
+def test_a_verified_copy_is_badged_and_finding_copies_first_is_sent_with_the_search(open_page, settings,
+                                                                                    django_user_model):
+    """Only the "copy" result wears the "Same picture" badge (card and large view); unticking the box re-runs."""
+    session, user = signed_in_session(django_user_model)
+    crop, lookalike, older = (picture_row(settings, *spec) for spec in [
+        ("harbour-crop", "#3a6ea5", ["boats"]), ("other-harbour", "#6a8caf", ["boats"]), ("meadow", "#5b8c3a", ["plants"])])
+    job = SearchJob.objects.create(owner=user, status="done", k=20, rerank=True, source_image=crop, results=[
+        {"image_id": crop.id, "score": 0.88, "match": "copy"}, {"image_id": lookalike.id, "score": 0.93, "match": "similar"},
+        {"image_id": older.id, "score": 0.61}])  # stored before re-ranking existed: "similar"
+    page = open_page(f"/?job={job.id}", session=session)
+    cards = page.locator("#results .card")
+    expect(cards).to_have_count(3)
+    expect(page.locator("#id_rerank")).to_be_checked()
+    badge = cards.first.locator(".match-badge")
+    expect(badge).to_have_text("Same picture")
+    expect(page.locator("#results .match-badge")).to_have_count(1)
+    expect(page.locator("#copies")).to_have_text("1 of them is the same picture as yours")
+    background = [int(n) for n in re.findall(r"\d+", badge.evaluate("e => getComputedStyle(e).backgroundColor"))[:3]]
+    assert contrast_with_white(background) >= 4.5 and badge.locator("svg").count() == 1
+    shoot(page, "same-picture-badge")
+    cards.first.locator(".card-media").click()
+    expect(page.locator("#lightbox .match-badge")).to_have_text("Same picture")
+    shoot(page, "same-picture-lightbox")
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#lightbox h2")).to_have_text("other-harbour")
+    expect(page.locator("#lightbox .match-badge")).to_have_count(0)
+    page.keyboard.press("Escape")
+
+    # The re-run is answered with a finished job made here, so no worker is involved.
+    rerun = SearchJob.objects.create(owner=user, status="done", k=20, rerank=False, source_image=crop, results=[
+        {"image_id": lookalike.id, "score": 0.93, "match": "similar"}, {"image_id": crop.id, "score": 0.88, "match": "similar"}])
+    sent = []
+
+    def answer(route):
+        sent.append(route.request.post_data)
+        route.fulfill(status=202, json={"id": str(rerun.id), "status": "pending", "url": f"/api/v1/searches/{rerun.id}/"})
+
+    page.route("**/api/v1/searches/", lambda route: answer(route) if route.request.method == "POST" else route.continue_())
+    page.locator("#id_rerank").uncheck()  # the results in the page cannot answer this: it re-runs the query
+    expect(page).to_have_url(re.compile(f"job={rerun.id}"))
+    assert len(sent) == 1 and re.search(r'name="rerank"\r\n\r\nfalse\r\n', sent[0]), sent
+    assert re.search(rf'name="from_search"\r\n\r\n{job.id}\r\n', sent[0])
+    expect(cards).to_have_count(2)
+    expect(page.locator("#results .match-badge")).to_have_count(0)
+    expect(page.locator("#copies")).to_be_hidden()
+    expect(page.locator("#id_rerank")).not_to_be_checked()
 
 
 def test_clear_returns_to_the_fresh_home_state(open_page, indexed, tmp_path):

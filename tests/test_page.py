@@ -122,3 +122,13 @@ def test_the_page_loads_nothing_from_outside_the_site(client, index):
         imports = re.findall(r'from "([^"]+)"', module.read_text())
         assert all(i.startswith("./") and (module.parent / i).exists() for i in imports), (module.name, imports)
     assert not re.search(r"url\((['\"]?)(https?:)?//", (STATIC / "css" / "site.css").read_text())
+
+
+def test_finding_copies_first_is_offered_and_on_by_default(client):
+    """The search terms have a "Find copies of this picture first" checkbox named rerank, checked, in both languages."""
+    html = client.get("/").content.decode()
+    box = re.search(r'<input type="checkbox" id="id_rerank" name="rerank"[^>]*>', html)
+    assert box and " checked" in box.group() and "Find copies of this picture first" in html
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+    assert "优先找出这张图片的副本" in client.get("/").content.decode()
+    assert "\\u540c\\u4e00\\u5f20\\u56fe\\u7247" in client.get("/jsi18n/").content.decode()  # the badge: 同一张图片

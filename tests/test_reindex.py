@@ -281,7 +281,7 @@ def lone_index_queue(worker):
 @pytest.mark.django_db(transaction=True)
 def test_a_run_over_real_images_completes_with_correct_counts(worker, photo_folder, settings):
     """Re-embedding with the active model covers every image chunk by chunk and counts an unreadable one."""
-    settings.IMGSEARCH_BATCH_SIZE = 5
+    settings.IMGSEARCH_TASK_SIZE = 5
     call_command("index_images", str(photo_folder))
     broken = IndexedImage.objects.order_by("id").first()
     Path(broken.file.path).write_bytes(b"this is no longer an image")
@@ -300,7 +300,7 @@ def test_a_run_over_real_images_completes_with_correct_counts(worker, photo_fold
 @pytest.mark.django_db(transaction=True)
 def test_a_run_resumes_after_its_worker_is_killed(worker, worker_env, many_photos, settings, lone_index_queue):
     """SIGKILL the worker mid-chunk, start another: the lost chunk is sent again and every image is done once."""
-    settings.IMGSEARCH_BATCH_SIZE = 4
+    settings.IMGSEARCH_TASK_SIZE = 4
     first = start_index_worker(worker_env, "doomed")
     call_command("index_images", str(many_photos))
     run = reindex.reindex_start(ReindexRun(arch=SWITCH_ARCH, weights="random"))
@@ -335,7 +335,7 @@ def test_a_run_resumes_after_its_worker_is_killed(worker, worker_env, many_photo
 @pytest.mark.django_db(transaction=True)
 def test_a_cancelled_run_stops_and_the_active_model_stays(worker, many_photos, settings):
     """Cancelling mid-run stops the work within a chunk or two; searches keep the model they had."""
-    settings.IMGSEARCH_BATCH_SIZE = 1
+    settings.IMGSEARCH_TASK_SIZE = 1
     call_command("index_images", str(many_photos))
     active = ModelVersion.objects.get(active=True).key
     run = reindex.reindex_start(ReindexRun(arch=SWITCH_ARCH, weights="random"))
@@ -358,7 +358,7 @@ def test_a_cancelled_run_stops_and_the_active_model_stays(worker, many_photos, s
 @pytest.mark.django_db(transaction=True)
 def test_a_model_switch_keeps_search_answering_and_ends_on_the_new_model(worker, client, photo_folder, settings):
     """Blue/green: searches answer with the old model during the run and with the new one after; old vectors go."""
-    settings.IMGSEARCH_BATCH_SIZE = 1
+    settings.IMGSEARCH_TASK_SIZE = 1
     client.force_login(get_user_model().objects.create_user("searcher", password="x" * 12))
     call_command("index_images", str(photo_folder))
     old = ModelVersion.objects.get(active=True).key

@@ -3,154 +3,265 @@
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
 from search import knn, reindex, services
-from search.models import Embedding, IndexedImage, ReindexRun
+from search.models import Embedding, IndexedImage, LocalFeatures, ModelVersion, ReindexRun
+from search.projection import Projection
 
 from . import embedder as embedder_module
+from . import localfeatures
 from .imageio import ImageDecodeError, load_rgb, make_thumbnail
 
 log = logging.getLogger(__name__)
 
-# Pillow releases the GIL while decoding, so a few threads keep the model fed.
+# Pillow and OpenCV release the GIL, so these threads decode (and extract local features) while torch runs.
 _decoders = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
-
-
-_prepared = set()
 
 
 class SearchError(Exception):
     """A search that cannot be answered, with a reason a person can act on."""
 
 
-def load_embedder(arch, weights):
-    """A model loaded once per process, with its vector index made sure of once."""
-    embedder = embedder_module.get_embedder(arch, weights)
-    if embedder.key not in _prepared:
-        knn.ensure_vector_index(embedder.key, embedder.dim)
-        _prepared.add(embedder.key)
-    return embedder
+@dataclass(frozen=True)
+class Space:
+    """A model version's vectors: its key, the embedder that makes raw vectors, and its projection (None: raw)."""
+
+    key: str
+    embedder: object  # workers.embedder.Embedder
+    projection: Projection | None
+
+    @property
+    def dim(self):
+        return self.embedder.dim if self.projection is None else self.projection.dim
+
+    @property
+    def base_key(self):
+        """Where this model's raw vectors are kept (a projected version keeps them beside its own)."""
+        return self.embedder.key
+
+    def vectors(self, raw):
+        """This version's vectors (one row each) of raw embeddings (one row each)."""
+        return raw if self.projection is None else self.projection.apply(raw)
 
 
-def active_embedder():
-    """The active model's embedder; on a fresh install the configured model becomes the active one."""
+_spaces = {}  # model version key -> Space, loaded once per process
+
+
+def space_for(version):
+    """The Space of a ModelVersion, its model loaded and vector index made sure of once per process."""
+    space = _spaces.get(version.key)
+    if space is None:
+        embedder = embedder_module.get_embedder(version.arch, version.weights)
+        if embedder.key not in (version.key, version.base_key):
+            raise embedder_module.WeightsError(
+                f"The weights of {version.key} changed since it was registered: they now load as {embedder.key}.")
+        projection = Projection.loads(version.projection) if version.projection else None
+        space = Space(version.key, embedder, projection)
+        knn.ensure_vector_index(space.key, space.dim)
+        _spaces[version.key] = space
+    return space
+
+
+def active_space():
+    """The active model version's Space; on a fresh install the configured model becomes the active one."""
     version = reindex.model_active()
     if version is None:
-        embedder = load_embedder(settings.IMGSEARCH_MODEL, settings.IMGSEARCH_WEIGHTS)
+        embedder = embedder_module.get_embedder(settings.IMGSEARCH_MODEL, settings.IMGSEARCH_WEIGHTS)
         reindex.model_version_ensure(key=embedder.key, arch=embedder.spec.name, weights=embedder.weights,
                                      dim=embedder.dim, activate_if_none=True)
         version = reindex.model_active()  # ours, or one another worker made active first
-        if version.key == embedder.key:
-            return embedder
-    return load_embedder(version.arch, version.weights)
+    return space_for(version)
 
 
 # --- Searches ---------------------------------------------------------------------------------------
 
 
 def search_execute(job):
-    """Embed the job's query image with the active model, find its neighbours, store results and timings."""
+    """Embed the job's query image with the active model, find its neighbours, verify copies, store the results."""
     try:
-        embedder = active_embedder()
+        space = active_space()
     except embedder_module.WeightsError as exc:
         raise SearchError(f"The search model cannot be loaded: {exc}") from None
     started = time.perf_counter()
-    vector = query_vector(job, embedder)
+    vector, image = query_vector(job, space)
     embedded = time.perf_counter()
-    if not Embedding.objects.filter(model_key=embedder.key).exists():
-        raise SearchError(f"The index holds no images embedded with {embedder.key} yet; index some images first.")
-    results = knn.nearest(vector, model_key=embedder.key, k=job.k, min_score=job.min_score, categories=job.categories)
-    done = time.perf_counter()
-    services.search_job_complete(
-        job, results, model_key=embedder.key, embed_ms=(embedded - started) * 1000, query_ms=(done - embedded) * 1000
-    )
+    if not Embedding.objects.filter(model_key=space.key).exists():
+        raise SearchError(f"The index holds no images embedded with {space.key} yet; index some images first.")
+    # Re-ranking looks at more candidates than asked for, so a copy just outside the top k is brought in.
+    wanted = max(job.k, settings.IMGSEARCH_RERANK_CANDIDATES) if job.rerank else job.k
+    candidates = knn.nearest(vector, model_key=space.key, k=wanted, min_score=job.min_score, categories=job.categories)
+    queried = time.perf_counter()
+    if job.rerank:
+        results, rerank_ms = rerank(job, image, candidates)[: job.k], (time.perf_counter() - queried) * 1000
+    else:
+        results, rerank_ms = [(image_id, score, "similar") for image_id, score in candidates], None
+    services.search_job_complete(job, results, model_key=space.key, embed_ms=(embedded - started) * 1000,
+                                 query_ms=(queried - embedded) * 1000, rerank_ms=rerank_ms)
 
 
-def query_vector(job, embedder):
-    """The query's embedding: an indexed image's stored one when it has it, else the decoded file's."""
+def query_vector(job, space):
+    """(the query's vector, its decoded image): an indexed image's stored vector (and no image) when it has one."""
     if job.source_image_id and not job.query_image:
-        stored = services.stored_vector(job.source_image_id, embedder.key)
+        stored = services.stored_vector(job.source_image_id, space.key)
         if stored is not None:
-            return stored
+            return stored, None
         source = job.source_image.file
     elif job.query_image:
         source = job.query_image
     else:
         raise SearchError("The image to search with is no longer in the index.")
+    image = _load_query(source, space.embedder.resize_size)
+    return space.vectors(space.embedder.embed([image])[0])[0], image
+
+
+def _load_query(source, size):
     try:
         with source.open("rb") as f:
-            image = load_rgb(f, target_size=embedder.resize_size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
+            return load_rgb(f, target_size=size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
     except ImageDecodeError as exc:
         raise SearchError(f"The query image could not be read: {exc}") from None
     except FileNotFoundError:
         raise SearchError("The query image is missing on the server; please upload it again.") from None
-    return embedder.embed([image])[0][0]
+
+
+def rerank(job, image, candidates):
+    """Verify the k-NN candidates with local features: [(image_id, score, match)], verified copies first."""
+    if not candidates:
+        return []
+    query = _query_features(job, image)
+    rows = LocalFeatures.objects.filter(image_id__in=[image_id for image_id, _ in candidates])
+    features = {}
+    for image_id, data in rows.values_list("image_id", "data"):
+        try:
+            features[image_id] = localfeatures.unpack(bytes(data))
+        except ValueError:  # stored by another version: "similar" until extracted again
+            pass
+    return localfeatures.rerank(candidates, query, features)
+
+
+def _query_features(job, image):
+    """The query's local features: from its decoded image, else (an indexed image) stored or extracted now."""
+    if image is None:
+        stored = LocalFeatures.objects.filter(image_id=job.source_image_id).values_list("data", flat=True).first()
+        try:
+            return localfeatures.unpack(bytes(stored)) if stored is not None else _extract_from(job.source_image.file)
+        except ValueError:
+            return _extract_from(job.source_image.file)
+    return localfeatures.extract(image)
+
+
+def _extract_from(source):
+    return localfeatures.extract(_load_query(source, localfeatures.WORK_SIDE))
 
 
 # --- Embedding indexed images -------------------------------------------------------------------------
 
 
-def _decode(embedder, image):
-    """(image, PIL image or None, error) for one indexed image."""
+@dataclass
+class Decoded:
+    image: IndexedImage
+    pil: object = None  # the decoded RGB image, or None when it could not be read
+    error: str = ""
+    features: bytes | None = None  # packed local features, when asked for
+
+
+def _decode(embedder, with_features, image):
+    """Decode one indexed image (and extract its local features if its id is in with_features)."""
     try:
         pil = load_rgb(image.file.path, target_size=embedder.resize_size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
-        return image, pil, ""
     except ImageDecodeError as exc:
-        return image, None, str(exc)
+        return Decoded(image, error=str(exc))
     except OSError as exc:
-        return image, None, f"cannot read the stored file: {exc}"
+        return Decoded(image, error=f"cannot read the stored file: {exc}")
+    features = localfeatures.pack(localfeatures.extract(pil)) if image.id in with_features else None
+    return Decoded(image, pil, features=features)
 
 
-def _embed(images, embedder):
-    """Decode and embed images: ([(image, PIL image, vector, prediction)], [(image, reason)])."""
-    decoded = list(_decoders.map(partial(_decode, embedder), images))
-    failed = [(image, error) for image, pil, error in decoded if pil is None]
-    good = [(image, pil) for image, pil, _ in decoded if pil is not None]
-    vectors, predictions = embedder.embed([pil for _, pil in good]) if good else ([], [])
-    return [(image, pil, v, p) for (image, pil), v, p in zip(good, vectors, predictions)], failed
+def _embed(images, embedder, *, with_features=frozenset()):
+    """Decode and embed images: ([(Decoded, raw vector, prediction)], [(image, reason)]).
+
+    The thread pool decodes ahead while the model embeds the previous batch of IMGSEARCH_BATCH_SIZE, so a
+    task of several batches keeps the model busy (bench/indexing.py measures the pipeline against the bare
+    forward pass).
+    """
+    embedded, failed, batch = [], [], []
+
+    def flush():
+        if batch:
+            vectors, predictions = embedder.embed([d.pil for d in batch])
+            embedded.extend(zip(batch, vectors, predictions))
+            batch.clear()
+
+    for decoded in _decoders.map(partial(_decode, embedder, with_features), images):
+        if decoded.pil is None:
+            failed.append((decoded.image, decoded.error))
+            continue
+        batch.append(decoded)
+        if len(batch) == settings.IMGSEARCH_BATCH_SIZE:
+            flush()
+    flush()
+    return embedded, failed
 
 
-def _store_vectors(embedder, embedded):
-    Embedding.objects.bulk_create(
-        [Embedding(image=image, model_key=embedder.key, vector=vector) for image, _, vector, _ in embedded],
-        update_conflicts=True, unique_fields=["image", "model_key"], update_fields=["vector"],
-    )
+def _store_vectors(space, embedded):
+    """Upsert the images' vectors of the space, and for a projected space their raw vectors too."""
+    if not embedded:
+        return
+    raw = np.stack([vector for _, vector, _ in embedded])
+    rows = [Embedding(image=d.image, model_key=space.key, vector=v) for (d, _, _), v in zip(embedded, space.vectors(raw))]
+    if space.projection is not None:  # raw vectors stay complete, to learn the next projection from
+        rows += [Embedding(image=d.image, model_key=space.base_key, vector=v) for (d, _, _), v in zip(embedded, raw)]
+    Embedding.objects.bulk_create(rows, update_conflicts=True, unique_fields=["image", "model_key"], update_fields=["vector"])
+
+
+def _store_features(embedded):
+    rows = [LocalFeatures(image=d.image, data=d.features) for d, _, _ in embedded if d.features is not None]
+    LocalFeatures.objects.bulk_create(rows, update_conflicts=True, unique_fields=["image"], update_fields=["data", "created_at"])
 
 
 def _store_images(embedded, failed):
     """Thumbnails, automatic tags and status of images the active model has embedded (or failed to read)."""
     now = timezone.now()
-    for image, pil, _, prediction in embedded:
+    for decoded, _, prediction in embedded:
+        image = decoded.image
         if not image.thumbnail:
-            thumb = make_thumbnail(pil)
+            thumb = make_thumbnail(decoded.pil)
             image.thumbnail.save(f"thumbs/{image.content_hash[:2]}/{image.content_hash}.jpg", ContentFile(thumb), save=False)
         image.auto_label, image.auto_score, image.auto_tags = prediction.label, prediction.score, [prediction.category]
         image.status, image.error, image.indexed_at = IndexedImage.Status.READY, "", now
     for image, error in failed:
         image.status, image.error = IndexedImage.Status.FAILED, error[:2000]
     fields = ["thumbnail", "auto_label", "auto_score", "auto_tags", "status", "error", "indexed_at"]
-    IndexedImage.objects.bulk_update([row[0] for row in embedded] + [image for image, _ in failed], fields)
+    IndexedImage.objects.bulk_update([row[0].image for row in embedded] + [image for image, _ in failed], fields)
+
+
+def _all_ids(images):
+    return frozenset(image.id for image in images)
 
 
 def images_embed(image_ids, *, overwrite=False):
-    """Embed images with the active model: vectors, thumbnails, tags, status. Idempotent unless overwrite."""
-    embedder = active_embedder()
+    """Embed images with the active model: vectors, local features, thumbnails, tags, status. Idempotent unless overwrite."""
+    space = active_space()
     images = IndexedImage.objects.filter(id__in=image_ids)
     if not overwrite:
-        images = images.exclude(embeddings__model_key=embedder.key)
-    embedded, failed = _embed(list(images), embedder)
+        images = images.exclude(embeddings__model_key=space.key)
+    images = list(images)
+    embedded, failed = _embed(images, space.embedder, with_features=_all_ids(images))
     with transaction.atomic():
         reindex.model_switch_lock(shared=True)
-        _store_vectors(embedder, embedded)
+        _store_vectors(space, embedded)
+        _store_features(embedded)
         _store_images(embedded, failed)
         active = reindex.model_active()
-        switched = active is not None and active.key != embedder.key
+        switched = active is not None and active.key != space.key
     if switched:  # a reindex run made another model active while we worked: these images need its vectors
         return images_embed(image_ids)
     return len(embedded), len(failed)
@@ -158,12 +269,31 @@ def images_embed(image_ids, *, overwrite=False):
 
 def images_retag(image_ids):
     """Recompute the automatic tags of images with the active model's classifier."""
-    embedder = active_embedder()
-    embedded, failed = _embed(list(IndexedImage.objects.filter(id__in=image_ids)), embedder)
-    for image, _, _, prediction in embedded:
+    embedded, failed = _embed(list(IndexedImage.objects.filter(id__in=image_ids)), active_space().embedder)
+    for decoded, _, prediction in embedded:
+        image = decoded.image
         image.auto_label, image.auto_score, image.auto_tags = prediction.label, prediction.score, [prediction.category]
-    IndexedImage.objects.bulk_update([row[0] for row in embedded], ["auto_label", "auto_score", "auto_tags"])
+    IndexedImage.objects.bulk_update([row[0].image for row in embedded], ["auto_label", "auto_score", "auto_tags"])
     return len(embedded), len(failed)
+
+
+def images_extract_features(image_ids):
+    """Extract and store the local features of images that have none (indexed before they existed)."""
+    have = LocalFeatures.objects.filter(image_id__in=image_ids).values("image_id")
+    images = list(IndexedImage.objects.filter(id__in=image_ids, status=IndexedImage.Status.READY).exclude(id__in=have))
+    size = localfeatures.WORK_SIDE
+    decoded = list(_decoders.map(lambda image: _decode_features(image, size), images))
+    LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data) for image, data in decoded if data],
+                                      ignore_conflicts=True)
+    return sum(1 for _, data in decoded if data), sum(1 for _, data in decoded if not data)
+
+
+def _decode_features(image, size):
+    try:
+        pil = load_rgb(image.file.path, target_size=size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
+    except (ImageDecodeError, OSError):
+        return image, None
+    return image, localfeatures.pack(localfeatures.extract(pil))
 
 
 # --- Reindex runs -----------------------------------------------------------------------------------
@@ -175,13 +305,23 @@ def reindex_plan_run(run_id):
     if run is None:
         return None
     try:
-        embedder = load_embedder(run.arch, run.weights)
+        space = space_for(_run_target(run))
     except embedder_module.WeightsError as exc:
         reindex.reindex_fail(run_id, str(exc))
         return None
-    reindex.model_version_ensure(key=embedder.key, arch=run.arch, weights=run.weights, dim=embedder.dim)
-    knn.ensure_vector_index(embedder.key, embedder.dim)  # again: it may have been dropped with an old model
-    return reindex.reindex_plan(run_id, model_key=embedder.key)
+    knn.ensure_vector_index(space.key, space.dim)  # again: it may have been dropped with an old model
+    return reindex.reindex_plan(run_id, model_key=space.key)
+
+
+def _run_target(run):
+    """The model version a run fills: the one it names (a projection), the active one it re-embeds, or a new one."""
+    if run.model_key:
+        return ModelVersion.objects.get(key=run.model_key)
+    embedder = embedder_module.get_embedder(run.arch, run.weights)
+    active = reindex.model_active()
+    if active is not None and embedder.key in (active.key, active.base_key):
+        return active  # the active model itself, projected or not: a full re-embed
+    return reindex.model_version_ensure(key=embedder.key, arch=run.arch, weights=run.weights, dim=embedder.dim)
 
 
 def reindex_chunk_run(run_id, number):
@@ -190,32 +330,53 @@ def reindex_chunk_run(run_id, number):
     if claimed is None:
         return None
     run, chunk = claimed
+    version = ModelVersion.objects.filter(key=run.model_key).first()
+    if version is None:
+        return reindex.reindex_fail(run_id, f"The model version {run.model_key} was removed while the run went on.")
     try:
-        embedder = load_embedder(run.arch, run.weights)
+        space = space_for(version)
     except embedder_module.WeightsError as exc:
         return reindex.reindex_fail(run_id, str(exc))
-    if embedder.key != run.model_key:
-        return reindex.reindex_fail(run_id, f"The weights changed since the run started ({run.model_key} is now {embedder.key}).")
-    done, failures, gone = chunk_embed(run, chunk.image_ids, embedder)
+    done, failures, gone = chunk_embed(run, chunk.image_ids, space)
     return reindex.reindex_chunk_finish(chunk, done=done, failures=failures, gone=gone)
 
 
-def chunk_embed(run, image_ids, embedder):
+def chunk_embed(run, image_ids, space):
     """Embed a chunk's images: (images done, failures [{image_id, reason}], images removed since the plan)."""
     images = list(IndexedImage.objects.filter(id__in=image_ids))
     gone = len(set(image_ids)) - len(images)
     if run.overwrite:  # the active model itself: a full re-embed, as for new images
-        embedded, failed = _embed(images, embedder)
+        embedded, failed = _embed(images, space.embedder, with_features=_all_ids(images))
         with transaction.atomic():
-            _store_vectors(embedder, embedded)
+            _store_vectors(space, embedded)
+            _store_features(embedded)
             _store_images(embedded, failed)
             # An image that cannot be read any more should not be found by its old vector either.
-            Embedding.objects.filter(image__in=[image for image, _ in failed], model_key=embedder.key).delete()
+            Embedding.objects.filter(image__in=[image for image, _ in failed], model_key=space.key).delete()
         return len(embedded), _failures(failed), gone
-    have = set(Embedding.objects.filter(image_id__in=image_ids, model_key=run.model_key).values_list("image_id", flat=True))
-    embedded, failed = _embed([image for image in images if image.id not in have], embedder)
-    _store_vectors(embedder, embedded)  # beside the active model's vectors; searches do not see them yet
-    return len(have) + len(embedded), _failures(failed), gone
+    have = set(Embedding.objects.filter(image_id__in=image_ids, model_key=space.key).values_list("image_id", flat=True))
+    todo = [image for image in images if image.id not in have]
+    projected = _project_stored(space, todo)
+    todo = [image for image in todo if image.id not in projected]
+    missing = _all_ids(todo) - set(LocalFeatures.objects.filter(image__in=todo).values_list("image_id", flat=True))
+    embedded, failed = _embed(todo, space.embedder, with_features=missing)
+    _store_vectors(space, embedded)  # beside the active model's vectors; searches do not see them yet
+    _store_features(embedded)
+    return len(have) + len(projected) + len(embedded), _failures(failed), gone
+
+
+def _project_stored(space, images):
+    """Store a projected space's vectors of images whose raw vectors are kept: no forward pass. Returns their ids."""
+    if space.projection is None or not images:
+        return set()
+    stored = dict(Embedding.objects.filter(image__in=images, model_key=space.base_key).values_list("image_id", "vector"))
+    if not stored:
+        return set()
+    ids = list(stored)
+    vectors = space.vectors(np.stack([stored[i] for i in ids]))
+    Embedding.objects.bulk_create([Embedding(image_id=i, model_key=space.key, vector=v) for i, v in zip(ids, vectors)],
+                                  update_conflicts=True, unique_fields=["image", "model_key"], update_fields=["vector"])
+    return set(ids)
 
 
 def _failures(failed):

@@ -27,10 +27,10 @@ def load_model(**kwargs):
     from django.conf import settings
 
     from .embedder import set_threads
-    from .pipeline import active_embedder
+    from .pipeline import active_space
 
     set_threads(settings.IMGSEARCH_TORCH_THREADS)
     try:
-        active_embedder()
+        active_space()
     except Exception:  # the database may still be starting: the first task loads the model instead
         log.warning("could not load the active model at start-up; the first task will", exc_info=True)

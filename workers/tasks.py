@@ -83,8 +83,10 @@ def reindex_resume():
 
 
 @shared_task(name="workers.drop_inactive_models", max_retries=0)
-def drop_inactive_models():
-    models, embeddings = reindex.model_versions_drop()
+def drop_inactive_models(keys=None):
+    from search.models import ModelVersion
+
+    models, embeddings = reindex.model_versions_drop(None if keys is None else ModelVersion.objects.filter(key__in=keys))
     log.info("dropped %d embeddings of %d inactive models", embeddings, models)
 
 
@@ -102,3 +104,20 @@ def collection_import(collection_id, folder):
 def rescan_collections():
     """Beat: scan every collection whose folder is marked for rescanning."""
     collections.collections_rescan()
+
+
+@shared_task(name="workers.extract_features", acks_late=True, max_retries=0)
+def extract_features(image_ids):
+    from .pipeline import images_extract_features
+
+    extracted, unreadable = images_extract_features(image_ids)
+    log.info("extracted local features of %d images, %d unreadable", extracted, unreadable)
+
+
+@shared_task(name="workers.refresh_projection", max_retries=0)
+def refresh_projection():
+    """Beat: learn a projection for the active model when the index has grown enough (IMGSEARCH_PROJECTION=auto)."""
+    due, reason = reindex.projection_due()
+    if due:
+        run, message = reindex.projection_learn()
+        log.info("projection: %s (%s)", message, reason)

@@ -17,6 +17,7 @@ const ICONS = {
   close: "M6.4 5l5.6 5.6L17.6 5 19 6.4 13.4 12l5.6 5.6-1.4 1.4-5.6-5.6L6.4 19 5 17.6l5.6-5.6L5 6.4z",
   prev: "M15.4 5.4L14 4l-8 8 8 8 1.4-1.4L8.8 12z",
   next: "M8.6 5.4L10 4l8 8-8 8-1.4-1.4 6.6-6.6z",
+  verified: "M12 2a10 10 0 110 20 10 10 0 010-20zm4.3 6.3l-5.5 5.5-3.1-3.1-1.4 1.4 4.5 4.5 6.9-6.9z",
 };
 
 /** An inline SVG icon (decorative: the button around it carries the name). */

@@ -1,7 +1,7 @@
 // The large view of a result: a modal <dialog> (Escape closes it), arrow keys step through the results.
 import { el, icon, safeUrl } from "./dom.js";
 import { format, formatNumber, gettext } from "./i18n.js";
-import { scoreLine, setStar, tagList, titleOf } from "./results.js";
+import { matchBadge, scoreLine, setStar, tagList, titleOf } from "./results.js";
 
 export function createLightbox({ dialog, palette, isFavourite, onStar, onSearchWith }) {
   const figure = dialog.querySelector("[data-lightbox-body]");
@@ -20,8 +20,8 @@ export function createLightbox({ dialog, palette, isFavourite, onStar, onSearchW
     again.addEventListener("click", () => { dialog.close(); onSearchWith(item); });
     figure.replaceChildren(
       el("img", { src: safeUrl(item.image_url || item.thumbnail_url), alt: title }),
-      el("figcaption", {}, el("h2", { id: "lightbox-title" }, title), scoreLine(item.score), tagList(item.tags, palette),
-        el("div", { className: "lightbox-actions" }, star, again)),
+      el("figcaption", {}, el("h2", { id: "lightbox-title" }, title), matchBadge(item), scoreLine(item.score),
+        tagList(item.tags, palette), el("div", { className: "lightbox-actions" }, star, again)),
     );
     position.textContent = format(gettext("%(index)s of %(total)s"), { index: formatNumber(index + 1), total: formatNumber(items.length) });
     dialog.querySelectorAll("[data-step]").forEach((b) => { b.hidden = items.length < 2; });

@@ -13,7 +13,7 @@ const form = $("search-form");
 const ui = {
   status: $("status"), statusText: $("status-text"), error: $("error"), start: $("start"), view: $("results-view"),
   count: $("count"), summary: $("terms-summary"), empty: $("empty"), emptyText: $("empty-text"), relax: $("relax-button"),
-  back: $("back-button"), button: $("search-button"), grid: $("results"), thumbSize: $("thumb-size"),
+  back: $("back-button"), button: $("search-button"), grid: $("results"), thumbSize: $("thumb-size"), copies: $("copies"),
 };
 const maxK = Number(form.dataset.maxK) || 100;
 const palette = createPalette(JSON.parse($("tag-names").textContent));
@@ -24,7 +24,7 @@ const STATUS_TEXT = {
 };
 
 const state = { job: null, terms: null, items: [], view: "results", controller: null };
-const jobTerms = (job) => ({ k: job.k, min_score: job.min_score, categories: job.categories || [] });
+const jobTerms = (job) => ({ k: job.k, min_score: job.min_score, categories: job.categories || [], rerank: job.rerank });
 
 function setStatus(kind) {
   ui.status.dataset.state = kind;
@@ -90,6 +90,10 @@ function render() {
   ui.count.textContent = favouritesView
     ? format(ngettext("%(count)s favourite", "%(count)s favourites", n), { count: n })
     : format(ngettext("%(count)s similar image found", "%(count)s similar images found", n), { count: n });
+  const copies = favouritesView ? 0 : items.filter((item) => item.match === "copy").length;
+  ui.copies.hidden = copies === 0;
+  ui.copies.textContent = format(ngettext("%(count)s of them is the same picture as yours",
+    "%(count)s of them are the same picture as yours", copies), { count: copies });
   ui.summary.replaceChildren(...(favouritesView || !state.terms ? [] : summaryPills(state.terms)));
   ui.back.hidden = !favouritesView;
   ui.thumbSize.closest("label").hidden = n === 0;
@@ -106,9 +110,11 @@ function show(job, terms) {
     params.set("k", terms.k);
     params.set("min_score", terms.min_score);
     params.set("categories", terms.categories.join(","));
+    params.set("rerank", terms.rerank);
   }
   history.replaceState(null, "", `${location.pathname}?${params}`);
-  ui.statusText.textContent = ui.count.textContent; // announced by the live region, shown only to screen readers
+  // Announced by the live region, shown only to screen readers.
+  ui.statusText.textContent = ui.copies.hidden ? ui.count.textContent : `${ui.count.textContent}. ${ui.copies.textContent}`;
 }
 
 function sourceFields(current) {
@@ -198,7 +204,7 @@ function wireForm() {
   let timer = null;
   form.addEventListener("submit", (event) => { event.preventDefault(); search(); });
   form.addEventListener("change", (event) => {
-    if (!["k", "min_score", "categories"].includes(event.target.name) || !state.job) return;
+    if (!["k", "min_score", "categories", "rerank"].includes(event.target.name) || !state.job) return;
     clearTimeout(timer);
     timer = setTimeout(search, 250); // several quick changes make one search
   });

@@ -1,5 +1,6 @@
-// The results grid: cards with thumbnail, score and tags, chips that filter by tag, the star and
-// "Search with this image" on every card. Cards can be dragged onto the favourites area.
+// The results grid: cards with thumbnail, score and tags (and a badge on a verified copy of the query), chips
+// that filter by tag, the star and "Search with this image" on every card. Cards can be dragged onto the
+// favourites area.
 import { el, icon, safeUrl } from "./dom.js";
 import { format, formatNumber, formatPercent, gettext } from "./i18n.js";
 import { RESULT_MIME } from "./source.js";
@@ -18,6 +19,13 @@ export function scoreLine(score) {
   if (typeof score !== "number") return null;
   const bar = el("span", { className: "score-bar", "aria-hidden": "true" }, el("span", { style: `width: ${Math.round(score * 100)}%` }));
   return el("p", { className: "score" }, bar, format(gettext("%(score)s similar"), { score: formatPercent(score) }));
+}
+
+/** The "Same picture" badge of a result verified as a copy of the query image; null for the others. */
+export function matchBadge(item) {
+  if (item.match !== "copy") return null;
+  const title = gettext("Verified as the same picture as yours, possibly cropped or edited");
+  return el("p", { className: "match-badge", title }, icon("verified"), el("span", {}, gettext("Same picture")));
 }
 
 /** Show a star button's state: pressed when the image is a favourite. */
@@ -57,7 +65,8 @@ function card(item, options) {
   media.addEventListener("click", () => options.handlers.onOpen(item, media));
   const body = el("div", { className: "card-body" }, el("p", { className: "card-title", title }, title),
     scoreLine(item.score), tagList(item.tags, options.palette), cardActions(item, title, options));
-  const node = el("li", { className: "card", dataset: { imageId: item.image_id } }, media, body);
+  const node = el("li", { className: item.match === "copy" ? "card is-copy" : "card", dataset: { imageId: item.image_id } },
+    media, matchBadge(item), body);
   makeDraggable(node, item, title);
   return node;
 }

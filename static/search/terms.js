@@ -1,5 +1,5 @@
-// Search terms (number of results, minimum similarity, categories) and refinement: a change that only
-// narrows what an earlier job already returned is answered from its results, anything else re-runs.
+// Search terms (number of results, minimum similarity, categories, copies first) and refinement: a change that
+// only narrows what an earlier job already returned is answered from its results, anything else re-runs.
 
 const sameSet = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
 
@@ -10,6 +10,7 @@ export function readTerms(form, maxK) {
     k: Number.isFinite(k) ? Math.min(Math.max(k, 1), maxK) : 20,
     min_score: Number.isFinite(minScore) ? Math.min(Math.max(minScore, 0), 1) : 0,
     categories: [...form.querySelectorAll("input[name=categories]:checked")].map((box) => box.value),
+    rerank: form.elements.rerank.checked,
   };
 }
 
@@ -17,15 +18,17 @@ export function writeTerms(form, terms) {
   form.elements.k.value = terms.k;
   form.elements.min_score.value = terms.min_score;
   for (const box of form.querySelectorAll("input[name=categories]")) box.checked = terms.categories.includes(box.value);
+  form.elements.rerank.checked = terms.rerank;
   form.elements.min_score.dispatchEvent(new Event("input")); // redraws the slider's read-out
 }
 
 export function termsEqual(a, b) {
-  return a.k === b.k && a.min_score === b.min_score && sameSet(a.categories, b.categories);
+  return a.k === b.k && a.min_score === b.min_score && sameSet(a.categories, b.categories) && a.rerank === b.rerank;
 }
 
 /** Whether `terms` can be answered exactly from `job`'s results, without asking the server. */
 export function canRefilter(job, terms) {
+  if (terms.rerank !== job.rerank) return false; // re-ranking changes which results there are and their order
   const jobCategories = job.categories || [];
   const narrower = jobCategories.length === 0 || (terms.categories.length > 0 && terms.categories.every((c) => jobCategories.includes(c)));
   // A job that returned fewer than k images returned every image that passed its terms.
@@ -50,10 +53,11 @@ export function relaxedMinimum(job, terms) {
 }
 
 export function termsFromUrl(params, fallback) {
-  if (!params.has("k") && !params.has("min_score") && !params.has("categories")) return null;
+  if (!["k", "min_score", "categories", "rerank"].some((name) => params.has(name))) return null;
   return {
     k: params.has("k") ? Number(params.get("k")) : fallback.k,
     min_score: params.has("min_score") ? Number(params.get("min_score")) : fallback.min_score,
     categories: params.has("categories") ? params.get("categories").split(",").filter(Boolean) : fallback.categories,
+    rerank: params.has("rerank") ? !["false", "0"].includes(params.get("rerank")) : fallback.rerank,
   };
 }

@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("path")
         parser.add_argument("--tags-from-folders", action="store_true", help="tag each image with its folder names")
         parser.add_argument("--collection", help="add the images to this named collection")
-        parser.add_argument("--batch-size", type=int, default=settings.IMGSEARCH_BATCH_SIZE)
+        parser.add_argument("--batch-size", type=int, default=settings.IMGSEARCH_TASK_SIZE, help="images per worker task")
         parser.add_argument("--no-wait", action="store_true", help="queue the work and return at once")
 
     def handle(self, path, tags_from_folders, collection, batch_size, no_wait, **options):

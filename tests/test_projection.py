@@ -1,0 +1,166 @@
+"""Projections learned from the index (search/projection.py): fitting, storing, and applying them blue/green."""
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from search import projection, reindex
+from search.models import Embedding, IndexedImage, ModelVersion, ReindexRun
+
+from .conftest import edited_copy, wait_for_job
+
+
+def hidden_classes(n_per_class=40, classes=4, dim=64, seed=0):
+    """Vectors whose class shows only in low-variance directions, under large class-blind variation."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), n_per_class)
+    x = rng.normal(size=(len(labels), dim)) * np.r_[np.full(8, 5.0), np.full(dim - 8, 0.3)]
+    x[np.arange(len(labels)), 10 + labels] += 1.5  # the class signal: small next to the first eight directions
+    return x.astype(np.float32), labels
+
+
+def precision_at_5(vectors, labels):
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :5]
+    return float((labels[top] == labels[:, None]).mean())
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_tags_teach_the_projection_what_the_raw_vectors_hide():
+    """Learned from tags, the LDA part separates what raw cosine mixes up, and lifts the blended vector too."""
+    x, labels = hidden_classes()
+    tags = [[f"class{c}"] for c in labels]
+    learned, info = projection.fit(x, tags, pca_dims=16, lda_dims=8, min_images=10)
+    assert info["tags"] == ["class0", "class1", "class2", "class3"] and info["lda_dims"] == 8
+    raw, blended = precision_at_5(unit(x), labels), precision_at_5(learned.apply(x), labels)
+    assert raw < 0.35  # four classes: 0.25 is chance
+    assert precision_at_5(unit((x - learned.mean) @ learned.lda), labels) > 0.9
+    assert blended > raw + 0.2  # weighted by beta, so untagged kinds of image keep their neighbours
+
+
+def test_a_projection_without_usable_tags_is_plain_pca_and_keeps_unit_length():
+    """No tag on 10 images (or a tag on all of them) leaves the LDA part out; vectors stay unit length."""
+    x, _ = hidden_classes()
+    tags = [["everything", "rare"] if i < 3 else ["everything"] for i in range(len(x))]
+    learned, info = projection.fit(x, tags, pca_dims=16, min_images=10)
+    assert learned.lda is None and info["tags"] == [] and learned.dim == 16
+    out = learned.apply(x)
+    assert out.shape == (len(x), 16) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+def test_a_projection_round_trips_through_its_stored_bytes():
+    """dumps/loads give the same vectors; a one-row input gives one row; a wrong width is refused."""
+    x, labels = hidden_classes()
+    learned, _ = projection.fit(x, [[str(c)] for c in labels], pca_dims=16, lda_dims=8, min_images=10)
+    back = projection.Projection.loads(learned.dumps())
+    assert np.array_equal(back.apply(x), learned.apply(x)) and back.dim == learned.dim == 24
+    assert back.apply(x[0]).shape == (1, 24)
+    with pytest.raises(ValueError, match="64-dimensional"):
+        back.apply(np.ones(5))
+
+
+def test_too_few_images_are_refused_with_a_reason():
+    """Below the minimum the fit raises ProjectionError saying how many it has and needs."""
+    x, labels = hidden_classes(n_per_class=5)
+    with pytest.raises(projection.ProjectionError, match="20 embedded images; a projection is learned from 100"):
+        projection.fit(x, [[]] * len(x), min_images=100)
+
+
+def test_usable_tags_leave_out_rare_and_all_covering_tags():
+    """A tag needs MIN_IMAGES_PER_TAG images and may cover at most half of the tagged ones."""
+    tags = [["all", "common"]] * 12 + [["all", "other"]] * 12 + [["all", "rare"]] * 3 + [[]] * 10
+    assert projection.usable_tags(tags) == {"common", "other"}
+
+
+# --- Learning in the index, applied by a reindex run -----------------------------------------------
+
+
+def raw_index(count, dim=32, key="test:raw"):
+    """Ready images with raw vectors of an active model `key`, tagged in two groups."""
+    ModelVersion.objects.create(key=key, arch="mobilenet_v2", weights="x", dim=dim, active=True)
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"x/{i}.png", title=str(i),
+                                            status=IndexedImage.Status.READY, user_tags=["cats" if i % 2 else "dogs"])
+        Embedding.objects.create(image=image, model_key=key, vector=unit(rng.normal(size=(1, dim)))[0])
+
+
+@pytest.mark.django_db
+def test_learning_stores_the_projection_with_a_new_model_version_and_starts_its_run(settings):
+    """The projection is kept with a version based on the active one; a run to it is queued."""
+    settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
+    raw_index(40)
+    run, message = reindex.projection_learn()
+    assert run is not None and "Learned a projection from 40 images" in message
+    version = ModelVersion.objects.get(base_key="test:raw")
+    assert version.key.startswith("test:raw:p-") and run.model_key == version.key and run.status == "queued"
+    assert version.projection_info["tags"] == ["cats", "dogs"] and version.dim == version.projection_info["pca_dims"] + 32
+    learned = projection.Projection.loads(version.projection)
+    assert learned.input_dim == 32 and learned.dim == version.dim
+    # Another run is under way: learning again is refused, with the reason.
+    assert reindex.projection_learn() == (None, f"Reindex run {run.id} is still queued; wait for it or cancel it first.")
+
+
+@pytest.mark.django_db
+def test_a_projection_is_due_once_the_index_is_big_enough_and_again_when_it_has_grown(settings):
+    """auto: due from IMGSEARCH_PROJECTION_MIN_IMAGES on; with a projection, only after 50% growth; never when off."""
+    settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
+    raw_index(20)
+    assert reindex.projection_due() == (False, "20 images are indexed; a projection is learned from 30.")
+    for i in range(20, 40):
+        image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"x/{i}.png", title=str(i), status="ready")
+        Embedding.objects.create(image=image, model_key="test:raw", vector=np.ones(32) / np.sqrt(32))
+    assert reindex.projection_due()[0] is True
+    ModelVersion.objects.filter(key="test:raw").update(active=False)
+    ModelVersion.objects.create(key="test:raw:p-1", arch="mobilenet_v2", weights="x", dim=8, active=True, base_key="test:raw",
+                                projection=b"x", projection_info={"images": 35, "tagged_images": 20})
+    assert reindex.projection_due() == (False, "The projection is up to date.")
+    settings.IMGSEARCH_PROJECTION = "off"
+    assert reindex.projection_due()[0] is False
+
+
+@pytest.mark.django_db
+def test_dropping_old_models_keeps_the_raw_vectors_of_the_active_projection():
+    """The active projected version's base holds the raw vectors new projections are learned from: kept."""
+    raw_index(3)
+    ModelVersion.objects.filter(key="test:raw").update(active=False)
+    ModelVersion.objects.create(key="test:raw:p-1", arch="mobilenet_v2", weights="x", dim=8, active=True, base_key="test:raw")
+    ModelVersion.objects.create(key="test:other", arch="resnet50", weights="x", dim=8)
+    assert reindex.model_versions_drop() == (1, 0)
+    assert set(ModelVersion.objects.values_list("key", flat=True)) == {"test:raw", "test:raw:p-1"}
+
+
+@pytest.mark.django_db
+def test_the_command_says_why_nothing_was_learned(settings):
+    """learn_projection with too few images stops with the reason, not a traceback."""
+    settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
+    raw_index(5)
+    with pytest.raises(CommandError, match="5 embedded images; a projection is learned from 30 or more"):
+        call_command("learn_projection", "--no-wait")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_learned_projection_is_applied_in_the_background_and_searches_use_it(worker, client, photo_folder, settings, capsys):
+    """Real images: the run projects the stored raw vectors, the projected version becomes active, searches use it."""
+    settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 10
+    call_command("index_images", str(photo_folder), "--tags-from-folders")
+    raw = ModelVersion.objects.get(active=True)
+    capsys.readouterr()
+    call_command("learn_projection")
+    assert "is now the active model" in capsys.readouterr().out
+    active = ModelVersion.objects.get(active=True)
+    assert active.base_key == raw.key and active.dim == 11  # 12 images span 11 directions; no tag has 10 images
+    assert Embedding.objects.filter(model_key=active.key).count() == 12
+    assert Embedding.objects.filter(model_key=raw.key).count() == 12  # kept: the next projection learns from them
+    original = IndexedImage.objects.order_by("id")[5]
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("q.jpg", edited_copy(original.source_path), content_type="image/jpeg")
+    job = wait_for_job(client, client.post("/api/v1/searches/", {"image": upload, "k": 3}).json()["url"])
+    assert job["status"] == "done" and job["results"][0]["image_id"] == original.id
+    assert ReindexRun.objects.get(model_key=active.key).status == "done"
