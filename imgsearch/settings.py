@@ -158,7 +158,9 @@ IMGSEARCH_DEVICE = env_str("IMGSEARCH_DEVICE", "auto")
 IMGSEARCH_BATCH_SIZE = env_number("IMGSEARCH_BATCH_SIZE", 32, minimum=1, maximum=1024)
 # Images per indexing task (and reindex chunk): the worker embeds them a batch at a time while its threads decode
 # the next batch, so a task of several batches keeps the model busy (bench/indexing.py).
-IMGSEARCH_TASK_SIZE = env_number("IMGSEARCH_TASK_SIZE", 4 * IMGSEARCH_BATCH_SIZE, minimum=1, maximum=10_000)
+# 8 batches: the first batch's decoding and the last one's writes, which nothing overlaps, cost little per image
+# (bench/indexing.py: 0.78x of the bare forward pass with tasks of 4 batches, 0.83x with 8).
+IMGSEARCH_TASK_SIZE = env_number("IMGSEARCH_TASK_SIZE", 8 * IMGSEARCH_BATCH_SIZE, minimum=1, maximum=10_000)
 IMGSEARCH_MAX_UPLOAD_BYTES = env_number("IMGSEARCH_MAX_UPLOAD_MB", 20, minimum=1, maximum=1024) * 1024 * 1024
 IMGSEARCH_MAX_PIXELS = env_number("IMGSEARCH_MAX_PIXELS", 50_000_000, minimum=1, maximum=1_000_000_000)
 # docs/benchmarks.md: at 100k x 1280, m=24/ef_construction=96 with ef_search=100 gave recall@10 0.973 at a
@@ -216,6 +218,10 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-projection": {"task": "workers.refresh_projection", "schedule": 15 * 60.0},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery closes the database connection around every task unless this is set; a new connection cost a search
+# 6 ms (bench/search_latency.py). workers.signals keeps it instead, as Django does for requests (CONN_MAX_AGE,
+# health checks): it is closed only when broken or old.
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_TASK_TIME_LIMIT = 600
 CELERY_TASK_SOFT_TIME_LIMIT = 540
 

@@ -265,7 +265,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         count = Embedding.objects.filter(model_key=OuterRef("key")).order_by().values("model_key").annotate(n=Count("id")).values("n")
-        return super().get_queryset(request).annotate(embeddings_n=Subquery(count, output_field=IntegerField()))
+        queryset = super().get_queryset(request).defer("projection")  # megabytes each, never shown
+        return queryset.annotate(embeddings_n=Subquery(count, output_field=IntegerField()))
 
     @admin.display(description=_("embeddings"), ordering="embeddings_n")
     def embedding_count(self, version):

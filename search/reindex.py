@@ -42,8 +42,8 @@ class ReindexError(ValueError):
 
 
 def model_active():
-    """The active ModelVersion, or None before any worker has embedded anything."""
-    return ModelVersion.objects.filter(active=True).first()
+    """The active ModelVersion (without its projection's bytes: every search reads it), or None before any embedding."""
+    return ModelVersion.objects.filter(active=True).defer("projection").first()
 
 
 def model_version_ensure(*, key, arch, weights, dim, activate_if_none=False):
@@ -81,7 +81,7 @@ def model_versions_drop(versions=None):
     building = list(ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).values_list("model_key", flat=True))
     needed = ModelVersion.objects.filter(Q(active=True) | Q(key__in=building)).exclude(base_key="")
     keep = [*building, *needed.values_list("base_key", flat=True)]
-    versions = (ModelVersion.objects.all() if versions is None else versions).filter(active=False).exclude(key__in=keep)
+    versions = (ModelVersion.objects.all() if versions is None else versions).filter(active=False).exclude(key__in=keep).defer("projection")
     dropped = embeddings = 0
     for version in versions:
         with transaction.atomic():
@@ -268,7 +268,7 @@ def _finish(run):
         transaction.on_commit(lambda: _send("workers.drop_inactive_models", countdown=DROP_GRACE_SECONDS))
         return
     # Projections replaced by this one are derived data (learned again at will): their vectors go.
-    version = ModelVersion.objects.get(key=run.model_key)
+    version = ModelVersion.objects.defer("projection").get(key=run.model_key)
     replaced = list(ModelVersion.objects.filter(base_key=version.base_key or version.key, active=False)
                     .exclude(base_key="").values_list("key", flat=True))
     if replaced:
@@ -304,7 +304,7 @@ def projection_due():
     images, tagged = _raw_counts(active.base_key or active.key)
     if images < settings.IMGSEARCH_PROJECTION_MIN_IMAGES:
         return False, f"{images} images are indexed; a projection is learned from {settings.IMGSEARCH_PROJECTION_MIN_IMAGES}."
-    if not active.projection:
+    if not active.base_key:
         return True, "The active model has no projection yet."
     learned = active.projection_info
     if images >= PROJECTION_GROWTH * learned.get("images", 0) or tagged >= PROJECTION_GROWTH * max(learned.get("tagged_images", 0), 10):

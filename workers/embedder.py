@@ -134,10 +134,18 @@ class Embedder:
     def dim(self):
         return self.spec.dim
 
-    @torch.inference_mode()
     def embed(self, images):
         """L2-normalised embeddings (float32, one row per PIL image) and the top ImageNet prediction of each."""
-        batch = torch.stack([self.preprocess(img) for img in images]).to(self.device)
+        return self.embed_prepared([self.prepare(img) for img in images])
+
+    def prepare(self, image):
+        """The model's input tensor for a PIL image (resized, cropped, normalised); safe to call from threads."""
+        return self.preprocess(image)
+
+    @torch.inference_mode()
+    def embed_prepared(self, tensors):
+        """embed() for tensors from prepare(), so decoding threads can prepare images while the model runs."""
+        batch = torch.stack(tensors).to(self.device)
         feats, logits = _features(self.net, self.spec.family, batch)
         feats = feats.float()
         # An all-zero feature vector has no direction; give it a fixed one rather than NaN distances.

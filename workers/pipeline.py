@@ -1,15 +1,18 @@
 """The worker's jobs, as plain functions: answer a search, embed or re-tag images, and do a reindex run's parts."""
 
 import logging
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from search import knn, reindex, services
@@ -22,8 +25,18 @@ from .imageio import ImageDecodeError, load_rgb, make_thumbnail
 
 log = logging.getLogger(__name__)
 
-# Pillow and OpenCV release the GIL, so these threads decode (and extract local features) while torch runs.
-_decoders = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
+
+
+def _decode_threads():
+    """The cores torch leaves free (at least one, at most four): more threads only slowed the model on 2 cores."""
+    cores = os.cpu_count() or 1
+    return min(4, max(1, cores - (settings.IMGSEARCH_TORCH_THREADS or cores)))
+
+
+# Pillow and OpenCV release the GIL, so these threads decode (and extract local features) while torch runs,
+# and one thread writes a batch's rows (with its own database connection) while the model embeds the next.
+_decoders = ThreadPoolExecutor(max_workers=_decode_threads(), thread_name_prefix="decode")
+_stores = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
 
 
 class SearchError(Exception):
@@ -63,7 +76,8 @@ def space_for(version):
         if embedder.key not in (version.key, version.base_key):
             raise embedder_module.WeightsError(
                 f"The weights of {version.key} changed since it was registered: they now load as {embedder.key}.")
-        projection = Projection.loads(version.projection) if version.projection else None
+        data = ModelVersion.objects.filter(key=version.key).values_list("projection", flat=True).first()
+        projection = Projection.loads(data) if data else None
         space = Space(version.key, embedder, projection)
         knn.ensure_vector_index(space.key, space.dim)
         _spaces[version.key] = space
@@ -93,12 +107,12 @@ def search_execute(job):
     started = time.perf_counter()
     vector, image = query_vector(job, space)
     embedded = time.perf_counter()
-    if not Embedding.objects.filter(model_key=space.key).exists():
-        raise SearchError(f"The index holds no images embedded with {space.key} yet; index some images first.")
     # Re-ranking looks at more candidates than asked for, so a copy just outside the top k is brought in.
     wanted = max(job.k, settings.IMGSEARCH_RERANK_CANDIDATES) if job.rerank else job.k
     candidates = knn.nearest(vector, model_key=space.key, k=wanted, min_score=job.min_score, categories=job.categories)
     queried = time.perf_counter()
+    if not candidates and not Embedding.objects.filter(model_key=space.key).exists():
+        raise SearchError(f"The index holds no images embedded with {space.key} yet; index some images first.")
     if job.rerank:
         results, rerank_ms = rerank(job, image, candidates)[: job.k], (time.perf_counter() - queried) * 1000
     else:
@@ -168,47 +182,73 @@ def _extract_from(source):
 @dataclass
 class Decoded:
     image: IndexedImage
-    pil: object = None  # the decoded RGB image, or None when it could not be read
+    tensor: object = None  # the model's input, or None when the image could not be read
     error: str = ""
+    thumbnail: bytes | None = None  # JPEG bytes, for an image that has none yet
     features: bytes | None = None  # packed local features, when asked for
 
 
 def _decode(embedder, with_features, image):
-    """Decode one indexed image (and extract its local features if its id is in with_features)."""
+    """Decode one indexed image and prepare what the model and the store need (run in the decode threads)."""
     try:
         pil = load_rgb(image.file.path, target_size=embedder.resize_size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
     except ImageDecodeError as exc:
         return Decoded(image, error=str(exc))
     except OSError as exc:
         return Decoded(image, error=f"cannot read the stored file: {exc}")
-    features = localfeatures.pack(localfeatures.extract(pil)) if image.id in with_features else None
-    return Decoded(image, pil, features=features)
+    return Decoded(
+        image, embedder.prepare(pil), thumbnail=None if image.thumbnail else make_thumbnail(pil),
+        features=localfeatures.pack(localfeatures.extract(pil)) if image.id in with_features else None,
+    )
 
 
-def _embed(images, embedder, *, with_features=frozenset()):
-    """Decode and embed images: ([(Decoded, raw vector, prediction)], [(image, reason)]).
+def _ahead(fn, items, count):
+    """fn(item) for each item in the decode threads, in order, with at most `count` started ahead."""
+    items, started = iter(items), deque()
+    for item in islice(items, count):
+        started.append(_decoders.submit(fn, item))
+    while started:
+        result = started.popleft().result()
+        for item in islice(items, 1):
+            started.append(_decoders.submit(fn, item))
+        yield result
 
-    The thread pool decodes ahead while the model embeds the previous batch of IMGSEARCH_BATCH_SIZE, so a
-    task of several batches keeps the model busy (bench/indexing.py measures the pipeline against the bare
-    forward pass).
+
+def _embed(images, embedder, *, with_features=frozenset(), store=None):
+    """Decode and embed images a batch (IMGSEARCH_BATCH_SIZE) at a time: (outcomes, [(image, reason)]).
+
+    The decode threads prepare the next batches while the model embeds one, and each embedded batch
+    [(Decoded, raw vector, prediction)] goes to `store` on the store thread, so writing it overlaps embedding
+    the next (bench/indexing.py measures this pipeline against the bare forward pass). The outcomes are
+    store's results per batch, or the batches themselves without a store.
     """
-    embedded, failed, batch = [], [], []
+    size = settings.IMGSEARCH_BATCH_SIZE
+    outcomes, failed, batch = [], [], []
 
     def flush():
         if batch:
-            vectors, predictions = embedder.embed([d.pil for d in batch])
-            embedded.extend(zip(batch, vectors, predictions))
+            vectors, predictions = embedder.embed_prepared([d.tensor for d in batch])
+            rows = list(zip(batch, vectors, predictions))
+            outcomes.append(_stores.submit(_store_in_thread, store, rows) if store else rows)
             batch.clear()
 
-    for decoded in _decoders.map(partial(_decode, embedder, with_features), images):
-        if decoded.pil is None:
-            failed.append((decoded.image, decoded.error))
-            continue
-        batch.append(decoded)
-        if len(batch) == settings.IMGSEARCH_BATCH_SIZE:
-            flush()
-    flush()
-    return embedded, failed
+    try:
+        for decoded in _ahead(partial(_decode, embedder, with_features), images, 2 * size):
+            if decoded.tensor is None:
+                failed.append((decoded.image, decoded.error))
+                continue
+            batch.append(decoded)
+            if len(batch) == size:
+                flush()
+        flush()
+    finally:  # even when embedding failed, the batches handed over are written (or fail) before we return
+        outcomes = [o.result() if isinstance(o, Future) else o for o in outcomes]
+    return outcomes, failed
+
+
+def _store_in_thread(store, rows):
+    close_old_connections()  # the store thread's own connection: kept between tasks, dropped when broken
+    return store(rows)
 
 
 def _store_vectors(space, embedded):
@@ -227,20 +267,37 @@ def _store_features(embedded):
     LocalFeatures.objects.bulk_create(rows, update_conflicts=True, unique_fields=["image"], update_fields=["data", "created_at"])
 
 
-def _store_images(embedded, failed):
+def _store_images(embedded, failed=()):
     """Thumbnails, automatic tags and status of images the active model has embedded (or failed to read)."""
     now = timezone.now()
     for decoded, _, prediction in embedded:
         image = decoded.image
-        if not image.thumbnail:
-            thumb = make_thumbnail(decoded.pil)
-            image.thumbnail.save(f"thumbs/{image.content_hash[:2]}/{image.content_hash}.jpg", ContentFile(thumb), save=False)
+        if decoded.thumbnail:
+            name = f"thumbs/{image.content_hash[:2]}/{image.content_hash}.jpg"
+            image.thumbnail.save(name, ContentFile(decoded.thumbnail), save=False)
         image.auto_label, image.auto_score, image.auto_tags = prediction.label, prediction.score, [prediction.category]
         image.status, image.error, image.indexed_at = IndexedImage.Status.READY, "", now
     for image, error in failed:
         image.status, image.error = IndexedImage.Status.FAILED, error[:2000]
     fields = ["thumbnail", "auto_label", "auto_score", "auto_tags", "status", "error", "indexed_at"]
     IndexedImage.objects.bulk_update([row[0].image for row in embedded] + [image for image, _ in failed], fields)
+
+
+def _store_active(space, embedded):
+    """One batch of the active model's images, whole: True if another model became active meanwhile."""
+    with transaction.atomic():
+        reindex.model_switch_lock(shared=True)
+        _store_vectors(space, embedded)
+        _store_features(embedded)
+        _store_images(embedded)
+        active = reindex.model_active()
+        return active is not None and active.key != space.key
+
+
+def _store_beside(space, embedded):
+    """One batch of a model a run is building: its vectors (and missing local features) only."""
+    _store_vectors(space, embedded)
+    _store_features(embedded)
 
 
 def _all_ids(images):
@@ -254,22 +311,17 @@ def images_embed(image_ids, *, overwrite=False):
     if not overwrite:
         images = images.exclude(embeddings__model_key=space.key)
     images = list(images)
-    embedded, failed = _embed(images, space.embedder, with_features=_all_ids(images))
-    with transaction.atomic():
-        reindex.model_switch_lock(shared=True)
-        _store_vectors(space, embedded)
-        _store_features(embedded)
-        _store_images(embedded, failed)
-        active = reindex.model_active()
-        switched = active is not None and active.key != space.key
-    if switched:  # a reindex run made another model active while we worked: these images need its vectors
+    switched, failed = _embed(images, space.embedder, with_features=_all_ids(images), store=partial(_store_active, space))
+    _store_images([], failed)
+    if any(switched):  # a reindex run made another model active while we worked: these images need its vectors
         return images_embed(image_ids)
-    return len(embedded), len(failed)
+    return len(images) - len(failed), len(failed)
 
 
 def images_retag(image_ids):
     """Recompute the automatic tags of images with the active model's classifier."""
-    embedded, failed = _embed(list(IndexedImage.objects.filter(id__in=image_ids)), active_space().embedder)
+    batches, failed = _embed(list(IndexedImage.objects.filter(id__in=image_ids)), active_space().embedder)
+    embedded = [row for batch in batches for row in batch]
     for decoded, _, prediction in embedded:
         image = decoded.image
         image.auto_label, image.auto_score, image.auto_tags = prediction.label, prediction.score, [prediction.category]
@@ -346,23 +398,20 @@ def chunk_embed(run, image_ids, space):
     images = list(IndexedImage.objects.filter(id__in=image_ids))
     gone = len(set(image_ids)) - len(images)
     if run.overwrite:  # the active model itself: a full re-embed, as for new images
-        embedded, failed = _embed(images, space.embedder, with_features=_all_ids(images))
+        _, failed = _embed(images, space.embedder, with_features=_all_ids(images), store=partial(_store_active, space))
         with transaction.atomic():
-            _store_vectors(space, embedded)
-            _store_features(embedded)
-            _store_images(embedded, failed)
+            _store_images([], failed)
             # An image that cannot be read any more should not be found by its old vector either.
             Embedding.objects.filter(image__in=[image for image, _ in failed], model_key=space.key).delete()
-        return len(embedded), _failures(failed), gone
+        return len(images) - len(failed), _failures(failed), gone
     have = set(Embedding.objects.filter(image_id__in=image_ids, model_key=space.key).values_list("image_id", flat=True))
     todo = [image for image in images if image.id not in have]
     projected = _project_stored(space, todo)
     todo = [image for image in todo if image.id not in projected]
     missing = _all_ids(todo) - set(LocalFeatures.objects.filter(image__in=todo).values_list("image_id", flat=True))
-    embedded, failed = _embed(todo, space.embedder, with_features=missing)
-    _store_vectors(space, embedded)  # beside the active model's vectors; searches do not see them yet
-    _store_features(embedded)
-    return len(have) + len(projected) + len(embedded), _failures(failed), gone
+    # Beside the active model's vectors: searches do not see them until the run switches models.
+    _, failed = _embed(todo, space.embedder, with_features=missing, store=partial(_store_beside, space))
+    return len(have) + len(projected) + len(todo) - len(failed), _failures(failed), gone
 
 
 def _project_stored(space, images):

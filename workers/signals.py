@@ -3,7 +3,7 @@
 import logging
 import sys
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +34,13 @@ def load_model(**kwargs):
         active_space()
     except Exception:  # the database may still be starting: the first task loads the model instead
         log.warning("could not load the active model at start-up; the first task will", exc_info=True)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def keep_database_connection(**kwargs):
+    # Instead of Celery's close after every task (settings.CELERY_DB_REUSE_MAX): Django's own rule for
+    # requests, which drops a connection that is broken, in error or older than CONN_MAX_AGE.
+    from django.db import close_old_connections
+
+    close_old_connections()
