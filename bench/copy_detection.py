@@ -11,24 +11,27 @@ query (extract the query's features, unpack and verify k candidates, order them)
 and how often a picture that is not a copy is marked "copy": the top-k of unrelated images (same kind, not
 indexed) and the other candidates of edited queries, for several inlier thresholds. Run it from the
 repository root; the defaults take about 5 minutes on 2 busy cores, --queries 200 about 20.
+
+The global search is average pooling of the raw embedding, what searches use below IMGSEARCH_PROJECTION_MIN_IMAGES
+(1,000) indexed images, as for these sets. Recall is also split by the size of the original (its longer side),
+because many of the "photos" here are stamps of 50 to 200 pixels whose edited copies are only a few dozen.
 """
 
 import argparse
 import json
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bench.common import DEV_IMAGES
 from bench.copysets import EDIT_TYPES, build_queries, load_original
 from workers import localfeatures
 from workers.imageio import ImageDecodeError
-
-DEV_IMAGES = Path.home() / ".cache" / "imgsearch-dev-images"
-WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenet_v2-imagenet1k.pth"
 FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
 THRESHOLDS = (6, 8, 10, 12, 15, 20, 30)
 
@@ -89,7 +92,7 @@ def global_top(index_vectors, query_vectors, k):
 def verify_candidates(image, top, scores, blobs, args):
     """(inliers per candidate, seconds): extract, unpack and verify k candidates, then order them."""
     started = time.perf_counter()
-    query = localfeatures.extract(image, args.keypoints)
+    query = localfeatures.extract(image)
     inliers = [localfeatures.verify(query, localfeatures.unpack(blobs[i])) for i in top]
     localfeatures.order(list(zip(top.tolist(), scores.tolist())), inliers, min_inliers=args.min_inliers)
     return np.array(inliers), time.perf_counter() - started
@@ -116,7 +119,7 @@ def evaluate(embedder, root, which, args):
     index, unrelated = pick_images(root, which, args.limit, args.unrelated, args.seed)
     images = [img for _, img in index]
     started = time.perf_counter()
-    blobs = [localfeatures.pack(localfeatures.extract(img, args.keypoints)) for img in images]
+    blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
     extract_ms = 1000 * (time.perf_counter() - started) / len(images)
     vectors = embed_all(embedder, images)
     queries = build_queries(images, args.queries, seed=args.seed)
@@ -125,7 +128,9 @@ def evaluate(embedder, root, which, args):
     edits = np.array([q.edit for q in queries])
     u_top, u_scores, u_inliers, _ = search(embedder, [img for _, img in unrelated], vectors, blobs, args)
     folders = np.array([path.parent.name for path, _ in index])
+    sides = np.array([max(images[q.source].size) for q in queries])
     return {
+        "by_original_size": size_table(top, inliers, sources, edits, sides, args.min_inliers),
         "images": len(images),
         "queries": len(queries),
         "recall_at_1": recall_table(top, inliers, sources, edits, args.min_inliers),
@@ -148,6 +153,22 @@ def recall_table(top, inliers, sources, edits, min_inliers):
         mask = edits == edit if edit != "all" else np.ones(len(edits), bool)
         if mask.any():
             table[edit] = {"n": int(mask.sum()), **{name: float(hit[mask].mean()) for name, hit in rows.items()}}
+    return table
+
+
+SIZE_BANDS = (("< 128 px", 0, 128), ("128-255 px", 128, 256), (">= 256 px", 256, 10**9))
+
+
+def size_table(top, inliers, sources, edits, sides, min_inliers):
+    """recall@1 (global, re-ranked) of all queries and of combined edits, by the original's longer side."""
+    reranked = rerank_top1(top, inliers, min_inliers) == sources
+    table = {}
+    for name, low, high in SIZE_BANDS:
+        band = (sides >= low) & (sides < high)
+        for label, mask in (("all", band), ("combined", band & (edits == "combined"))):
+            if mask.any():
+                table.setdefault(name, {})[label] = {"n": int(mask.sum()), "global": float((top[mask, 0] == sources[mask]).mean()),
+                                                     "reranked": float(reranked[mask].mean())}
     return table
 
 
@@ -178,7 +199,7 @@ def category_check(folders, query_folders, top, scores, inliers, min_inliers):
 def print_report(which, result, args):
     """One table per set, then the cost, category and false-copy lines."""
     print(f"\n{which}: {result['images']} images, {result['queries']} queries, "
-          f"{args.k} candidates, min_inliers {args.min_inliers}, {args.keypoints} keypoints")
+          f"{args.k} candidates, min_inliers {args.min_inliers}, keypoints (side, count) {localfeatures.SCALES}")
     print(f"{'edit':<10} {'n':>5} {'global@1':>9} {'rerank@1':>9} {f'global@{args.k}':>10}")
     for edit, row in result["recall_at_1"].items():
         print(f"{edit:<10} {row['n']:>5} {row['global']:>9.3f} {row['reranked']:>9.3f} {row['global_at_k']:>10.3f}")
@@ -188,6 +209,9 @@ def print_report(which, result, args):
           f"index-time extract {result['index_extract_ms']:.1f} ms/image")
     print(f"category precision@10 of unrelated queries: global {cat['precision_at_10_global']:.3f}, "
           f"re-ranked {cat['precision_at_10_reranked']:.3f}")
+    for band, rows in result["by_original_size"].items():
+        print(f"originals {band}: " + "; ".join(f"{label} n={r['n']} global {r['global']:.3f} re-ranked {r['reranked']:.3f}"
+                                                 for label, r in rows.items()))
     print(f"{'inliers>=':>9} {'recall@1':>9} {'false copy (edited)':>20} {'false copy (unrelated)':>23} {'queries hit':>12}")
     for th, row in result["thresholds"].items():
         (fe, ne), (fu, nu) = row["false_copy_edited"], row["false_copy_unrelated"]
@@ -195,7 +219,7 @@ def print_report(which, result, args):
         print(f"{th:>9} {row['recall_at_1']:>9.3f} {f'{fe}/{ne}':>20} {f'{fu}/{nu}':>23} {f'{qu}/{nq}':>12}")
 
 
-def main():
+def parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=DEV_IMAGES)
     parser.add_argument("--sets", default="photo,mixed", help="comma-separated: photo, mixed")
@@ -204,26 +228,35 @@ def main():
     parser.add_argument("--unrelated", type=int, default=100, help="non-indexed images for the false-copy rate")
     parser.add_argument("--k", type=int, default=20, help="global candidates re-ranked")
     parser.add_argument("--min-inliers", type=int, default=localfeatures.MIN_INLIERS)
-    parser.add_argument("--keypoints", type=int, default=localfeatures.MAX_KEYPOINTS, help="SIFT keypoints per image")
     parser.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    return parser
 
+
+def run(argv=()):
+    """Every set's figures (the bench suite's "copies" part calls this with its own query count)."""
     import cv2
     import torch
 
-    from workers.embedder import Embedder
+    from bench.common import load_embedder
 
+    args = parser().parse_args(list(argv))
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    embedder = Embedder("mobilenet_v2", str(WEIGHTS), device="cpu")
-    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
+    embedder = load_embedder()
+    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "scales": localfeatures.SCALES, "sets": {}}
     for which in args.sets.split(","):
         report["sets"][which] = evaluate(embedder, args.root, which, args)
         print_report(which, report["sets"][which], args)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main():
+    report = run(sys.argv[1:])
+    out = parser().parse_args().json
+    if out:
+        out.write_text(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 """Indexing throughput: the worker's full pipeline against the model's bare batched forward pass.
 
-Baseline: `_features` on pre-decoded, pre-processed tensors, batch 32. Pipeline: the real
-`workers.pipeline.images_embed` on the same images in batches of 32 (decode in its thread pool, resize,
-embed, thumbnails, tags, vectors stored in PostgreSQL). Needs the bench database (bench.benchdb).
-The first batch of each warms up and is not counted.
+Baseline: `_features` on pre-decoded, pre-processed tensors, batch IMGSEARCH_BATCH_SIZE (32). Pipeline: the real
+`workers.pipeline.images_embed` on the same images in tasks of IMGSEARCH_TASK_SIZE (256), as index_images
+sends them: decoding, resizing, thumbnails and local features in its decode threads, ahead of the model;
+embedding; vectors, local features, tags and status written to PostgreSQL by its store thread while the model
+embeds the next batch. Each image is new to the index for every timed pass (its rows and thumbnail are
+removed first), so every pass does the whole work.
+
+Both are measured with 1 torch thread, as `make run` and docker-compose start the index worker (a worker per
+core), and with 2, torch's default on this machine. Needs the bench database (bench.benchdb).
 """
 
 import torch
 
 from bench.common import labelled_subset, timed
 
-BATCH = 32
+THREADS = (1, 2)
 
 
 def decode(embedder, paths):
@@ -24,11 +29,11 @@ def decode(embedder, paths):
     return tensors, len(paths) / seconds
 
 
-def bare_forward(embedder, tensors):
+def bare_forward(embedder, tensors, batch):
     """Images/s of the forward pass alone over pre-decoded tensors, excluding the warm-up batch."""
     from workers.embedder import _features
 
-    batches = list(torch.split(tensors, BATCH))
+    batches = list(torch.split(tensors, batch))
     with torch.inference_mode():
         _features(embedder.net, embedder.spec.family, batches[0])
         _, seconds = timed(lambda: [_features(embedder.net, embedder.spec.family, b) for b in batches[1:]])
@@ -43,27 +48,49 @@ def store_originals(paths):
     return [image_add(p, report=report).id for p in paths]
 
 
-def pipeline(ids):
-    """Images/s of images_embed over batches of ids, excluding the warm-up batch."""
+def forget(ids):
+    """Make the images new to the index again: no vectors, local features or thumbnail."""
+    from search.models import Embedding, IndexedImage, LocalFeatures
+
+    Embedding.objects.filter(image_id__in=ids).delete()
+    LocalFeatures.objects.filter(image_id__in=ids).delete()
+    for image in IndexedImage.objects.filter(id__in=ids).exclude(thumbnail=""):
+        image.thumbnail.storage.delete(image.thumbnail.name)
+    IndexedImage.objects.filter(id__in=ids).update(thumbnail="", status="pending")
+
+
+def pipeline(ids, task_size):
+    """Images/s of images_embed over tasks of ids, as the index worker runs them."""
     from workers.pipeline import images_embed
 
-    batches = [ids[i : i + BATCH] for i in range(0, len(ids), BATCH)]
-    images_embed(batches[0])
-    _, seconds = timed(lambda: [images_embed(b) for b in batches[1:]])
-    return (len(ids) - len(batches[0])) / seconds
+    forget(ids)
+    tasks = [ids[i : i + task_size] for i in range(0, len(ids), task_size)]
+    _, seconds = timed(lambda: [images_embed(t) for t in tasks])
+    return len(ids) / seconds
 
 
-def run(count=192):
-    """Both figures on the same `count` dev images (every 4th of the labelled subset, so sizes are mixed)."""
-    from workers.pipeline import active_embedder
+def run(count=512):
+    """Both figures on `count` dev images (every 3rd of the labelled subset, so sizes are mixed), per thread count."""
+    from django.conf import settings
 
-    paths = [p for p, _ in labelled_subset(4 * count)][::4][:count]
+    from workers.pipeline import active_space, images_embed
+
+    batch, task = settings.IMGSEARCH_BATCH_SIZE, settings.IMGSEARCH_TASK_SIZE
+    paths = [p for p, _ in labelled_subset(3 * (count + batch))][::3][: count + batch]
     ids = store_originals(paths)
-    embedder = active_embedder()  # the very model object images_embed will use
+    images_embed(ids[:batch])  # warm-up: loads the model, registers it, creates its vector index
+    embedder = active_space().embedder  # the very model object images_embed uses
     tensors, decode_rate = decode(embedder, paths)
-    bare = bare_forward(embedder, tensors)
-    full = pipeline(ids)
-    print(f"  indexing: bare forward {bare:.1f} img/s, pipeline {full:.1f} img/s ({full / bare:.2f}x); "
-          f"decoding alone {decode_rate:.1f} img/s", flush=True)
-    return {"images": len(paths), "batch": BATCH, "torch_threads": torch.get_num_threads(),
-            "decode_only_img_s": round(decode_rate, 2), "bare_forward_img_s": round(bare, 2), "pipeline_img_s": round(full, 2), "ratio": round(full / bare, 3)}
+    rows = []
+    for threads in THREADS:
+        torch.set_num_threads(threads)
+        bare = bare_forward(embedder, tensors, batch)
+        full = pipeline(ids[batch:], task)
+        rows.append({"torch_threads": threads, "bare_forward_img_s": round(bare, 2), "pipeline_img_s": round(full, 2),
+                     "ratio": round(full / bare, 3)})
+        print(f"  indexing, {threads} torch thread(s): bare forward {bare:.1f} img/s, pipeline {full:.1f} img/s "
+              f"({full / bare:.2f}x)", flush=True)
+    torch.set_num_threads(max(THREADS))
+    print(f"  decoding + pre-processing alone (1 thread): {decode_rate:.1f} img/s", flush=True)
+    return {"images": count, "batch": batch, "task_size": task, "decode_only_img_s": round(decode_rate, 2), "runs": rows,
+            "production": rows[0]}

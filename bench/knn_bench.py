@@ -1,7 +1,10 @@
 """k-NN at scale through bench/knn_scale.py: pgvector HNSW settings against exact search, on real-embedding mixtures.
 
-The vectors are two-way mixtures of the quality subset's real GAP embeddings (saved by bench/quality.py),
-so their distribution is that of production vectors. Runs on the server DATABASE_URL names (table bench_knn).
+The vectors are two-way mixtures of the quality subset's real GAP embeddings (saved by bench/quality.py), put
+through the projection learned from that subset and its folder tags (search/projection.py), so their
+dimension and distribution are those of a production index of that size (raw 1280-dimensional vectors are
+only searched below IMGSEARCH_PROJECTION_MIN_IMAGES images). `raw=True` keeps the raw vectors.
+Runs on the server DATABASE_URL names (table bench_knn).
 """
 
 import os
@@ -16,11 +19,17 @@ from bench import knn_scale as ks
 TARGET = {"recall": 0.95, "median_ms": 10.0}
 
 
-def vectors(seeds_path, n, queries, seed=0):
-    """(data, queries) drawn as knn_scale's real mixtures."""
+def vectors(seeds_path, n, queries, seed=0, raw=False):
+    """(data, queries) drawn as knn_scale's real mixtures, projected as production projects them unless raw."""
+    from search.projection import Projection
+
     rng = np.random.default_rng(seed)
     seeds = np.load(seeds_path).astype(np.float32)
-    return ks.mixtures(seeds, n, rng), ks.mixtures(seeds, queries, rng)
+    data, qs = ks.mixtures(seeds, n, rng), ks.mixtures(seeds, queries, rng)
+    if raw:
+        return data, qs
+    learned = Projection.loads(seeds_path.with_suffix(".projection.npz").read_bytes())
+    return np.concatenate([learned.apply(chunk) for chunk in np.array_split(data, max(1, n // 100_000))]), learned.apply(qs)
 
 
 def exact_baseline(conn, data, queries, k, exact_queries):
@@ -61,9 +70,10 @@ def uses_index(conn, query, k):
     return any("bench_knn_hnsw" in line[0] for line in plan)
 
 
-def run(seeds_path, n=100_000, builds=((16, 64), (24, 96)), ef_searches=(40, 64, 100, 200), queries=200, k=10, exact_queries=20):
-    """All figures at n vectors of the seeds' dimension; drops its table afterwards."""
-    data, qs = vectors(seeds_path, n, queries)
+def run(seeds_path, n=100_000, builds=((16, 64), (24, 96)), ef_searches=(40, 64, 100, 200), queries=200, k=10,
+        exact_queries=20, raw=False):
+    """All figures at n vectors of the production dimension (the seeds' with raw); drops its table afterwards."""
+    data, qs = vectors(seeds_path, n, queries, raw=raw)
     conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=False)
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     register_vector(conn)
@@ -78,7 +88,7 @@ def run(seeds_path, n=100_000, builds=((16, 64), (24, 96)), ef_searches=(40, 64,
         conn.execute("DROP TABLE IF EXISTS bench_knn")
         conn.commit()
         conn.close()
-    return {"n": n, "dim": int(data.shape[1]), "k": k, "queries": len(qs), "source": "real mixtures",
+    return {"n": n, "dim": int(data.shape[1]), "k": k, "queries": len(qs), "source": "real mixtures" + ("" if raw else ", projected"),
             "load_s": round(load_s, 1), "table_mb": round(table_mb, 1), "exact_seqscan": exact, "hnsw": rows,
             "choice": choose(rows)}
 

@@ -1,7 +1,14 @@
-"""Retrieval quality of global descriptors: GAP (production) against GeM, PCA-whitening and alpha-QE, in one run.
+"""Retrieval quality of global descriptors: average pooling (GAP) against GeM, PCA-whitening, alpha-QE and the
+production projection (search/projection.py: learned PCA plus tag-supervised LDA), in one run.
 
 On a labelled subset of the dev images (category = `<source>/<top folder>`): category precision@10 and mAP,
-leave-one-out, and copy-detection recall@1 of edited copies (bench/copysets.py) against the same index.
+leave-one-out, and copy-detection recall@1 of edited copies (bench/copysets.py) against the same index, for
+the global descriptor alone and re-ranked by local features as searches do (workers/localfeatures.py).
+
+The projection learns from the tags `index_images --tags-from-folders` gives (`<source>` and `<top folder>`).
+It is cross-fitted: the index is cut into 5 folds and each fold's queries are ranked by a projection learned
+with that fold's tags hidden, so no query's own tag is ever learned from. A second check hides the tags of
+half the categories altogether and ranks only their images: what a kind of image nobody tagged gets.
 Everything is computed from one forward pass per image; the production embedder is not changed.
 """
 
@@ -9,19 +16,25 @@ import random
 
 import numpy as np
 
-from bench.common import CACHE, labelled_subset, load_embedder, timed
+from bench.common import CACHE, DEV_IMAGES, labelled_subset, load_embedder, timed
 from bench.copysets import build_queries, load_original
+from search import projection
 
 GEM_P = 3.0
 SHRINK = 10.0  # whitening divides by sqrt(eigenvalue + SHRINK * mean eigenvalue); 10 beat 0.1 and 1 (P@10) on the dev set
 QE = {"alpha": 3.0, "n": 3}  # n=3 was best of 2, 3, 5, 10 on the dev set
-VARIANTS = (  # (name, descriptor, whitening dims or None, query expansion)
+PRODUCTION = "GAP + learned PCA256 + tag LDA128 (production)"
+VARIANTS = (  # (name, descriptor, whitening dims, "pca" or "production" (search/projection.py), or None; query expansion)
     ("GAP (baseline)", "gap", None, False), ("GeM p=3", "gem", None, False), ("multi-scale GeM", "msgem", None, False),
     ("GAP + PCAw128", "gap", 128, False), ("GAP + PCAw512", "gap", 512, False), ("GeM + PCAw128", "gem", 128, False),
     ("GeM + PCAw512", "gem", 512, False), ("GAP + aQE", "gap", None, True), ("GeM + aQE", "gem", None, True),
     ("GAP + PCAw128 + aQE", "gap", 128, True), ("GeM + PCAw128 + aQE", "gem", 128, True),
     ("multi-scale GeM + PCAw128", "msgem", 128, False), ("multi-scale GeM + PCAw128 + aQE", "msgem", 128, True),
+    ("GAP + learned PCA256 (no tags)", "gap", "pca", False), (PRODUCTION, "gap", "production", False),
+    ("GAP + learned PCA256 + tag LDA128 + aQE", "gap", "production", True),
+    ("GeM + learned PCA256 + tag LDA128", "gem", "production", False),
 )
+FOLDS = 5
 
 
 def pooled(embedder, batch):
@@ -89,7 +102,7 @@ def l2n(x):
 
 
 def learn_whitening(index, dims):
-    """(mean, projection) of PCA-whitening with shrinkage, learned on the index descriptors."""
+    """(mean, matrix) of PCA-whitening with shrinkage, learned on the index descriptors."""
     mean = index.mean(axis=0)
     values, vectors = np.linalg.eigh(np.cov(index - mean, rowvar=False))
     order = np.argsort(values)[::-1][:dims]
@@ -98,9 +111,9 @@ def learn_whitening(index, dims):
     return mean, (vectors * scale).astype(np.float32)
 
 
-def whiten(x, mean, projection):
+def whiten(x, mean, matrix):
     """Project L2-normalised descriptors and re-normalise."""
-    return l2n((x - mean) @ projection)
+    return l2n((x - mean) @ matrix)
 
 
 def expand(queries, index, exclude=None):
@@ -113,17 +126,46 @@ def expand(queries, index, exclude=None):
     return l2n(queries + np.einsum("qn,qnd->qd", weights, index[top]))
 
 
-def category_scores(index, labels, qe):
-    """Leave-one-out precision@10 and mAP over the index, categories as ground truth."""
-    own = np.arange(len(index))
-    queries = expand(index, index, exclude=own) if qe else index
+def category_scores(index, labels, qe, own=None):
+    """Leave-one-out precision@10 and average precision per query (the index images `own`, default all)."""
+    own = np.arange(len(index)) if own is None else own
+    queries = expand(index[own], index, exclude=own) if qe else index[own]
     sims = queries @ index.T
-    sims[own, own] = -np.inf  # the query itself is never an answer
-    ranked = labels[np.argsort(-sims, axis=1)[:, :-1]] == labels[:, None]
+    sims[np.arange(len(own)), own] = -np.inf  # the query itself is never an answer
+    ranked = labels[np.argsort(-sims, axis=1)[:, :-1]] == labels[own][:, None]
     hits = np.cumsum(ranked, axis=1)
     relevant = np.maximum(ranked.sum(axis=1), 1)
     ap = (ranked * hits / np.arange(1, ranked.shape[1] + 1)).sum(axis=1) / relevant
-    return {"precision_at_10": float(ranked[:, :10].mean()), "map": float(ap.mean())}
+    return ranked[:, :10].mean(axis=1), ap
+
+
+def learned(index, tags, queries=None):
+    """(index, queries) through a production projection learned from the index and the given tags."""
+    fitted, _ = projection.fit(index, tags, min_images=2)
+    return fitted.apply(index), None if queries is None else fitted.apply(queries)
+
+
+def crossfit_scores(index, tags, labels, qe, folds=FOLDS, seed=0):
+    """Per-query precision@10 and AP where each fold's queries were ranked with that fold's tags hidden."""
+    fold = np.random.default_rng(seed).integers(0, folds, len(index))
+    p10, ap = np.zeros(len(index)), np.zeros(len(index))
+    for f in range(folds):
+        own = np.nonzero(fold == f)[0]
+        hidden = [[] if fold[i] == f else t for i, t in enumerate(tags)]
+        p10[own], ap[own] = category_scores(learned(index, hidden)[0], labels, qe, own)
+    return p10, ap
+
+
+def untagged_kinds(index, tags, labels, seed=0):
+    """P@10 of the images of half the categories, their folder tags hidden from learning: GAP against production."""
+    categories = sorted(set(labels.tolist()))
+    hidden_kinds = set(random.Random(seed).sample(categories, len(categories) // 2))
+    hidden = [[t for t in image_tags if f"{image_tags[0]}/{t}" not in hidden_kinds] for image_tags in tags]
+    own = np.array([i for i, c in enumerate(labels) if c in hidden_kinds])
+    gap = category_scores(index, labels, False, own)[0].mean()
+    production = category_scores(learned(index, hidden)[0], labels, False, own)[0].mean()
+    return {"categories": len(hidden_kinds), "images": len(own), "precision_at_10_gap": round(float(gap), 4),
+            "precision_at_10_production": round(float(production), 4)}
 
 
 def copy_recall(queries, index, sources, qe):
@@ -133,16 +175,49 @@ def copy_recall(queries, index, sources, qe):
     return (np.argmax(queries @ index.T, axis=1) == sources).astype(float)
 
 
-def variant_scores(desc, labels, copies, sources, edits, spec):
-    """Category and copy-detection figures of one (descriptor, whitening, QE) variant."""
+def variant_scores(desc, labels, tags, copies, sources, edits, spec):
+    """Category and copy-detection figures of one (descriptor, whitening or projection, QE) variant."""
     _, kind, dims, qe = spec
     index, queries = l2n(desc[kind]), l2n(copies[kind])
-    if dims:
-        mean, projection = learn_whitening(index, dims)
-        index, queries = whiten(index, mean, projection), whiten(queries, mean, projection)
+    if dims == "production":
+        p10, ap = crossfit_scores(index, tags, labels, qe)
+        index, queries = learned(index, tags, queries)  # copies: the whole index tagged, the queries new images
+    elif dims == "pca":
+        index, queries = learned(index, [[] for _ in tags], queries)
+        p10, ap = category_scores(index, labels, qe)
+    else:
+        if dims:
+            mean, whitening = learn_whitening(index, dims)
+            index, queries = whiten(index, mean, whitening), whiten(queries, mean, whitening)
+        p10, ap = category_scores(index, labels, qe)
     hits = copy_recall(queries, index, sources, qe)
     per_edit = {e: round(float(hits[edits == e].mean()), 4) for e in sorted(set(edits))}
-    return {**category_scores(index, labels, qe), "copy_recall_at_1": float(hits.mean()), "copy_recall_by_edit": per_edit}
+    return {"precision_at_10": float(p10.mean()), "map": float(ap.mean()), "copy_recall_at_1": float(hits.mean()),
+            "copy_recall_by_edit": per_edit}
+
+
+def reranked_copy_recall(index, queries, paths, images, sources, edits, k=20):
+    """Copy recall@1 of the global top-k re-ranked by local features, as searches do; and the ms it added per query."""
+    import time
+
+    from workers import localfeatures
+    from workers.imageio import load_rgb
+
+    top = np.argsort(-(queries @ index.T), axis=1)[:, :k]
+    stored = {}
+    for i in np.unique(top):
+        stored[i] = localfeatures.unpack(localfeatures.pack(localfeatures.extract(load_rgb(paths[i], target_size=256))))
+    hits, seconds = [], []
+    for image, candidates in zip(images, top):
+        started = time.perf_counter()
+        query = localfeatures.extract(image)
+        ranked = localfeatures.rerank([(int(i), 0.0) for i in candidates], query, stored)
+        seconds.append(time.perf_counter() - started)
+        hits.append(ranked[0][0])
+    hits = np.array(hits) == sources
+    per_edit = {e: round(float(hits[edits == e].mean()), 4) for e in sorted(set(edits))}
+    return {"copy_recall_at_1": float(hits.mean()), "copy_recall_by_edit": per_edit, "candidates": k,
+            "rerank_ms_median": round(1000 * float(np.median(seconds)), 1)}
 
 
 def copy_queries(paths, count_per_edit, seed=0):
@@ -153,29 +228,50 @@ def copy_queries(paths, count_per_edit, seed=0):
     return [q.image for q in queries], np.array([picks[q.source] for q in queries]), np.array([q.edit for q in queries])
 
 
+def folder_tags(path):
+    """The tags `index_images --tags-from-folders` gives a dev image: its source and top folder."""
+    return [part.lower() for part in path.relative_to(DEV_IMAGES).parts[:2]]
+
+
 def run(max_images=1200, per_edit=30, seeds_path=None):
-    """All variants on one labelled subset; returns the report part and saves the GAP vectors as k-NN seeds."""
+    """All variants on one labelled subset; returns the report part and saves k-NN seeds (raw vectors, tags, projection)."""
     embedder = load_embedder()
     subset = labelled_subset(max_images)
     paths, labels = [p for p, _ in subset], np.array([c for _, c in subset])
+    tags = [folder_tags(p) for p in paths]
     (desc, cached), index_s = timed(cached_describe_files, embedder, paths)
     (images, sources, edits), _ = timed(copy_queries, paths, per_edit)
     copies, query_s = timed(describe, embedder, images)
-    seeds_path = seeds_path or CACHE / "seeds.npy"
-    seeds_path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(seeds_path, l2n(desc["gap"]).astype(np.float32))
+    save_seeds(seeds_path or CACHE / "seeds.npy", l2n(desc["gap"]), tags)
     rows = []
     for spec in VARIANTS:
-        scores = variant_scores(desc, labels, copies, sources, edits, spec)
+        scores = variant_scores(desc, labels, tags, copies, sources, edits, spec)
         rows.append({"variant": spec[0], **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}})
-        print(f"  {spec[0]:34s} P@10 {scores['precision_at_10']:.3f}  mAP {scores['map']:.3f}  "
+        print(f"  {spec[0]:44s} P@10 {scores['precision_at_10']:.3f}  mAP {scores['map']:.3f}  "
               f"copy R@1 {scores['copy_recall_at_1']:.3f}", flush=True)
+    index, queries = learned(l2n(desc["gap"]), tags, l2n(copies["gap"]))
+    reranked = reranked_copy_recall(index, queries, paths, images, sources, edits)
+    print(f"  production + local-feature re-ranking: copy R@1 {reranked['copy_recall_at_1']:.3f}", flush=True)
     return {
         "model": embedder.key, "images": len(paths), "categories": len(set(labels)), "copy_queries": len(images),
         "copy_edits": sorted(set(edits.tolist())), "gem_p": GEM_P, "whitening_shrinkage": SHRINK, "alpha_qe": QE,
-        "describe_index_s": round(index_s, 1), "descriptors_from_cache": cached, "describe_queries_s": round(query_s, 1), "seeds": str(seeds_path),
-        "variants": rows, "best": best_variant(rows),
+        "projection": {"pca_dims": projection.PCA_DIMS, "lda_dims": projection.LDA_DIMS, "beta": projection.BETA,
+                       "folds": FOLDS, "tags": "source and top folder, as index_images --tags-from-folders"},
+        "describe_index_s": round(index_s, 1), "descriptors_from_cache": cached, "describe_queries_s": round(query_s, 1),
+        "seeds": str(seeds_path), "variants": rows, "best": best_variant(rows), "production": PRODUCTION,
+        "untagged_kinds": untagged_kinds(l2n(desc["gap"]), tags, labels), "production_reranked": reranked,
     }
+
+
+def save_seeds(path, vectors, tags):
+    """Raw vectors and their tags for the scale benchmarks, and the production projection learned from them."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors.astype(np.float32))
+    path.with_suffix(".tags.json").write_text(json.dumps(tags))
+    fitted, _ = projection.fit(vectors, tags, min_images=2)
+    path.with_suffix(".projection.npz").write_bytes(fitted.dumps())
 
 
 def best_variant(rows):

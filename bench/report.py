@@ -16,7 +16,7 @@ def summary(parts):
     """Summary rows for whichever parts ran."""
     rows = []
     for name, make in (("indexing", _indexing), ("search", _search), ("search_large", _search), ("knn", _knn),
-                       ("knn_large", _knn), ("memory", _memory), ("quality", _quality)):
+                       ("knn_large", _knn), ("memory", _memory), ("quality", _quality), ("copies", _copies)):
         part = parts.get(name)
         if part and "error" not in part:
             rows += make(part)
@@ -27,19 +27,33 @@ def summary(parts):
 
 
 def _indexing(p):
-    return [row(f"Indexing throughput (batch {p['batch']}, {p['images']} images)", f"{p['pipeline_img_s']} img/s (pipeline)",
-                f"{p['bare_forward_img_s']} img/s (bare forward)", f"{p['ratio']:.2f}x", ">= 0.8x", p["ratio"] >= 0.8),
-            row("Indexing: decoding + pre-processing alone (1 thread)", f"{p['decode_only_img_s']} img/s")]
+    rows = []
+    for r in p["runs"]:
+        production = r is p["runs"][0]
+        rows.append(row(f"Indexing throughput, {r['torch_threads']} torch thread(s){' (as deployed: a worker per core)' if production else ''} "
+                        f"(batch {p['batch']}, tasks of {p['task_size']}, {p['images']} images)", f"{r['pipeline_img_s']} img/s (pipeline)",
+                        f"{r['bare_forward_img_s']} img/s (bare forward)", f"{r['ratio']:.2f}x", ">= 0.8x", r["ratio"] >= 0.8))
+    return rows + [row("Indexing: decoding + pre-processing alone (1 thread)", f"{p['decode_only_img_s']} img/s")]
 
 
 def _search(p):
-    n = f"{p['indexed']:,}"
-    return [
-        row(f"Search POST->done median @ {n}", f"{p['median_ms']} ms", f"{p['baseline_ms']} ms (embed + k-NN)",
-            f"{p['ratio']:.2f}x", "<= 1.3x", p["ratio"] <= 1.3),
-        row(f"Search POST->done p95 @ {n}", f"{p['p95_ms']} ms"),
-        row(f"Search split @ {n} (median)", f"queue {p['median_queued_ms']} / embed {p['median_embed_ms']} / k-NN {p['median_query_ms']} ms"),
-    ]
+    n, rows = f"{p['indexed']:,}", []
+    for name, label, work in (("plain", "without re-ranking", "embed + k-NN"), ("reranked", "with re-ranking (default)", "embed + k-NN + re-rank")):
+        f = p[name]
+        rows += [
+            row(f"Search POST->done median @ {n}, {label}, server clock (job created -> results stored)",
+                f"{f['server_median_ms']} ms (p95 {f['server_p95_ms']} ms)", f"{f['baseline_ms']} ms ({work})",
+                f"{f['server_ratio']:.2f}x", "<= 1.3x", f["server_ratio"] <= 1.3),
+            row(f"Search POST->done median @ {n}, {label}, client clock (POST sent -> done seen, polling every 1 ms)",
+                f"{f['median_ms']} ms (p95 {f['p95_ms']} ms)", f"{f['baseline_ms']} ms ({work})", f"{f['ratio']:.2f}x", "<= 1.3x",
+                f["ratio"] <= 1.3),
+            row(f"Search split @ {n}, {label} (median)", f"queue {f['median_queued_ms']} / embed {f['median_embed_ms']} / k-NN "
+                f"{f['median_query_ms']}" + (f" / re-rank {f['median_rerank_ms']}" if "median_rerank_ms" in f else "") + " ms"),
+        ]
+    added = p["reranked"]["median_ms"] - p["plain"]["median_ms"]
+    rows.append(row(f"Re-ranking 20 candidates @ {n}: added to the median search", f"{added:+.1f} ms (re-rank step {p['reranked']['median_rerank_ms']} ms)",
+                    target="<= 150 ms", passed=added <= 150))
+    return rows
 
 
 def _knn(p):
@@ -62,17 +76,40 @@ def _memory(p):
 
 
 def _quality(p):
-    base, best = p["variants"][0], next(v for v in p["variants"] if v["variant"] == p["best"]["variant"])
-    gain = 100 * (best["precision_at_10"] - base["precision_at_10"])
+    base, prod = p["variants"][0], next(v for v in p["variants"] if v["variant"] == p["production"])
+    gain = 100 * (prod["precision_at_10"] - base["precision_at_10"])
+    untagged, reranked = p["untagged_kinds"], p["production_reranked"]
     return [
-        row(f"Category precision@10 ({best['variant']})", f"{best['precision_at_10']:.3f}", f"{base['precision_at_10']:.3f} (GAP)",
-            f"{gain:+.1f} points", ">= +5 points", gain >= 5),
-        row(f"Category mAP ({best['variant']})", f"{best['map']:.3f}", f"{base['map']:.3f} (GAP)", f"{100 * (best['map'] - base['map']):+.1f} points"),
-        row(f"Copy detection recall@1 ({best['variant']})", f"{best['copy_recall_at_1']:.3f}", f"{base['copy_recall_at_1']:.3f} (GAP)",
-            f"{100 * (best['copy_recall_at_1'] - base['copy_recall_at_1']):+.1f} points", ">= 0.95", best["copy_recall_at_1"] >= 0.95),
-        row("Copy detection recall@1 (GAP, production)", f"{base['copy_recall_at_1']:.3f}", target=">= 0.95",
-            passed=base["copy_recall_at_1"] >= 0.95),
+        row("Category precision@10, production (learned PCA256 + tag LDA128, cross-fitted)", f"{prod['precision_at_10']:.3f}",
+            f"{base['precision_at_10']:.3f} (GAP)", f"{gain:+.1f} points", ">= +5 points", gain >= 5),
+        row("Category mAP, production", f"{prod['map']:.3f}", f"{base['map']:.3f} (GAP)", f"{100 * (prod['map'] - base['map']):+.1f} points"),
+        row(f"Category precision@10 of {untagged['categories']} categories nobody tagged, production", f"{untagged['precision_at_10_production']:.3f}",
+            f"{untagged['precision_at_10_gap']:.3f} (GAP)", f"{100 * (untagged['precision_at_10_production'] - untagged['precision_at_10_gap']):+.1f} points",
+            "no loss", untagged["precision_at_10_production"] >= untagged["precision_at_10_gap"]),
+        row("Copy detection recall@1, production (global + local-feature re-ranking of 20)", f"{reranked['copy_recall_at_1']:.3f}",
+            f"{base['copy_recall_at_1']:.3f} (GAP alone)", f"{100 * (reranked['copy_recall_at_1'] - base['copy_recall_at_1']):+.1f} points",
+            ">= 0.95", reranked["copy_recall_at_1"] >= 0.95),
+        row("Copy detection recall@1, production global descriptor alone", f"{prod['copy_recall_at_1']:.3f}", f"{base['copy_recall_at_1']:.3f} (GAP)"),
     ]
+
+
+def _copies(p):
+    rows = []
+    for which, r in p["sets"].items():
+        allr, comb, lat, size = r["recall_at_1"]["all"], r["recall_at_1"]["combined"], r["latency_ms"], r["bytes_per_image"]
+        cat = r["categories"]
+        rows += [
+            row(f"Copies ({which}: {r['images']} images, {allr['n']} queries): recall@1, all edits", f"{allr['reranked']:.3f} re-ranked",
+                f"{allr['global']:.3f} global", f"{100 * (allr['reranked'] - allr['global']):+.1f} points"),
+            row(f"Copies ({which}): recall@1, combinations of three edits ({comb['n']} queries)", f"{comb['reranked']:.3f} re-ranked",
+                f"{comb['global']:.3f} global", f"{100 * (comb['reranked'] - comb['global']):+.1f} points", ">= 0.95", comb["reranked"] >= 0.95),
+            row(f"Copies ({which}): category precision@10 of unrelated queries", f"{cat['precision_at_10_reranked']:.3f} re-ranked",
+                f"{cat['precision_at_10_global']:.3f} global", target="unchanged or better",
+                passed=cat["precision_at_10_reranked"] >= cat["precision_at_10_global"]),
+            row(f"Copies ({which}): re-ranking time per query (20 candidates) / storage", f"median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms / "
+                f"{size['mean'] / 1024:.1f} kB per image (max {size['max'] / 1024:.1f} kB)"),
+        ]
+    return rows
 
 
 def markdown(report):
@@ -85,8 +122,9 @@ def markdown(report):
              "is a ratio against a baseline measured in the same run.", "",
              "| Figure | Value | Baseline | Ratio | Target | Result |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['figure']} | {r['value']} | {r['baseline']} | {r['ratio']} | {r['target']} | {r['pass']} |" for r in report["summary"]]
-    lines += _quality_table(report["parts"].get("quality")) + _knn_table(report["parts"])
-    lines += ["", "Per-part load averages: " + "; ".join(f"{k}: `{v}`" for k, v in report["load"].items()), "",
+    lines += _quality_table(report["parts"].get("quality")) + _copies_table(report["parts"].get("copies")) + _knn_table(report["parts"])
+    lines += ["", "Per-part load averages at their start: " + "; ".join(f"{k}: `{v}`" for k, v in report["load"].items()), "",
+              "Per-part date and commit: " + "; ".join(f"{k}: {p.get('measured', 'n/a')}" for k, p in report["parts"].items()), "",
               "Plots: " + ", ".join(f"[{p}]({p})" for p in report["plots"]), "", "Raw figures: [benchmarks.json](benchmarks.json)."]
     return "\n".join(lines) + "\n"
 
@@ -98,14 +136,48 @@ def _quality_table(q):
              f"{q['copy_queries']} copy queries)", "",
              "| Variant | P@10 | mAP | copy R@1 |", "|---|---|---|---|"]
     lines += [f"| {v['variant']} | {v['precision_at_10']:.3f} | {v['map']:.3f} | {v['copy_recall_at_1']:.3f} |" for v in q["variants"]]
-    b = q["best"]
-    lines += ["", f"Best (highest P@10 keeping copy R@1 within 1 point of GAP): **{b['variant']}**, "
-              f"P@10 {b['precision_at_10_gain_points']:+.1f} points, mAP {b['map_gain_points']:+.1f}, copy R@1 {b['copy_recall_gain_points']:+.1f} vs GAP.",
+    b, pr, u = q["best"], q["projection"], q["untagged_kinds"]
+    r = q["production_reranked"]
+    lines += ["", f"Production: **{q['production']}** (search/projection.py), learned from the index: PCA to {pr['pca_dims']} "
+              f"dimensions plus an LDA of {pr['lda_dims']} dimensions learned from the images' given tags ({pr['tags']}), "
+              f"weighted {pr['beta']} in the cosine. Its category figures are cross-fitted over {pr['folds']} folds: each "
+              "query was ranked by a projection learned with its fold's tags hidden. With the tags of "
+              f"{u['categories']} of the categories hidden altogether, their {u['images']} images score P@10 "
+              f"{u['precision_at_10_production']:.3f} against {u['precision_at_10_gap']:.3f} with GAP: images nobody tagged lose nothing.",
+              "", f"Highest P@10 keeping copy R@1 within 1 point of GAP: **{b['variant']}** ({b['precision_at_10_gain_points']:+.1f} points). "
+              "Alpha-QE is not the default: it ranks by similarity to the query blended with its neighbours, so the score a "
+              "person sees would no longer order the results, and it costs a second k-NN query.",
+              "", f"Copy R@1 with the production descriptor re-ranked by local features (top {r['candidates']}, as searches do): "
+              f"**{r['copy_recall_at_1']:.3f}**; by edit: " + ", ".join(f"{e} {v:.2f}" for e, v in r["copy_recall_by_edit"].items())
+              + f". Re-ranking took a median {r['rerank_ms_median']} ms per query here.",
               "", f"GeM p={q['gem_p']}; PCA-whitening learned on the index (unsupervised), eigenvalues shrunk by "
               f"{q['whitening_shrinkage']} x their mean; alpha-QE alpha={q['alpha_qe']['alpha']}, top-{q['alpha_qe']['n']}. "
-              "Shrinkage and QE n were picked on this same dev set (small grids, see bench/quality.py). Storing a whitened "
-              "variant needs, per model version, the mean (D floats) and the D x d projection (1280 x 128 float32: 640 kB), "
-              "and re-embedding the index to d dimensions; QE needs no storage (a second k-NN query at search time)."]
+              "Shrinkage and QE n were picked on this same dev set (small grids, see bench/quality.py); the projection's "
+              "sizes and weight were chosen on a disjoint set of dev images. The projection is stored with its model version "
+              "(mean, 1280 x 256 and 1280 x 128 float32 matrices: 2 MB) and its vectors are 384 floats."]
+    return lines
+
+
+def _copies_table(c):
+    if not c or "error" in c:
+        return []
+    lines = ["", f"## Copy detection with local-feature re-ranking (SIFT at {c['scales']}, 20 candidates)", "",
+             "| set | edit | n | global R@1 | re-ranked R@1 | original in global top 20 |", "|---|---|---|---|---|---|"]
+    for which, r in c["sets"].items():
+        lines += [f"| {which} | {edit} | {v['n']} | {v['global']:.3f} | {v['reranked']:.3f} | {v['global_at_k']:.3f} |"
+                  for edit, v in r["recall_at_1"].items()]
+    lines += ["", "By the size of the original (its longer side):", "", "| set | original | queries | n | global R@1 | re-ranked R@1 |",
+              "|---|---|---|---|---|---|"]
+    for which, r in c["sets"].items():
+        for band, rows in r["by_original_size"].items():
+            lines += [f"| {which} | {band} | {label} | {v['n']} | {v['global']:.3f} | {v['reranked']:.3f} |" for label, v in rows.items()]
+    lines += ["", "False \"copy\" marks by inlier threshold (the app uses "
+              f"{c['settings']['min_inliers']}):", "", "| set | inliers >= | R@1 | false copies among other candidates | among unrelated queries' candidates | unrelated queries with one |",
+              "|---|---|---|---|---|---|"]
+    for which, r in c["sets"].items():
+        for th, v in r["thresholds"].items():
+            (fe, ne), (fu, nu), (qu, nq) = v["false_copy_edited"], v["false_copy_unrelated"], v["unrelated_queries_with_false_copy"]
+            lines.append(f"| {which} | {th} | {v['recall_at_1']:.3f} | {fe}/{ne} | {fu}/{nu} | {qu}/{nq} |")
     return lines
 
 

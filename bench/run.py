@@ -1,7 +1,8 @@
 """Run the benchmark suite and write docs/benchmarks.json, docs/benchmarks.md and plots.
 
-    make bench          # quality, memory, indexing, search latency at 10k, k-NN at 100k (~15 min on 2 cores)
+    make bench          # quality, copies, memory, indexing, search latency at 10k, k-NN at 100k (~40 min on 2 cores)
     make bench-large    # adds search latency at 100k and k-NN at 1M vectors (hours on 2 cores)
+    make bench BENCH_ARGS="--only knn_large"   # measure some parts again, keeping the others of the last report
 
 Runs against DATABASE_URL / REDIS_URL (make starts embedded servers under .local/bench-run); every part
 that needs the database uses a throw-away database `imgsearch_bench` on that server. A part that fails is
@@ -9,6 +10,7 @@ recorded in the report with its error and the others still run.
 """
 
 import argparse
+import json
 import sys
 import time
 import traceback
@@ -21,8 +23,12 @@ from bench import benchdb, common, report  # noqa: E402
 DOCS = common.ROOT / "docs"
 
 
+PARTS = ("quality", "copies", "memory", "indexing", "search", "knn")
+LARGE_PARTS = ("search_large", "knn_large")
+
+
 def part(name, results, load, fn, *args, **kwargs):
-    """Run one part, recording its figures (or its error), duration and the load average when it started."""
+    """Run one part, recording its figures (or its error), duration, date, commit and the load average at its start."""
     load[name] = common.uptime().split("load average:")[-1].strip()
     print(f"[{time.strftime('%H:%M:%S')}] {name} (load {load[name]})", flush=True)
     started = time.perf_counter()
@@ -31,42 +37,62 @@ def part(name, results, load, fn, *args, **kwargs):
     except Exception as exc:
         traceback.print_exc()
         results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-    results[name]["duration_s"] = round(time.perf_counter() - started, 1)
+    machine = common.machine()
+    results[name].update(duration_s=round(time.perf_counter() - started, 1), measured=f"{machine['date']}, {machine['commit']}")
+
+
+def previous_report(folder, only):
+    """With --only, the last report, whose other parts are kept; else a fresh start."""
+    path = folder / "benchmarks.json"
+    if not only or not path.is_file():
+        return {"parts": {}, "load": {}}
+    return json.loads(path.read_text())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--large", action="store_true", help="also k-NN at 1M vectors and search latency at 100k")
-    parser.add_argument("--only", help="comma-separated parts to run (quality,memory,indexing,search,knn)")
+    parser.add_argument("--only", help=f"comma-separated parts to run again ({','.join(PARTS + LARGE_PARTS)}); the "
+                        "report keeps the other parts of the last one")
+    parser.add_argument("--copy-queries", type=int, default=100, help="edited queries per edit type in the copies part")
     parser.add_argument("--out", type=Path, default=DOCS)
     parser.add_argument("--knn-n", type=int, default=100_000, help="vectors for the default k-NN part")
     parser.add_argument("--search-size", type=int, default=10_000, help="indexed vectors for the search latency part")
     args = parser.parse_args()
-    wanted = set(args.only.split(",")) if args.only else {"quality", "memory", "indexing", "search", "knn"}
-    rep = {"machine": common.machine(), "large": args.large, "parts": {}, "load": {}}
+    wanted = set(args.only.split(",")) if args.only else set(PARTS) | (set(LARGE_PARTS) if args.large else set())
+    unknown = wanted - set(PARTS + LARGE_PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    last = previous_report(args.out, args.only)
+    rep = {"machine": common.machine(), "large": args.large or bool(wanted & set(LARGE_PARTS)), "parts": last["parts"], "load": last["load"]}
     results, load = rep["parts"], rep["load"]
     seeds = common.CACHE / "seeds.npy"
 
-    if "quality" in wanted or not seeds.is_file():
+    if "quality" in wanted or not seeds.with_suffix(".projection.npz").is_file():
         from bench import quality
         part("quality", results, load, quality.run, seeds_path=seeds)
+    if "copies" in wanted:
+        from bench import copy_detection
+        part("copies", results, load, copy_detection.run, ["--queries", str(args.copy_queries)])
     benchdb.use_bench_database()  # Django on a fresh database from here on
     if "memory" in wanted:
         from bench import memory
         part("memory", results, load, memory.run)
-    if "indexing" in wanted or "search" in wanted:
+    if wanted & {"indexing", "search", "search_large"}:
         from bench import indexing
-        part("indexing", results, load, indexing.run)
-    if "search" in wanted:
+        part("indexing", results, load, indexing.run)  # the searches need its model and real images
+    if wanted & {"search", "search_large"}:
         from bench import search_latency
-        part("search", results, load, search_latency.run, seeds, size=args.search_size)
-        if args.large:
+        if "search" in wanted:
+            part("search", results, load, search_latency.run, seeds, size=args.search_size)
+        if "search_large" in wanted:
             part("search_large", results, load, search_latency.run, seeds, size=100_000)
-    if "knn" in wanted:
+    if wanted & {"knn", "knn_large"}:
         from bench import knn_bench
-        part("knn", results, load, knn_bench.run, seeds, n=args.knn_n)
-        if args.large:
-            part("knn_large", results, load, knn_bench.run, seeds, n=1_000_000, builds=((16, 64), (24, 128)))
+        if "knn" in wanted:
+            part("knn", results, load, knn_bench.run, seeds, n=args.knn_n)
+        if "knn_large" in wanted:
+            part("knn_large", results, load, knn_bench.run, seeds, n=1_000_000, builds=((16, 64), (24, 96)))
     benchdb.drop()
     rep["uptime_end"] = common.uptime()
     rep["summary"] = report.summary(results)
