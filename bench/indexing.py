@@ -8,7 +8,8 @@ embeds the next batch. Each image is new to the index for every timed pass (its 
 removed first), so every pass does the whole work.
 
 Both are measured with 1 torch thread, as `make run` and docker-compose start the index worker (a worker per
-core), and with 2, torch's default on this machine. Needs the bench database (bench.benchdb).
+core), and with 2, torch's default on this machine; and the pipeline with local features (the default, for
+copy detection) and without them (IMGSEARCH_LOCAL_FEATURES=0). Needs the bench database (bench.benchdb).
 """
 
 import torch
@@ -70,7 +71,9 @@ def pipeline(ids, task_size):
 
 
 def run(count=512):
-    """Both figures on `count` dev images (every 3rd of the labelled subset, so sizes are mixed), per thread count."""
+    """Both figures on `count` dev images (every 3rd of the labelled subset, so sizes are mixed), per thread count,
+    with local features (the default) and without (IMGSEARCH_LOCAL_FEATURES=0: the pipeline of decode, resize,
+    embed and store alone)."""
     from django.conf import settings
 
     from workers.pipeline import active_space, images_embed
@@ -85,12 +88,14 @@ def run(count=512):
     for threads in THREADS:
         torch.set_num_threads(threads)
         bare = bare_forward(embedder, tensors, batch)
-        full = pipeline(ids[batch:], task)
-        rows.append({"torch_threads": threads, "bare_forward_img_s": round(bare, 2), "pipeline_img_s": round(full, 2),
-                     "ratio": round(full / bare, 3)})
-        print(f"  indexing, {threads} torch thread(s): bare forward {bare:.1f} img/s, pipeline {full:.1f} img/s "
-              f"({full / bare:.2f}x)", flush=True)
+        for features in (True, False):
+            settings.IMGSEARCH_LOCAL_FEATURES = features
+            full = pipeline(ids[batch:], task)
+            rows.append({"torch_threads": threads, "local_features": features, "bare_forward_img_s": round(bare, 2),
+                         "pipeline_img_s": round(full, 2), "ratio": round(full / bare, 3)})
+            print(f"  indexing, {threads} torch thread(s), local features {'on' if features else 'off'}: bare forward "
+                  f"{bare:.1f} img/s, pipeline {full:.1f} img/s ({full / bare:.2f}x)", flush=True)
+    settings.IMGSEARCH_LOCAL_FEATURES = True
     torch.set_num_threads(max(THREADS))
     print(f"  decoding + pre-processing alone (1 thread): {decode_rate:.1f} img/s", flush=True)
-    return {"images": count, "batch": batch, "task_size": task, "decode_only_img_s": round(decode_rate, 2), "runs": rows,
-            "production": rows[0]}
+    return {"images": count, "batch": batch, "task_size": task, "decode_only_img_s": round(decode_rate, 2), "runs": rows}

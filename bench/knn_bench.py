@@ -25,11 +25,16 @@ def vectors(seeds_path, n, queries, seed=0, raw=False):
 
     rng = np.random.default_rng(seed)
     seeds = np.load(seeds_path).astype(np.float32)
-    data, qs = ks.mixtures(seeds, n, rng), ks.mixtures(seeds, queries, rng)
-    if raw:
-        return data, qs
-    learned = Projection.loads(seeds_path.with_suffix(".projection.npz").read_bytes())
-    return np.concatenate([learned.apply(chunk) for chunk in np.array_split(data, max(1, n // 100_000))]), learned.apply(qs)
+    learned = None if raw else Projection.loads(seeds_path.with_suffix(".projection.npz").read_bytes())
+
+    def draw(count):  # in chunks: 1M raw vectors and their temporaries would not fit in memory at once
+        chunks = []
+        for start in range(0, count, 100_000):
+            chunk = ks.mixtures(seeds, min(100_000, count - start), rng)
+            chunks.append(chunk if raw else learned.apply(chunk))
+        return np.concatenate(chunks)
+
+    return draw(n), draw(queries)
 
 
 def exact_baseline(conn, data, queries, k, exact_queries):

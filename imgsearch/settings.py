@@ -180,6 +180,9 @@ IMGSEARCH_SEARCH_REQUEUE_SECONDS = env_number("IMGSEARCH_SEARCH_REQUEUE_SECONDS"
 IMGSEARCH_SEARCH_DEADLINE_SECONDS = env_number("IMGSEARCH_SEARCH_DEADLINE_SECONDS", 300, minimum=1, maximum=86400)
 IMGSEARCH_DEFAULT_K = 20
 IMGSEARCH_MAX_K = 100
+# Local features (workers/localfeatures.py) are extracted at index time so that searches can verify copies; off,
+# indexing does about half the work (bench/indexing.py) and no search marks a copy.
+IMGSEARCH_LOCAL_FEATURES = env_bool("IMGSEARCH_LOCAL_FEATURES", True)
 # Searches verify this many of the best k-NN candidates with local features (workers/localfeatures.py), so a
 # copy of the query comes first even where the global vectors rank it lower.
 IMGSEARCH_RERANK_CANDIDATES = env_number("IMGSEARCH_RERANK_CANDIDATES", 20, minimum=1, maximum=200)

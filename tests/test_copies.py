@@ -92,3 +92,13 @@ def test_images_indexed_without_features_get_them_from_the_command(worker, clien
     assert LocalFeatures.objects.count() == 12
     job = search(client, mirrored_turned_copy(original.source_path), k=12)
     assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (original.id, "copy")
+
+
+def test_with_local_features_off_indexing_extracts_none(settings):
+    """IMGSEARCH_LOCAL_FEATURES=0: the pipeline asks for no image's features (and searches do not re-rank)."""
+    from workers.pipeline import _feature_ids
+
+    images = [IndexedImage(id=1), IndexedImage(id=2)]
+    assert _feature_ids(images) == {1, 2}
+    settings.IMGSEARCH_LOCAL_FEATURES = False
+    assert _feature_ids(images) == frozenset()

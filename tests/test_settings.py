@@ -27,6 +27,11 @@ def start_django(**env):
     ({"IMGSEARCH_MODEL": "alexnet"}, "IMGSEARCH_MODEL='alexnet' is not one of"),
     ({"IMGSEARCH_MAX_UPLOAD_MB": "lots"}, "IMGSEARCH_MAX_UPLOAD_MB='lots' is not a valid int"),
     ({"IMGSEARCH_MAX_UPLOAD_MB": "0"}, "must be between 1 and 1024"),
+    ({"IMGSEARCH_PROJECTION": "sometimes"}, "IMGSEARCH_PROJECTION='sometimes' must be auto or off"),
+    ({"IMGSEARCH_PROJECTION_MIN_IMAGES": "1"}, "must be between 2 and 10000000"),
+    ({"IMGSEARCH_LOCAL_FEATURES": "perhaps"}, "IMGSEARCH_LOCAL_FEATURES='perhaps' is not a boolean"),
+    ({"IMGSEARCH_RERANK_CANDIDATES": "0"}, "must be between 1 and 200"),
+    ({"IMGSEARCH_TASK_SIZE": "many"}, "IMGSEARCH_TASK_SIZE='many' is not a valid int"),
 ])
 def test_bad_settings_stop_start_up_with_a_clear_message(env, message):
     """Each bad value is named in an ImproperlyConfigured message at start-up."""

@@ -26,7 +26,6 @@ from .imageio import ImageDecodeError, load_rgb, make_thumbnail
 log = logging.getLogger(__name__)
 
 
-
 def _decode_threads():
     """The cores torch leaves free (at least one, at most four): more threads only slowed the model on 2 cores."""
     cores = os.cpu_count() or 1
@@ -108,12 +107,13 @@ def search_execute(job):
     vector, image = query_vector(job, space)
     embedded = time.perf_counter()
     # Re-ranking looks at more candidates than asked for, so a copy just outside the top k is brought in.
-    wanted = max(job.k, settings.IMGSEARCH_RERANK_CANDIDATES) if job.rerank else job.k
+    rerank_on = job.rerank and settings.IMGSEARCH_LOCAL_FEATURES
+    wanted = max(job.k, settings.IMGSEARCH_RERANK_CANDIDATES) if rerank_on else job.k
     candidates = knn.nearest(vector, model_key=space.key, k=wanted, min_score=job.min_score, categories=job.categories)
     queried = time.perf_counter()
     if not candidates and not Embedding.objects.filter(model_key=space.key).exists():
         raise SearchError(f"The index holds no images embedded with {space.key} yet; index some images first.")
-    if job.rerank:
+    if rerank_on:
         results, rerank_ms = rerank(job, image, candidates)[: job.k], (time.perf_counter() - queried) * 1000
     else:
         results, rerank_ms = [(image_id, score, "similar") for image_id, score in candidates], None
@@ -300,8 +300,9 @@ def _store_beside(space, embedded):
     _store_features(embedded)
 
 
-def _all_ids(images):
-    return frozenset(image.id for image in images)
+def _feature_ids(images):
+    """The ids of images to extract local features of: all of them, unless IMGSEARCH_LOCAL_FEATURES is off."""
+    return frozenset(image.id for image in images) if settings.IMGSEARCH_LOCAL_FEATURES else frozenset()
 
 
 def images_embed(image_ids, *, overwrite=False):
@@ -311,7 +312,7 @@ def images_embed(image_ids, *, overwrite=False):
     if not overwrite:
         images = images.exclude(embeddings__model_key=space.key)
     images = list(images)
-    switched, failed = _embed(images, space.embedder, with_features=_all_ids(images), store=partial(_store_active, space))
+    switched, failed = _embed(images, space.embedder, with_features=_feature_ids(images), store=partial(_store_active, space))
     _store_images([], failed)
     if any(switched):  # a reindex run made another model active while we worked: these images need its vectors
         return images_embed(image_ids)
@@ -398,7 +399,7 @@ def chunk_embed(run, image_ids, space):
     images = list(IndexedImage.objects.filter(id__in=image_ids))
     gone = len(set(image_ids)) - len(images)
     if run.overwrite:  # the active model itself: a full re-embed, as for new images
-        _, failed = _embed(images, space.embedder, with_features=_all_ids(images), store=partial(_store_active, space))
+        _, failed = _embed(images, space.embedder, with_features=_feature_ids(images), store=partial(_store_active, space))
         with transaction.atomic():
             _store_images([], failed)
             # An image that cannot be read any more should not be found by its old vector either.
@@ -408,7 +409,7 @@ def chunk_embed(run, image_ids, space):
     todo = [image for image in images if image.id not in have]
     projected = _project_stored(space, todo)
     todo = [image for image in todo if image.id not in projected]
-    missing = _all_ids(todo) - set(LocalFeatures.objects.filter(image__in=todo).values_list("image_id", flat=True))
+    missing = _feature_ids(todo) - set(LocalFeatures.objects.filter(image__in=todo).values_list("image_id", flat=True))
     # Beside the active model's vectors: searches do not see them until the run switches models.
     _, failed = _embed(todo, space.embedder, with_features=missing, store=partial(_store_beside, space))
     return len(have) + len(projected) + len(todo) - len(failed), _failures(failed), gone
