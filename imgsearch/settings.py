@@ -166,6 +166,8 @@ IMGSEARCH_MAX_PIXELS = env_number("IMGSEARCH_MAX_PIXELS", 50_000_000, minimum=1,
 # docs/benchmarks.md: at 100k x 1280, m=24/ef_construction=96 with ef_search=100 gave recall@10 0.973 at a
 # 2.9 ms median; the earlier m=16/64 with ef_search=64 gave 0.908.
 IMGSEARCH_HNSW_EF_SEARCH = env_number("IMGSEARCH_HNSW_EF_SEARCH", 100, minimum=1, maximum=1000)
+# A model's HNSW index is built once it holds this many vectors (search.knn.ensure_vector_index).
+IMGSEARCH_HNSW_MIN_VECTORS = env_number("IMGSEARCH_HNSW_MIN_VECTORS", 2000, minimum=0, maximum=100_000_000)
 IMGSEARCH_TORCH_THREADS = env_number("IMGSEARCH_TORCH_THREADS", 0, minimum=0, maximum=256)  # 0: torch's default
 # A running reindex with no chunk started or finished for this long has lost a worker: its chunks are re-sent.
 IMGSEARCH_REINDEX_STALL_SECONDS = env_number("IMGSEARCH_REINDEX_STALL_SECONDS", 300, minimum=5, maximum=86400)

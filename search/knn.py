@@ -28,18 +28,39 @@ def index_name(model_key):
 
 
 def ensure_vector_index(model_key, dim):
-    """Create the model's HNSW cosine index if it is missing. Safe to call from many workers at once."""
+    """Create the model's HNSW cosine index once it holds IMGSEARCH_HNSW_MIN_VECTORS vectors; True if it exists.
+
+    Below that an exact scan answers in a millisecond or two, and every vector written to an HNSW index costs
+    its graph search (7 to 10 ms at 1280 dimensions on 2 cores: most of what storing an image cost), so small
+    indexes go without; one built in bulk later is much cheaper than the same graph grown one insert at a
+    time. Safe to call from many workers at once, and cheap once the index exists.
+    """
     _check(model_key, dim)
     if dim > HNSW_MAX_DIM:
         return False  # pgvector 0.6 cannot index it; search scans exactly instead
+    name = index_name(model_key)
     statement = sql.SQL(
         "CREATE INDEX IF NOT EXISTS {name} ON search_embedding USING hnsw ((vector::vector({dim})) vector_cosine_ops)"
         " WITH (m = 24, ef_construction = 96) WHERE model_key = {key}"
-    ).format(name=sql.Identifier(index_name(model_key)), dim=sql.Literal(int(dim)), key=sql.Literal(model_key))
+    ).format(name=sql.Identifier(name), dim=sql.Literal(int(dim)), key=sql.Literal(model_key))
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s AND relkind = 'i'", [name])
+        if cursor.fetchone():
+            return True
+        wanted = settings.IMGSEARCH_HNSW_MIN_VECTORS
+        cursor.execute("SELECT count(*) FROM (SELECT 1 FROM search_embedding WHERE model_key = %s LIMIT %s) AS s",
+                       [model_key, wanted])
+        if cursor.fetchone()[0] < wanted:
+            return False
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [model_key])
         cursor.execute(statement.as_string(cursor.connection))
     return True
+
+
+def drop_vector_index(model_key):
+    """Drop the model's HNSW index (its vectors stay): for raw vectors only kept to learn projections from."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(model_key))))
 
 
 def vector_literal(vector):

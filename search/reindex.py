@@ -17,7 +17,6 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from psycopg import sql
 
 from workers.registry import MODELS
 
@@ -86,8 +85,7 @@ def model_versions_drop(versions=None):
     for version in versions:
         with transaction.atomic():
             embeddings += Embedding.objects.filter(model_key=version.key).delete()[0]
-            with connection.cursor() as cursor:
-                cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(knn.index_name(version.key))))
+            knn.drop_vector_index(version.key)
             version.delete()
         dropped += 1
     return dropped, embeddings
@@ -260,6 +258,8 @@ def _finish(run):
     for image in unreadable:
         image.status, image.error = IndexedImage.Status.FAILED, failed[image.id][:2000]
     IndexedImage.objects.bulk_update(unreadable, ["status", "error"])
+    # Built in one go now, from every vector of the run: cheaper than growing it one insert at a time.
+    knn.ensure_vector_index(run.model_key, ModelVersion.objects.values_list("dim", flat=True).get(key=run.model_key))
     ModelVersion.objects.filter(active=True).exclude(key=run.model_key).update(active=False)
     ModelVersion.objects.filter(key=run.model_key).update(active=True)
     ReindexRun.objects.filter(id=run.id).update(status=Status.DONE, finished_at=timezone.now())
@@ -267,8 +267,11 @@ def _finish(run):
     if run.drop_old:
         transaction.on_commit(lambda: _send("workers.drop_inactive_models", countdown=DROP_GRACE_SECONDS))
         return
-    # Projections replaced by this one are derived data (learned again at will): their vectors go.
+    # Projections replaced by this one are derived data (learned again at will): their vectors go. Searches use
+    # the projected vectors now, so the raw ones need no index: each new image no longer pays for its graph.
     version = ModelVersion.objects.defer("projection").get(key=run.model_key)
+    if version.base_key:
+        knn.drop_vector_index(version.base_key)
     replaced = list(ModelVersion.objects.filter(base_key=version.base_key or version.key, active=False)
                     .exclude(base_key="").values_list("key", flat=True))
     if replaced:

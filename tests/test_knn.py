@@ -52,8 +52,29 @@ def test_models_do_not_mix():
     assert knn.nearest(unit([1, 0, 0]), model_key="c:1", k=10) == []
 
 
-def test_the_query_plan_uses_the_model_hnsw_index():
+def test_the_index_is_built_only_once_the_model_has_enough_vectors(settings):
+    """Below IMGSEARCH_HNSW_MIN_VECTORS an exact scan answers; at it the HNSW index is built, once."""
+    settings.IMGSEARCH_HNSW_MIN_VECTORS = 30
+    rng = np.random.default_rng(3)
+    vectors = [unit(rng.normal(size=16)) for _ in range(29)]
+    ids = add_images(vectors, model_key="grow:1")
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    assert knn.ensure_vector_index("grow:1", 16) is False
+    assert knn.nearest(vectors[4], model_key="grow:1", k=1)[0][0] == ids[4]
+    extra = IndexedImage.objects.create(content_hash="grow-30", file="x/30.png", title="30")
+    Embedding.objects.create(image=extra, model_key="grow:1", vector=unit(rng.normal(size=16)))
+    assert knn.ensure_vector_index("grow:1", 16) is True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = %s", [knn.index_name("grow:1")])
+        assert cursor.fetchone()[0] == 1
+    knn.drop_vector_index("grow:1")
+    assert knn.nearest(vectors[4], model_key="grow:1", k=1)[0][0] == ids[4]
+
+
+def test_the_query_plan_uses_the_model_hnsw_index(settings):
     """With the model's index built, PostgreSQL answers the k-NN query from it, not by a scan."""
+    settings.IMGSEARCH_HNSW_MIN_VECTORS = 100
     rng = np.random.default_rng(1)
     add_images([unit(rng.normal(size=32)) for _ in range(200)], model_key="plan:1")
     with connection.cursor() as cursor:

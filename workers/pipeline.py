@@ -314,6 +314,7 @@ def images_embed(image_ids, *, overwrite=False):
     images = list(images)
     switched, failed = _embed(images, space.embedder, with_features=_feature_ids(images), store=partial(_store_active, space))
     _store_images([], failed)
+    knn.ensure_vector_index(space.key, space.dim)  # built once the index has grown enough
     if any(switched):  # a reindex run made another model active while we worked: these images need its vectors
         return images_embed(image_ids)
     return len(images) - len(failed), len(failed)
@@ -362,7 +363,6 @@ def reindex_plan_run(run_id):
     except embedder_module.WeightsError as exc:
         reindex.reindex_fail(run_id, str(exc))
         return None
-    knn.ensure_vector_index(space.key, space.dim)  # again: it may have been dropped with an old model
     return reindex.reindex_plan(run_id, model_key=space.key)
 
 
@@ -404,6 +404,7 @@ def chunk_embed(run, image_ids, space):
             _store_images([], failed)
             # An image that cannot be read any more should not be found by its old vector either.
             Embedding.objects.filter(image__in=[image for image, _ in failed], model_key=space.key).delete()
+        knn.ensure_vector_index(space.key, space.dim)
         return len(images) - len(failed), _failures(failed), gone
     have = set(Embedding.objects.filter(image_id__in=image_ids, model_key=space.key).values_list("image_id", flat=True))
     todo = [image for image in images if image.id not in have]
