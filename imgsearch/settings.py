@@ -180,6 +180,9 @@ IMGSEARCH_SEARCH_MAX_ATTEMPTS = env_number("IMGSEARCH_SEARCH_MAX_ATTEMPTS", 3, m
 # A search pending this long may have lost its message (Redis restarted) and is sent again; past the deadline it fails.
 IMGSEARCH_SEARCH_REQUEUE_SECONDS = env_number("IMGSEARCH_SEARCH_REQUEUE_SECONDS", 30, minimum=1, maximum=3600)
 IMGSEARCH_SEARCH_DEADLINE_SECONDS = env_number("IMGSEARCH_SEARCH_DEADLINE_SECONDS", 300, minimum=1, maximum=86400)
+# GET /api/v1/searches/{id}/?wait=N (search/waiting.py): at most this many requests per web process wait at once.
+IMGSEARCH_WAIT_SLOTS = env_number("IMGSEARCH_WAIT_SLOTS", 4, minimum=0, maximum=1000)
+IMGSEARCH_MAX_WAIT_SECONDS = 10
 IMGSEARCH_DEFAULT_K = 20
 IMGSEARCH_MAX_K = 100
 # Local features (workers/localfeatures.py) are extracted at index time so that searches can verify copies; off,

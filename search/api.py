@@ -207,14 +207,28 @@ def search_list(request):
     ])
 
 
+class SearchWaitSerializer(serializers.Serializer):
+    wait = serializers.IntegerField(
+        min_value=0, max_value=settings.IMGSEARCH_MAX_WAIT_SECONDS, default=0,
+        help_text="Seconds to wait for a pending or running job to end before answering (0: answer at once). The "
+                  "answer comes the moment the job ends; when the server is too busy to wait it answers at once.",
+    )
+
+
 @extend_schema(
-    operation_id="search_get", summary="Follow a search",
-    description="The job's status, and once done its results best first with timings. Poll every few hundred ms.",
-    responses={200: openapi.SearchJobSerializer, 401: openapi.UNAUTHORIZED, 404: openapi.NOT_FOUND},
+    operation_id="search_get", summary="Follow a search", parameters=[SearchWaitSerializer],
+    description="The job's status, and once done its results best first with timings. Ask with `wait` (e.g. "
+                "`?wait=10`) to get the answer as soon as the job ends; without it, poll every few hundred ms.",
+    responses={200: openapi.SearchJobSerializer, 400: openapi.BAD_REQUEST, 401: openapi.UNAUTHORIZED,
+               404: openapi.NOT_FOUND},
 )
 @api_view(["GET"])
 def search_detail(request, job_id):
     job = get_object_or_404(services.visible_jobs(request), id=job_id)
+    params = SearchWaitSerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    if params.validated_data["wait"] and job.status in (SearchJob.Status.PENDING, SearchJob.Status.RUNNING):
+        services.search_job_wait(job, params.validated_data["wait"])
     return Response(job_json(request, job))
 
 

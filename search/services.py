@@ -5,9 +5,9 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
+from . import waiting
 from .models import Embedding, IndexedImage, ModelVersion, SearchJob
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ def visible_jobs(request):
 
 def search_queue_full():
     """Back-pressure: too many searches wait already, so a new one would only time out."""
-    waiting = SearchJob.objects.filter(status=SearchJob.Status.PENDING)[: settings.IMGSEARCH_MAX_PENDING_SEARCHES + 1]
-    return waiting.count() > settings.IMGSEARCH_MAX_PENDING_SEARCHES
+    queued = SearchJob.objects.filter(status=SearchJob.Status.PENDING)[: settings.IMGSEARCH_MAX_PENDING_SEARCHES + 1]
+    return queued.count() > settings.IMGSEARCH_MAX_PENDING_SEARCHES
 
 
 def search_job_enqueue(job_id):
@@ -62,13 +62,14 @@ def search_job_claim(job_id):
     """Move a pending job, or one whose worker died mid-search, to running; None when it is not ours to run."""
     now = timezone.now()
     # A job still "running" past the stale deadline lost its worker (killed, OOM): it may be taken again.
-    stale = Q(status=SearchJob.Status.RUNNING, started_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_STALE_SECONDS))
-    claimed = (
-        SearchJob.objects.filter(Q(status=SearchJob.Status.PENDING) | stale, id=job_id)
-        .filter(attempts__lt=settings.IMGSEARCH_SEARCH_MAX_ATTEMPTS)
-        .update(status=SearchJob.Status.RUNNING, started_at=now, attempts=F("attempts") + 1)
+    # One statement that updates and returns the row: a search is short, and every round trip shows.
+    claimed = SearchJob.objects.raw(
+        f"UPDATE {SearchJob._meta.db_table} SET status = %s, started_at = %s, attempts = attempts + 1"
+        " WHERE id = %s AND attempts < %s AND (status = %s OR (status = %s AND started_at < %s)) RETURNING *",
+        [SearchJob.Status.RUNNING, now, job_id, settings.IMGSEARCH_SEARCH_MAX_ATTEMPTS, SearchJob.Status.PENDING,
+         SearchJob.Status.RUNNING, now - timedelta(seconds=settings.IMGSEARCH_SEARCH_STALE_SECONDS)],
     )
-    return SearchJob.objects.get(id=job_id) if claimed else None
+    return next(iter(claimed), None)
 
 
 def search_jobs_reap(now=None):
@@ -107,7 +108,15 @@ def search_job_complete(job, results, *, model_key, embed_ms, query_ms, rerank_m
         "total_ms": _ms(now - job.created_at),
     }
     job.status, job.finished_at = SearchJob.Status.DONE, now
-    job.save(update_fields=["results", "model_key", "timings", "status", "finished_at"])
+    job.save(update_fields=["results", "model_key", "timings", "status", "finished_at"])  # a trigger announces it
+
+
+def search_job_wait(job, seconds):
+    """Wait up to `seconds` for a pending or running job to end (search.waiting), then reload it."""
+    ended = SearchJob.objects.filter(id=job.id, status__in=(SearchJob.Status.DONE, SearchJob.Status.FAILED))
+    waiting.wait_for(job.id, seconds, ended.exists)
+    job.refresh_from_db()
+    return job
 
 
 def search_job_fail(job_id, reason):

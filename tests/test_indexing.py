@@ -1,12 +1,11 @@
 """Adding files to the index (the part that runs in the management command, before any worker)."""
 
-import io
 
 import pytest
 from PIL import Image
 
 from search import indexing
-from search.models import Collection, IndexedImage
+from search.models import IndexedImage
 
 pytestmark = pytest.mark.django_db
 

@@ -4,6 +4,7 @@ import { format, gettext } from "./i18n.js";
 const SEARCHES_URL = "/api/v1/searches/";
 const FAVOURITES_URL = "/api/v1/favorites/";
 const POLL_MS = 350;
+const WAIT_S = 10;
 const POLL_TIMEOUT_MS = 3 * 60 * 1000;
 
 export class ApiError extends Error {
@@ -69,15 +70,18 @@ export function searchUrl(jobId) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Follow a job until it is done (returned) or failed (thrown); `onStatus` hears each state. */
+/** Follow a job until it is done (returned) or failed (thrown); `onStatus` hears each state. The server holds
+ * each request until the job ends (up to WAIT_S seconds), so results show the moment they are stored; when it
+ * answers at once with the job still going (too busy to wait), we poll every POLL_MS instead. */
 export async function searchWait(url, onStatus, signal) {
   const deadline = Date.now() + POLL_TIMEOUT_MS;
   while (Date.now() < deadline) {
-    const job = await request(url, { signal });
+    const asked = Date.now();
+    const job = await request(`${url}?wait=${WAIT_S}`, { signal });
     if (job.status === "done") return job;
     if (job.status === "failed") throw new ApiError(job.error || gettext("The search failed."));
     onStatus(job.status);
-    await sleep(POLL_MS);
+    if (Date.now() - asked < POLL_MS) await sleep(POLL_MS);
     if (signal && signal.aborted) throw new DOMException("aborted", "AbortError");
   }
   throw new ApiError(gettext("The search is taking too long. Please try again later."));
