@@ -35,8 +35,9 @@ def fill_index(size, seeds_path, model_key, seed=0):
     rng = np.random.default_rng(seed)
     seeds, tags = np.load(seeds_path), json.loads(seeds_path.with_suffix(".tags.json").read_text())
     blobs = [bytes(b) for b in LocalFeatures.objects.values_list("data", flat=True)]
-    for start in range(0, max(0, missing), 5000):
-        count = min(5000, missing - start)
+    first_number = IndexedImage.objects.filter(content_hash__startswith="synthetic-").count()  # a second fill goes on
+    for start in range(first_number, first_number + max(0, missing), 5000):
+        count = min(5000, first_number + missing - start)
         first, second = rng.integers(0, len(seeds), count), rng.integers(0, len(seeds), count)
         weight = rng.uniform(0.5, 1.0, size=(count, 1)).astype(np.float32)
         vectors = np.maximum(weight * seeds[first] + (1 - weight) * seeds[second], 0)
