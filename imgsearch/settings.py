@@ -163,9 +163,8 @@ IMGSEARCH_BATCH_SIZE = env_number("IMGSEARCH_BATCH_SIZE", 32, minimum=1, maximum
 IMGSEARCH_TASK_SIZE = env_number("IMGSEARCH_TASK_SIZE", 8 * IMGSEARCH_BATCH_SIZE, minimum=1, maximum=10_000)
 IMGSEARCH_MAX_UPLOAD_BYTES = env_number("IMGSEARCH_MAX_UPLOAD_MB", 20, minimum=1, maximum=1024) * 1024 * 1024
 IMGSEARCH_MAX_PIXELS = env_number("IMGSEARCH_MAX_PIXELS", 50_000_000, minimum=1, maximum=1_000_000_000)
-# docs/benchmarks.md: at 1M projected vectors (search.knn's m=32, ef_construction=200) ef_search=400 gave
-# recall@10 0.961 at a 3.5 ms median; 200 gave 0.950, 100 0.946.
-IMGSEARCH_HNSW_EF_SEARCH = env_number("IMGSEARCH_HNSW_EF_SEARCH", 400, minimum=1, maximum=1000)
+# pgvector's hnsw.ef_search; 0: by the index's size (search.knn.auto_ef_search: 100, 400 from 300k vectors).
+IMGSEARCH_HNSW_EF_SEARCH = env_number("IMGSEARCH_HNSW_EF_SEARCH", 0, minimum=0, maximum=1000)
 # A model's HNSW index is built once it holds this many vectors (search.knn.ensure_vector_index).
 IMGSEARCH_HNSW_MIN_VECTORS = env_number("IMGSEARCH_HNSW_MIN_VECTORS", 2000, minimum=0, maximum=100_000_000)
 IMGSEARCH_TORCH_THREADS = env_number("IMGSEARCH_TORCH_THREADS", 0, minimum=0, maximum=256)  # 0: torch's default

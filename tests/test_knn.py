@@ -106,3 +106,17 @@ def test_unsafe_model_keys_are_refused():
     """Model keys are inlined as SQL literals, so anything but a plain key is refused."""
     with pytest.raises(ValueError):
         knn.nearest(unit([1, 0]), model_key="x'; DROP TABLE search_embedding; --", k=1)
+
+
+def test_ef_search_widens_once_the_index_is_large(settings, monkeypatch):
+    """0 (the default) picks 100 for a small index and 400 for a large one; a configured value wins."""
+    settings.IMGSEARCH_HNSW_MIN_VECTORS = 10
+    rng = np.random.default_rng(4)
+    add_images([unit(rng.normal(size=8)) for _ in range(20)], model_key="size:1")
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    assert knn.ensure_vector_index("size:1", 8)
+    assert knn.auto_ef_search("size:1", max_age=0) == 100
+    monkeypatch.setattr(knn, "LARGE_INDEX", 15)
+    assert knn.auto_ef_search("size:1", max_age=0) == 400
+    assert knn.auto_ef_search("missing:1", max_age=0) == 100  # no index yet
