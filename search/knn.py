@@ -32,13 +32,14 @@ def index_name(model_key):
     return "emb_hnsw_" + re.sub(r"[^a-z0-9]+", "_", model_key.lower())[:50]
 
 
-def ensure_vector_index(model_key, dim):
+def ensure_vector_index(model_key, dim, *, wait=True):
     """Create the model's HNSW cosine index once it holds IMGSEARCH_HNSW_MIN_VECTORS vectors; True if it exists.
 
     Below that an exact scan answers in a millisecond or two, and every vector written to an HNSW index costs
     its graph search (7 to 10 ms at 1280 dimensions on 2 cores: most of what storing an image cost), so small
     indexes go without; one built in bulk later is much cheaper than the same graph grown one insert at a
-    time. Safe to call from many workers at once, and cheap once the index exists.
+    time. Safe to call from many workers at once, and cheap once the index exists. With wait=False a build
+    another session has under way is not waited for: False comes back at once.
     """
     _check(model_key, dim)
     if dim > HNSW_MAX_DIM:
@@ -50,17 +51,38 @@ def ensure_vector_index(model_key, dim):
     ).format(name=sql.Identifier(name), dim=sql.Literal(int(dim)), key=sql.Literal(model_key),
              m=sql.Literal(HNSW_M), ef_construction=sql.Literal(HNSW_EF_CONSTRUCTION))
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s AND relkind = 'i'", [name])
-        if cursor.fetchone():
+        if _index_exists(cursor, model_key):
             return True
-        wanted = settings.IMGSEARCH_HNSW_MIN_VECTORS
-        cursor.execute("SELECT count(*) FROM (SELECT 1 FROM search_embedding WHERE model_key = %s LIMIT %s) AS s",
-                       [model_key, wanted])
-        if cursor.fetchone()[0] < wanted:
+        if not _enough_vectors(cursor, model_key):
             return False
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [model_key])
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [model_key])
+        else:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", [model_key])
+            if not cursor.fetchone()[0]:
+                return False
         cursor.execute(statement.as_string(cursor.connection))
     return True
+
+
+def needs_vector_index(model_key, dim):
+    """Whether ensure_vector_index would build the model's index now (it has enough vectors and none yet)."""
+    if dim > HNSW_MAX_DIM:
+        return False
+    with connection.cursor() as cursor:
+        return not _index_exists(cursor, model_key) and _enough_vectors(cursor, model_key)
+
+
+def _index_exists(cursor, model_key):
+    cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s AND relkind = 'i'", [index_name(model_key)])
+    return cursor.fetchone() is not None
+
+
+def _enough_vectors(cursor, model_key):
+    wanted = settings.IMGSEARCH_HNSW_MIN_VECTORS
+    cursor.execute("SELECT count(*) FROM (SELECT 1 FROM search_embedding WHERE model_key = %s LIMIT %s) AS s",
+                   [model_key, wanted])
+    return cursor.fetchone()[0] >= wanted
 
 
 def drop_vector_index(model_key):

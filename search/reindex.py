@@ -258,8 +258,11 @@ def _finish(run):
     for image in unreadable:
         image.status, image.error = IndexedImage.Status.FAILED, failed[image.id][:2000]
     IndexedImage.objects.bulk_update(unreadable, ["status", "error"])
-    # Built in one go now, from every vector of the run: cheaper than growing it one insert at a time.
-    knn.ensure_vector_index(run.model_key, ModelVersion.objects.values_list("dim", flat=True).get(key=run.model_key))
+    # The run's vector index is built in one go from all its vectors (cheaper than growing it one insert at a
+    # time), by a task of its own: at a million vectors it takes minutes, longer than a chunk may run.
+    if knn.needs_vector_index(run.model_key, ModelVersion.objects.values_list("dim", flat=True).get(key=run.model_key)):
+        transaction.on_commit(lambda: _send("workers.reindex_build_index", run.id))
+        return
     ModelVersion.objects.filter(active=True).exclude(key=run.model_key).update(active=False)
     ModelVersion.objects.filter(key=run.model_key).update(active=True)
     ReindexRun.objects.filter(id=run.id).update(status=Status.DONE, finished_at=timezone.now())
@@ -276,6 +279,22 @@ def _finish(run):
                     .exclude(base_key="").values_list("key", flat=True))
     if replaced:
         transaction.on_commit(lambda: _send("workers.drop_inactive_models", replaced, countdown=DROP_GRACE_SECONDS))
+
+
+def reindex_build_index(run_id):
+    """Build the vector index of a run whose chunks are all counted, then finish the run (switch models)."""
+    run = ReindexRun.objects.filter(id=run_id, status=Status.RUNNING).first()
+    if run is None:
+        return None
+    ReindexRun.objects.filter(id=run_id).update(heartbeat_at=timezone.now())
+    dim = ModelVersion.objects.values_list("dim", flat=True).get(key=run.model_key)
+    if knn.needs_vector_index(run.model_key, dim) and not knn.ensure_vector_index(run.model_key, dim, wait=False):
+        return run  # another worker is building it (a resend after a long build): that one finishes the run
+    with transaction.atomic():
+        run = ReindexRun.objects.select_for_update().filter(id=run_id, status=Status.RUNNING).first()
+        if run is not None and not run.chunks.filter(finished_at=None).exists():
+            _finish(run)
+    return ReindexRun.objects.get(id=run_id)
 
 
 def _send(name, *args, countdown=None):

@@ -9,13 +9,15 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
-from search import reindex
+from search import knn, reindex
 from search.models import Embedding, IndexedImage, ModelVersion, ReindexChunk, ReindexRun
 
 from .conftest import ROOT, WEIGHTS, edited_copy, wait_for_job, wait_until_ready
@@ -74,6 +76,34 @@ def test_a_chunk_delivered_twice_is_counted_once_and_the_last_one_switches_the_m
     assert (run.done, run.failed, run.status, run.total) == (3, 1, "done", 4)
     assert run.finished_at and run.failures == [{"image_id": second.image_ids[1], "reason": "broken"}]
     assert ModelVersion.objects.get(active=True).key == "test:1"
+
+
+@pytest.mark.django_db
+def test_a_run_big_enough_for_a_vector_index_builds_it_in_a_task_of_its_own_before_the_switch(
+        settings, django_capture_on_commit_callbacks):
+    """At a million vectors the build outlasts a chunk's time limit: the last chunk hands it to its own task,
+    a resend while it builds returns at once, and the model switches only once the index exists."""
+    settings.IMGSEARCH_HNSW_MIN_VECTORS = 4
+    ready_images(4)
+    run = planned_run(chunk_size=4)
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred FK checks
+    with django_capture_on_commit_callbacks() as sent:
+        run = reindex.reindex_chunk_finish(run.chunks.get(), done=4, failures=[])
+    assert run.status == "running" and ModelVersion.objects.get(active=True).key == "test:old"
+    assert len(sent) == 1 and knn.needs_vector_index("test:1", 3)
+    # Another worker is building it: this delivery neither waits nor switches.
+    other = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+    try:
+        other.execute("SELECT pg_advisory_lock(hashtext('test:1'))")
+        assert reindex.reindex_build_index(run.id).status == "running"
+    finally:
+        other.close()
+    assert knn.needs_vector_index("test:1", 3)
+    run = reindex.reindex_build_index(run.id)
+    assert run.status == "done" and ModelVersion.objects.get(active=True).key == "test:1"
+    assert not knn.needs_vector_index("test:1", 3)  # built
+    assert reindex.reindex_build_index(run.id) is None  # a late resend finds nothing to do
 
 
 @pytest.mark.django_db

@@ -76,6 +76,13 @@ def reindex_chunk(self, run_id, number):
         raise self.retry(exc=exc, countdown=5 * (self.request.retries + 1)) from None
 
 
+# Building a million-vector HNSW index takes minutes (docs/benchmarks.md): far past a chunk's time limit.
+@shared_task(name="workers.reindex_build_index", max_retries=0, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
+def reindex_build_index(run_id):
+    """The last step of a run with enough vectors for an index: build it, then switch models."""
+    reindex.reindex_build_index(run_id)
+
+
 @shared_task(name="workers.reindex_resume", max_retries=0)
 def reindex_resume():
     """Beat, every minute: send again the chunks of runs whose worker died."""
