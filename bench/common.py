@@ -97,7 +97,8 @@ def machine():
     import psutil
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!docs"],  # docs/: this report's own files
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return {
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
