@@ -16,14 +16,25 @@ def summary(parts):
     """Summary rows for whichever parts ran."""
     rows = []
     for name, make in (("indexing", _indexing), ("search", _search), ("search_large", _search), ("knn", _knn),
-                       ("knn_large", _knn), ("memory", _memory), ("quality", _quality), ("copies", _copies)):
+                       ("knn_large", _knn), ("memory", _memory), ("quality", _quality), ("copies", _copies),
+                       ("gpu", _gpu)):
         part = parts.get(name)
         if part and "error" not in part:
             rows += make(part)
         elif part:
             rows.append(row(f"{name}: did not complete", part["error"][:120], passed=False))
-    rows.append(row("GPU embedding throughput", "not measured: no GPU on this machine"))
+    if "gpu" not in parts:
+        rows.append(row("GPU embedding throughput", "not measured: the gpu part has not run"))
     return rows
+
+
+def _gpu(p):
+    if "skipped" in p:
+        return [row("GPU embedding throughput", f"not measured: {p['skipped']}")]
+    rows = [row(f"GPU ({p['device']}) embedding throughput, decode ({p['decode_processes']} processes) + forward, batch "
+                f"{r['batch']}, {p['dtype']}", f"{r['pipeline_img_s']} img/s", f"{r['bare_forward_img_s']} img/s (bare forward)",
+                f"{r['ratio']:.2f}x", ">= 0.8x", r["ratio"] >= 0.8) for r in p["runs"]]
+    return rows + [row(f"GPU: decoding alone ({p['decode_processes']} processes, {p['source']})", f"{p['decode_only_img_s']} img/s")]
 
 
 def _indexing(p):

@@ -23,7 +23,7 @@ from bench import benchdb, common, report  # noqa: E402
 DOCS = common.ROOT / "docs"
 
 
-PARTS = ("quality", "copies", "memory", "indexing", "search", "knn")
+PARTS = ("quality", "copies", "memory", "indexing", "search", "knn", "gpu")
 LARGE_PARTS = ("search_large", "knn_large")
 
 
@@ -74,6 +74,9 @@ def main():
     if "copies" in wanted:
         from bench import copy_detection
         part("copies", results, load, copy_detection.run, ["--queries", str(args.copy_queries)])
+    if "gpu" in wanted:  # where torch sees no GPU this records only that
+        from bench import gpu
+        part("gpu", results, load, gpu.run)
     benchdb.use_bench_database()  # Django on a fresh database from here on
     if "memory" in wanted:
         from bench import memory
