@@ -363,6 +363,26 @@ def test_a_run_resumes_after_its_worker_is_killed(worker, worker_env, many_photo
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+def test_a_run_big_enough_for_an_index_builds_it_on_a_real_worker_then_switches(worker, worker_env, photo_folder,
+                                                                                  lone_index_queue):
+    """A worker that indexes from 5 vectors: the run's last chunk sends workers.reindex_build_index, which builds
+    the new model's HNSW index and switches; searches then use it."""
+    builder = start_index_worker({**worker_env, "IMGSEARCH_HNSW_MIN_VECTORS": "5"}, "builder")
+    try:
+        call_command("index_images", str(photo_folder))
+        run = wait_for_run(reindex.reindex_start(ReindexRun(arch=SWITCH_ARCH, weights="random")))
+        assert (run.status, run.done, run.failed) == ("done", 12, 0), run.error
+        assert ModelVersion.objects.get(active=True).key == run.model_key
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [knn.index_name(run.model_key)])
+            assert "hnsw" in cursor.fetchone()[0]
+    finally:
+        os.killpg(builder.pid, signal.SIGTERM)
+        builder.wait(30)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_a_cancelled_run_stops_and_the_active_model_stays(worker, many_photos, settings):
     """Cancelling mid-run stops the work within a chunk or two; searches keep the model they had."""
     settings.IMGSEARCH_TASK_SIZE = 1
