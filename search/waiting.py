@@ -55,6 +55,13 @@ def _listener():
     return connection_
 
 
+def close():
+    """Close this thread's listening connection, if it has one (before its database goes away)."""
+    connection_ = _local.__dict__.pop("connection", None)
+    if connection_ is not None:
+        connection_.close()
+
+
 def _semaphore(count):
     with _lock:
         if count not in _slots:

@@ -11,6 +11,13 @@ from search.models import SearchJob
 pytestmark = pytest.mark.django_db(transaction=True)  # the trigger's NOTIFY is delivered on commit
 
 
+@pytest.fixture(autouse=True)
+def _listener_closed():
+    """The listening connection a wait keeps must not outlive the test database, which is dropped at the end."""
+    yield
+    waiting.close()
+
+
 @pytest.fixture
 def pending_job(client, django_user_model):
     """A pending search of the signed-in client's, never sent to a worker (a test's worker may be running)."""
