@@ -169,6 +169,8 @@ def run(device="cuda", images=2048, batches=BATCHES, processes=None):
     with tempfile.TemporaryDirectory() as folder, \
             ProcessPoolExecutor(processes, initializer=_init_decoder, initargs=(ARCH,)) as pool:
         paths, source = _images(images, folder)
+        if len(paths) < 2 * max(batches):  # a warm-up batch, then at least one timed batch
+            raise ValueError(f"{len(paths)} images for batches of {max(batches)}: give --images {2 * max(batches)} or more")
         decode_img_s = decode_only(pool, paths)  # also starts the pool before CUDA is, as forked children need
         model = _Model(device)
         name = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else "cpu"
@@ -190,11 +192,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu, to check the code here")
     parser.add_argument("--images", type=int, default=2048)
-    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
+    parser.add_argument("--batches", type=_sizes, default=BATCHES, help="comma-separated batch sizes (default 32,256)")
     parser.add_argument("--processes", type=int, default=0, help="decoding processes (default: one per core)")
     args = parser.parse_args()
-    batches = tuple(int(b) for b in args.batches.split(","))
-    print(json.dumps(run(args.device, args.images, batches, args.processes or None), indent=2))
+    print(json.dumps(run(args.device, args.images, args.batches, args.processes or None), indent=2))
+
+
+def _sizes(text):
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("batch sizes must be at least 1")
+    return sizes
 
 
 if __name__ == "__main__":

@@ -258,9 +258,10 @@ def _finish(run):
     for image in unreadable:
         image.status, image.error = IndexedImage.Status.FAILED, failed[image.id][:2000]
     IndexedImage.objects.bulk_update(unreadable, ["status", "error"])
+    version = ModelVersion.objects.defer("projection").get(key=run.model_key)
     # The run's vector index is built in one go from all its vectors (cheaper than growing it one insert at a
     # time), by a task of its own: at a million vectors it takes minutes, longer than a chunk may run.
-    if knn.needs_vector_index(run.model_key, ModelVersion.objects.values_list("dim", flat=True).get(key=run.model_key)):
+    if knn.needs_vector_index(version.key, version.dim):
         transaction.on_commit(lambda: _send("workers.reindex_build_index", run.id))
         return
     ModelVersion.objects.filter(active=True).exclude(key=run.model_key).update(active=False)
@@ -272,7 +273,6 @@ def _finish(run):
         return
     # Projections replaced by this one are derived data (learned again at will): their vectors go. Searches use
     # the projected vectors now, so the raw ones need no index: each new image no longer pays for its graph.
-    version = ModelVersion.objects.defer("projection").get(key=run.model_key)
     if version.base_key:
         knn.drop_vector_index(version.base_key)
     replaced = list(ModelVersion.objects.filter(base_key=version.base_key or version.key, active=False)
@@ -288,6 +288,7 @@ def reindex_build_index(run_id):
         return None
     ReindexRun.objects.filter(id=run_id).update(heartbeat_at=timezone.now())
     dim = ModelVersion.objects.values_list("dim", flat=True).get(key=run.model_key)
+    # ensure_vector_index says False both for "too few vectors" and "another worker is building it": ask first.
     if knn.needs_vector_index(run.model_key, dim) and not knn.ensure_vector_index(run.model_key, dim, wait=False):
         return run  # another worker is building it (a resend after a long build): that one finishes the run
     with transaction.atomic():
@@ -334,9 +335,14 @@ def projection_due():
     return False, "The projection is up to date."
 
 
+def _raw_rows(base_key):
+    """The raw vectors of ready images, what a projection of the model is learned from."""
+    return Embedding.objects.filter(model_key=base_key, image__status=IndexedImage.Status.READY)
+
+
 def _raw_counts(base_key):
     """(ready images with a raw vector of the model, those of them with given tags)."""
-    rows = Embedding.objects.filter(model_key=base_key, image__status=IndexedImage.Status.READY)
+    rows = _raw_rows(base_key)
     return rows.count(), rows.exclude(image__user_tags=[]).count()
 
 
@@ -372,8 +378,7 @@ def projection_learn():
 
 def _raw_sample(base_key):
     """(raw vectors, given tags) of ready images, at most projection.MAX_FIT_VECTORS of them chosen at random."""
-    rows = Embedding.objects.filter(model_key=base_key, image__status=IndexedImage.Status.READY)
-    ids = list(rows.values_list("id", flat=True))
+    ids = list(_raw_rows(base_key).values_list("id", flat=True))
     if len(ids) > projection.MAX_FIT_VECTORS:
         ids = np.random.default_rng(0).choice(ids, projection.MAX_FIT_VECTORS, replace=False).tolist()
     vectors, tags = [], []

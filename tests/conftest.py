@@ -131,6 +131,16 @@ def worker(worker_env):
         proc.kill()
 
 
+def search_upload(client, data, **params):
+    """POST image bytes as a search (202 expected) and follow the job until it ends; its final JSON."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("query.jpg", data, content_type="image/jpeg")
+    response = client.post("/api/v1/searches/", {"image": upload, **params})
+    assert response.status_code == 202, response.content
+    return wait_for_job(client, response.json()["url"])
+
+
 def wait_for_job(client, url, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

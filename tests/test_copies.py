@@ -3,23 +3,15 @@
 import io
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from PIL import Image
 
 from search.models import IndexedImage, LocalFeatures
 from workers import localfeatures
 
-from .conftest import jpeg_bytes, wait_for_job
+from .conftest import jpeg_bytes, search_upload, wait_for_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def search(client, data, **params):
-    upload = SimpleUploadedFile("query.jpg", data, content_type="image/jpeg")
-    response = client.post("/api/v1/searches/", {"image": upload, **params})
-    assert response.status_code == 202, response.content
-    return wait_for_job(client, response.json()["url"])
 
 
 def mirrored_turned_copy(path):
@@ -45,12 +37,12 @@ def test_a_copy_is_marked_and_comes_first_even_where_its_global_score_is_lower(w
     """Mirrored + turned copies: the original is the verified "copy" first, with re-ranking timed; off, it is not marked."""
     call_command("index_images", str(photo_folder))
     for original in IndexedImage.objects.order_by("id")[:6]:
-        job = search(client, mirrored_turned_copy(original.source_path), k=5)
+        job = search_upload(client, mirrored_turned_copy(original.source_path), k=5)
         assert job["status"] == "done", job["error"]
         assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (original.id, "copy")
         assert [r["match"] for r in job["results"][1:]] == ["similar"] * (job["count"] - 1)
         assert job["timings"]["rerank_ms"] > 0
-    plain = search(client, mirrored_turned_copy(original.source_path), k=5, rerank="false")
+    plain = search_upload(client, mirrored_turned_copy(original.source_path), k=5, rerank="false")
     assert {r["match"] for r in plain["results"]} == {"similar"} and plain["timings"]["rerank_ms"] is None
     scores = [r["score"] for r in plain["results"]]
     assert scores == sorted(scores, reverse=True)
@@ -62,7 +54,7 @@ def test_an_unrelated_picture_is_never_called_a_copy(worker, client, photo_folde
     img = Image.effect_mandelbrot((320, 240), (-2, -1.2, 1, 1.2), 100).convert("RGB")
     out = io.BytesIO()
     img.save(out, "JPEG")
-    job = search(client, out.getvalue(), k=12)
+    job = search_upload(client, out.getvalue(), k=12)
     assert job["count"] == 12 and {r["match"] for r in job["results"]} == {"similar"}
 
 
@@ -79,7 +71,7 @@ def test_images_indexed_without_features_get_them_from_the_command(worker, clien
     call_command("index_images", str(photo_folder))
     original = IndexedImage.objects.order_by("id")[2]
     LocalFeatures.objects.all().delete()  # as for an index built before local features existed
-    job = search(client, mirrored_turned_copy(original.source_path), k=12)
+    job = search_upload(client, mirrored_turned_copy(original.source_path), k=12)
     assert {r["match"] for r in job["results"]} == {"similar"}
     capsys.readouterr()
     call_command("extract_local_features")
@@ -90,7 +82,7 @@ def test_images_indexed_without_features_get_them_from_the_command(worker, clien
     while LocalFeatures.objects.count() < 12 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert LocalFeatures.objects.count() == 12
-    job = search(client, mirrored_turned_copy(original.source_path), k=12)
+    job = search_upload(client, mirrored_turned_copy(original.source_path), k=12)
     assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (original.id, "copy")
 
 

@@ -6,16 +6,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from search.models import Embedding, IndexedImage, ModelVersion, SearchJob
 
-from .conftest import edited_copy, wait_for_job
+from .conftest import edited_copy, search_upload, wait_for_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def search(client, data, **params):
-    upload = SimpleUploadedFile("query.jpg", data, content_type="image/jpeg")
-    response = client.post("/api/v1/searches/", {"image": upload, **params})
-    assert response.status_code == 202, response.content
-    return wait_for_job(client, response.json()["url"])
 
 
 def test_cropped_reencoded_copy_finds_its_original_first(worker, client, photo_folder):
@@ -27,7 +20,7 @@ def test_cropped_reencoded_copy_finds_its_original_first(worker, client, photo_f
     model = ModelVersion.objects.get()
     assert model.key.startswith("mobilenet_v2:sha256-") and model.dim == 1280
     for original in images.order_by("id")[:4]:
-        job = search(client, edited_copy(original.source_path), k=5)
+        job = search_upload(client, edited_copy(original.source_path), k=5)
         assert job["status"] == "done", job["error"]
         assert job["results"][0]["image_id"] == original.id
         assert job["results"][0]["score"] > 0.6
@@ -75,16 +68,16 @@ def test_a_query_that_breaks_in_the_worker_fails_with_a_reason_and_the_worker_li
     body = wait_for_job(client, f"/api/v1/searches/{job.id}/")
     assert body["status"] == "failed" and "could not be read" in body["error"]
     original = IndexedImage.objects.first()
-    assert search(client, edited_copy(original.source_path))["results"][0]["image_id"] == original.id
+    assert search_upload(client, edited_copy(original.source_path))["results"][0]["image_id"] == original.id
 
 
 def test_min_score_filters_results(worker, client, photo_folder):
     """Results below min_score are left out; k caps the count."""
     call_command("index_images", str(photo_folder))
     original = IndexedImage.objects.first()
-    job = search(client, edited_copy(original.source_path), k=12, min_score=0.75)
+    job = search_upload(client, edited_copy(original.source_path), k=12, min_score=0.75)
     assert job["count"] >= 1 and all(r["score"] >= 0.75 for r in job["results"])
-    assert search(client, edited_copy(original.source_path), k=2)["count"] == 2
+    assert search_upload(client, edited_copy(original.source_path), k=2)["count"] == 2
 
 
 def test_search_with_an_indexed_image_and_refine_by_category(worker, client, photo_folder):

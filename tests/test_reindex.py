@@ -12,7 +12,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
@@ -20,7 +19,7 @@ from django.utils import timezone
 from search import knn, reindex
 from search.models import Embedding, IndexedImage, ModelVersion, ReindexChunk, ReindexRun
 
-from .conftest import ROOT, WEIGHTS, edited_copy, wait_for_job, wait_until_ready
+from .conftest import ROOT, WEIGHTS, edited_copy, search_upload, wait_until_ready
 
 SWITCH_ARCH = "mobilenet_v3_large"  # only MobileNetV2 weights exist offline: the switch uses random weights
 
@@ -438,9 +437,7 @@ def search_model(client, data):
     """Search with an uploaded image; the model that answered it (the search must succeed)."""
     from search.models import SearchJob
 
-    response = client.post("/api/v1/searches/", {"image": SimpleUploadedFile("q.jpg", data, "image/jpeg"), "k": 3})
-    assert response.status_code == 202, response.content
-    job = wait_for_job(client, response.json()["url"])
+    job = search_upload(client, data, k=3)
     assert job["status"] == "done" and job["count"] == 3, job
     return SearchJob.objects.get(id=job["id"]).model_key
 

@@ -259,6 +259,11 @@ def _store_vectors(space, embedded):
     rows = [Embedding(image=d.image, model_key=space.key, vector=v) for (d, _, _), v in zip(embedded, space.vectors(raw))]
     if space.projection is not None:  # raw vectors stay complete, to learn the next projection from
         rows += [Embedding(image=d.image, model_key=space.base_key, vector=v) for (d, _, _), v in zip(embedded, raw)]
+    _upsert_vectors(rows)
+
+
+def _upsert_vectors(rows):
+    """Write Embedding rows, replacing the vector an image already has for the same model."""
     Embedding.objects.bulk_create(rows, update_conflicts=True, unique_fields=["image", "model_key"], update_fields=["vector"])
 
 
@@ -335,16 +340,16 @@ def images_extract_features(image_ids):
     """Extract and store the local features of images that have none (indexed before they existed)."""
     have = LocalFeatures.objects.filter(image_id__in=image_ids).values("image_id")
     images = list(IndexedImage.objects.filter(id__in=image_ids, status=IndexedImage.Status.READY).exclude(id__in=have))
-    size = localfeatures.WORK_SIDE
-    decoded = list(_decoders.map(lambda image: _decode_features(image, size), images))
+    decoded = list(_decoders.map(_decode_features, images))
     LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data) for image, data in decoded if data],
                                       ignore_conflicts=True)
     return sum(1 for _, data in decoded if data), sum(1 for _, data in decoded if not data)
 
 
-def _decode_features(image, size):
+def _decode_features(image):
+    """(image, packed local features), or (image, None) when its file cannot be read."""
     try:
-        pil = load_rgb(image.file.path, target_size=size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
+        pil = load_rgb(image.file.path, target_size=localfeatures.WORK_SIDE, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
     except (ImageDecodeError, OSError):
         return image, None
     return image, localfeatures.pack(localfeatures.extract(pil))
@@ -425,8 +430,7 @@ def _project_stored(space, images):
         return set()
     ids = list(stored)
     vectors = space.vectors(np.stack([stored[i] for i in ids]))
-    Embedding.objects.bulk_create([Embedding(image_id=i, model_key=space.key, vector=v) for i, v in zip(ids, vectors)],
-                                  update_conflicts=True, unique_fields=["image", "model_key"], update_fields=["vector"])
+    _upsert_vectors([Embedding(image_id=i, model_key=space.key, vector=v) for i, v in zip(ids, vectors)])
     return set(ids)
 
 

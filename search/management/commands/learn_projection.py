@@ -19,12 +19,4 @@ class Command(ReindexCommand):
         if run is None:
             raise CommandError(message)
         self.stdout.write(message)
-        if no_wait:
-            self.stdout.write("Follow it in the admin (Reindex runs); it goes on in the background.")
-            return
-        try:
-            run = self.follow(run)
-        except KeyboardInterrupt:
-            self.stdout.write(f"\nStopped watching; run {run.id} goes on. Cancel it in the admin if you must.")
-            return
-        self.summary(run)
+        self.watch(run, no_wait)

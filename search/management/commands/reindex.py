@@ -29,6 +29,10 @@ class Command(BaseCommand):
         except reindex.ReindexError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Reindex run {run.id} queued: {run.arch} with weights {run.weights}.")
+        self.watch(run, no_wait)
+
+    def watch(self, run, no_wait):
+        """Follow the run to its summary, unless told not to wait; Ctrl-C stops watching, not the run."""
         if no_wait:
             self.stdout.write("Follow it in the admin (Reindex runs); it goes on in the background.")
             return
