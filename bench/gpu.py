@@ -195,7 +195,10 @@ def main():
     parser.add_argument("--batches", type=_sizes, default=BATCHES, help="comma-separated batch sizes (default 32,256)")
     parser.add_argument("--processes", type=int, default=0, help="decoding processes (default: one per core)")
     args = parser.parse_args()
-    print(json.dumps(run(args.device, args.images, args.batches, args.processes or None), indent=2))
+    try:
+        print(json.dumps(run(args.device, args.images, args.batches, args.processes or None), indent=2))
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _sizes(text):
