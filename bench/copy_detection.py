@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import DEV_IMAGES
+from bench.common import DEV_IMAGES, RERANK_CANDIDATES
 from bench.copysets import EDIT_TYPES, build_queries, load_original
 from workers import localfeatures
 from workers.imageio import ImageDecodeError
 FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
 THRESHOLDS = (6, 8, 10, 12, 15, 20, 30)
+FUSION_WEIGHTS = (0.0, 0.01, 0.02, 0.03)  # cosine per sub-threshold inlier; 0 is "non-copies keep the global order"
 
 
 def photo_like(img):
@@ -106,11 +107,11 @@ def search(embedder, images, vectors, blobs, args):
     return top, scores, np.array(inliers), seconds
 
 
-def rerank_top1(top, inliers, min_inliers):
-    """Each query's first result after localfeatures.order, from the inlier counts of its candidates."""
+def rerank_top1(top, scores, inliers, min_inliers, weight=localfeatures.INLIER_WEIGHT):
+    """Each query's first result after localfeatures.order, from its candidates' global scores and inlier counts."""
     return np.array([
-        localfeatures.order([(i, 0.0) for i in t], n, min_inliers=min_inliers)[0][0]
-        for t, n in zip(top.tolist(), inliers.tolist())
+        localfeatures.order(list(zip(t, s)), n, min_inliers=min_inliers, inlier_weight=weight)[0][0]
+        for t, s, n in zip(top.tolist(), scores.tolist(), inliers.tolist())
     ])
 
 
@@ -123,30 +124,32 @@ def evaluate(embedder, root, which, args):
     extract_ms = 1000 * (time.perf_counter() - started) / len(images)
     vectors = embed_all(embedder, images)
     queries = build_queries(images, args.queries, seed=args.seed)
-    top, _, inliers, seconds = search(embedder, [q.image for q in queries], vectors, blobs, args)
+    top, scores, inliers, seconds = search(embedder, [q.image for q in queries], vectors, blobs, args)
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
     u_top, u_scores, u_inliers, _ = search(embedder, [img for _, img in unrelated], vectors, blobs, args)
     folders = np.array([path.parent.name for path, _ in index])
     sides = np.array([max(images[q.source].size) for q in queries])
     return {
-        "by_original_size": size_table(top, inliers, sources, edits, sides, args.min_inliers),
+        "by_original_size": size_table(top, scores, inliers, sources, edits, sides, args.min_inliers),
         "images": len(images),
         "queries": len(queries),
-        "recall_at_1": recall_table(top, inliers, sources, edits, args.min_inliers),
+        "recall_at_1": recall_table(top, scores, inliers, sources, edits, args.min_inliers),
         "latency_ms": {"median": 1000 * statistics.median(seconds), "p95": 1000 * float(np.percentile(seconds, 95))},
         "bytes_per_image": {"mean": float(np.mean([len(b) for b in blobs])), "max": max(len(b) for b in blobs)},
         "index_extract_ms": extract_ms,
-        "thresholds": threshold_table(top, inliers, sources, u_inliers),
+        "thresholds": threshold_table(top, scores, inliers, sources, u_inliers),
+        "fusion": fusion_table(top, scores, inliers, sources, edits, (u_top, u_scores, u_inliers), folders,
+                               [p.parent.name for p, _ in unrelated], args.min_inliers),
         "categories": category_check(
             folders, [p.parent.name for p, _ in unrelated], u_top, u_scores, u_inliers, args.min_inliers
         ),
     }
 
 
-def recall_table(top, inliers, sources, edits, min_inliers):
+def recall_table(top, scores, inliers, sources, edits, min_inliers):
     """recall@1 (global, re-ranked) and the global recall@k ceiling per edit type, and overall."""
-    reranked = rerank_top1(top, inliers, min_inliers) == sources
+    reranked = rerank_top1(top, scores, inliers, min_inliers) == sources
     rows = {"global": top[:, 0] == sources, "reranked": reranked, "global_at_k": (top == sources[:, None]).any(axis=1)}
     table = {}
     for edit in [*EDIT_TYPES, "all"]:
@@ -159,9 +162,9 @@ def recall_table(top, inliers, sources, edits, min_inliers):
 SIZE_BANDS = (("< 128 px", 0, 128), ("128-255 px", 128, 256), (">= 256 px", 256, 10**9))
 
 
-def size_table(top, inliers, sources, edits, sides, min_inliers):
+def size_table(top, scores, inliers, sources, edits, sides, min_inliers):
     """recall@1 (global, re-ranked) of all queries and of combined edits, by the original's longer side."""
-    reranked = rerank_top1(top, inliers, min_inliers) == sources
+    reranked = rerank_top1(top, scores, inliers, min_inliers) == sources
     table = {}
     for name, low, high in SIZE_BANDS:
         band = (sides >= low) & (sides < high)
@@ -172,12 +175,12 @@ def size_table(top, inliers, sources, edits, sides, min_inliers):
     return table
 
 
-def threshold_table(top, inliers, sources, unrelated, thresholds=THRESHOLDS):
+def threshold_table(top, scores, inliers, sources, unrelated, thresholds=THRESHOLDS):
     """Per inlier threshold: recall@1 and how many non-copies are marked "copy"."""
     others = top != sources[:, None]
     return {
         th: {
-            "recall_at_1": float((rerank_top1(top, inliers, th) == sources).mean()),
+            "recall_at_1": float((rerank_top1(top, scores, inliers, th) == sources).mean()),
             "false_copy_edited": [int(((inliers >= th) & others).sum()), int(others.sum())],
             "false_copy_unrelated": [int((unrelated >= th).sum()), int(unrelated.size)],
             "unrelated_queries_with_false_copy": [int((unrelated >= th).any(axis=1).sum()), len(unrelated)],
@@ -186,11 +189,29 @@ def threshold_table(top, inliers, sources, unrelated, thresholds=THRESHOLDS):
     }
 
 
-def category_check(folders, query_folders, top, scores, inliers, min_inliers):
+def fusion_table(top, scores, inliers, sources, edits, unrelated, folders, query_folders, min_inliers):
+    """How the weight of sub-threshold inliers (localfeatures.INLIER_WEIGHT) and the candidate count trade off.
+
+    For each (candidates, weight): recall@1 of combined edits and of all queries, and the category precision@10
+    of the unrelated queries after re-ranking. Fewer candidates are the first ones of the same global top-k.
+    """
+    u_top, u_scores, u_inliers = unrelated
+    table = []
+    for k in sorted({20, top.shape[1]}):
+        for weight in FUSION_WEIGHTS:
+            hits = rerank_top1(top[:, :k], scores[:, :k], inliers[:, :k], min_inliers, weight) == sources
+            cat = category_check(folders, query_folders, u_top[:, :k], u_scores[:, :k], u_inliers[:, :k], min_inliers, weight)
+            table.append({"candidates": k, "weight": weight, "combined": float(hits[edits == "combined"].mean()),
+                          "all": float(hits.mean()), "precision_at_10": cat["precision_at_10_reranked"]})
+    return table
+
+
+def category_check(folders, query_folders, top, scores, inliers, min_inliers, weight=localfeatures.INLIER_WEIGHT):
     """Folder-category precision@10 of unrelated queries: global order against re-ranked order."""
     before, after = [], []
     for folder, t, s, n in zip(query_folders, top, scores, inliers):
-        ranked = [i for i, _, _ in localfeatures.order(list(zip(t.tolist(), s.tolist())), n, min_inliers=min_inliers)]
+        ranked = localfeatures.order(list(zip(t.tolist(), s.tolist())), n, min_inliers=min_inliers, inlier_weight=weight)
+        ranked = [i for i, _, _ in ranked]
         before.append((folders[t[:10]] == folder).mean())
         after.append((folders[ranked[:10]] == folder).mean())
     return {"precision_at_10_global": float(np.mean(before)), "precision_at_10_reranked": float(np.mean(after))}
@@ -217,6 +238,9 @@ def print_report(which, result, args):
         (fe, ne), (fu, nu) = row["false_copy_edited"], row["false_copy_unrelated"]
         qu, nq = row["unrelated_queries_with_false_copy"]
         print(f"{th:>9} {row['recall_at_1']:>9.3f} {f'{fe}/{ne}':>20} {f'{fu}/{nu}':>23} {f'{qu}/{nq}':>12}")
+    print(f"{'candidates':>10} {'weight':>7} {'combined@1':>11} {'all@1':>7} {'P@10 unrelated':>15}")
+    for row in result["fusion"]:
+        print(f"{row['candidates']:>10} {row['weight']:>7} {row['combined']:>11.3f} {row['all']:>7.3f} {row['precision_at_10']:>15.3f}")
 
 
 def parser():
@@ -226,7 +250,7 @@ def parser():
     parser.add_argument("--limit", type=int, default=600, help="indexed images per set")
     parser.add_argument("--queries", type=int, default=30, help="edited queries per edit type (11 types)")
     parser.add_argument("--unrelated", type=int, default=100, help="non-indexed images for the false-copy rate")
-    parser.add_argument("--k", type=int, default=20, help="global candidates re-ranked")
+    parser.add_argument("--k", type=int, default=RERANK_CANDIDATES, help="global candidates re-ranked")
     parser.add_argument("--min-inliers", type=int, default=localfeatures.MIN_INLIERS)
     parser.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -245,7 +269,8 @@ def run(argv=()):
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     embedder = load_embedder()
-    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "scales": localfeatures.SCALES, "sets": {}}
+    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "scales": localfeatures.SCALES,
+              "inlier_weight": localfeatures.INLIER_WEIGHT, "sets": {}}
     for which in args.sets.split(","):
         report["sets"][which] = evaluate(embedder, args.root, which, args)
         print_report(which, report["sets"][which], args)

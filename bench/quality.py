@@ -16,7 +16,7 @@ import random
 
 import numpy as np
 
-from bench.common import CACHE, DEV_IMAGES, labelled_subset, load_embedder, timed
+from bench.common import CACHE, DEV_IMAGES, RERANK_CANDIDATES, labelled_subset, load_embedder, timed
 from bench.copysets import build_queries, load_original
 from search import projection
 
@@ -196,22 +196,24 @@ def variant_scores(desc, labels, tags, copies, sources, edits, spec):
             "copy_recall_by_edit": per_edit}
 
 
-def reranked_copy_recall(index, queries, paths, images, sources, edits, k=20):
+def reranked_copy_recall(index, queries, paths, images, sources, edits, k=RERANK_CANDIDATES):
     """Copy recall@1 of the global top-k re-ranked by local features, as searches do; and the ms it added per query."""
     import time
 
     from workers import localfeatures
     from workers.imageio import load_rgb
 
-    top = np.argsort(-(queries @ index.T), axis=1)[:, :k]
+    sims = queries @ index.T
+    top = np.argsort(-sims, axis=1)[:, :k]
+    scores = np.take_along_axis(sims, top, axis=1)
     stored = {}
     for i in np.unique(top):
         stored[i] = localfeatures.unpack(localfeatures.pack(localfeatures.extract(load_rgb(paths[i], target_size=256))))
     hits, seconds = [], []
-    for image, candidates in zip(images, top):
+    for image, candidates, candidate_scores in zip(images, top, scores):
         started = time.perf_counter()
         query = localfeatures.extract(image)
-        ranked = localfeatures.rerank([(int(i), 0.0) for i in candidates], query, stored)
+        ranked = localfeatures.rerank(list(zip(candidates.tolist(), candidate_scores.tolist())), query, stored)
         seconds.append(time.perf_counter() - started)
         hits.append(ranked[0][0])
     hits = np.array(hits) == sources

@@ -63,7 +63,7 @@ def _search(p):
                 f"{f['median_query_ms']}" + (f" / re-rank {f['median_rerank_ms']}" if "median_rerank_ms" in f else "") + " ms"),
         ]
     added = p["reranked"]["median_ms"] - p["plain"]["median_ms"]
-    rows.append(row(f"Re-ranking 20 candidates @ {n}: added to the median search", f"{added:+.1f} ms (re-rank step {p['reranked']['median_rerank_ms']} ms)",
+    rows.append(row(f"Re-ranking {p.get('rerank_candidates', 20)} candidates @ {n}: added to the median search", f"{added:+.1f} ms (re-rank step {p['reranked']['median_rerank_ms']} ms)",
                     target="<= 150 ms", passed=added <= 150))
     return rows
 
@@ -98,7 +98,7 @@ def _quality(p):
         row(f"Category precision@10 of {untagged['categories']} categories nobody tagged, production", f"{untagged['precision_at_10_production']:.3f}",
             f"{untagged['precision_at_10_gap']:.3f} (GAP)", f"{100 * (untagged['precision_at_10_production'] - untagged['precision_at_10_gap']):+.1f} points",
             "no loss", untagged["precision_at_10_production"] >= untagged["precision_at_10_gap"]),
-        row("Copy detection recall@1, production (global + local-feature re-ranking of 20)", f"{reranked['copy_recall_at_1']:.3f}",
+        row(f"Copy detection recall@1, production (global + local-feature re-ranking of {reranked['candidates']})", f"{reranked['copy_recall_at_1']:.3f}",
             f"{base['copy_recall_at_1']:.3f} (GAP alone)", f"{100 * (reranked['copy_recall_at_1'] - base['copy_recall_at_1']):+.1f} points",
             ">= 0.95", reranked["copy_recall_at_1"] >= 0.95),
         row("Copy detection recall@1, production global descriptor alone", f"{prod['copy_recall_at_1']:.3f}", f"{base['copy_recall_at_1']:.3f} (GAP)"),
@@ -118,7 +118,7 @@ def _copies(p):
             row(f"Copies ({which}): category precision@10 of unrelated queries", f"{cat['precision_at_10_reranked']:.3f} re-ranked",
                 f"{cat['precision_at_10_global']:.3f} global", target="unchanged or better",
                 passed=cat["precision_at_10_reranked"] >= cat["precision_at_10_global"]),
-            row(f"Copies ({which}): re-ranking time per query (20 candidates) / storage", f"median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms / "
+            row(f"Copies ({which}): re-ranking time per query ({p['settings']['k']} candidates) / storage", f"median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms / "
                 f"{size['mean'] / 1024:.1f} kB per image (max {size['max'] / 1024:.1f} kB)"),
         ]
     return rows
@@ -173,8 +173,9 @@ def _quality_table(q):
 def _copies_table(c):
     if not c or "error" in c:
         return []
-    lines = ["", f"## Copy detection with local-feature re-ranking (SIFT at {c['scales']}, 20 candidates)", "",
-             "| set | edit | n | global R@1 | re-ranked R@1 | original in global top 20 |", "|---|---|---|---|---|---|"]
+    k = c["settings"]["k"]
+    lines = ["", f"## Copy detection with local-feature re-ranking (SIFT at {c['scales']}, {k} candidates)", "",
+             f"| set | edit | n | global R@1 | re-ranked R@1 | original in global top {k} |", "|---|---|---|---|---|---|"]
     for which, r in c["sets"].items():
         lines += [f"| {which} | {edit} | {v['n']} | {v['global']:.3f} | {v['reranked']:.3f} | {v['global_at_k']:.3f} |"
                   for edit, v in r["recall_at_1"].items()]
@@ -190,6 +191,12 @@ def _copies_table(c):
         for th, v in r["thresholds"].items():
             (fe, ne), (fu, nu), (qu, nq) = v["false_copy_edited"], v["false_copy_unrelated"], v["unrelated_queries_with_false_copy"]
             lines.append(f"| {which} | {th} | {v['recall_at_1']:.3f} | {fe}/{ne} | {fu}/{nu} | {qu}/{nq} |")
+    lines += ["", "Ordering the candidates that are not copies by cosine + weight x inliers (the app's weight is "
+              f"{c.get('inlier_weight', 'n/a')}; 0 keeps their global order):", "",
+              "| set | candidates | weight | combined R@1 | all R@1 | category P@10 of unrelated queries |", "|---|---|---|---|---|---|"]
+    for which, r in c["sets"].items():
+        lines += [f"| {which} | {v['candidates']} | {v['weight']} | {v['combined']:.3f} | {v['all']:.3f} | {v['precision_at_10']:.3f} |"
+                  for v in r.get("fusion", [])]
     return lines
 
 

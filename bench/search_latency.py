@@ -139,6 +139,8 @@ def figures(totals, split, rerank):
 
 def run(seeds_path, size=10_000, searches=40):
     """Figures at `size` indexed vectors, with and without re-ranking; needs the indexing part's model and images."""
+    from django.conf import settings
+
     from search import reindex
 
     active = reindex.model_active()
@@ -148,7 +150,8 @@ def run(seeds_path, size=10_000, searches=40):
         apply_projection()
         active = reindex.model_active()
         paths = [p for p, _ in labelled_subset(1200)][1::4][: searches + 3]  # not the indexing part's images
-        result = {"indexed": size, "synthetic_rows_added": added, "model": active.key, "dim": active.dim}
+        result = {"indexed": size, "synthetic_rows_added": added, "model": active.key, "dim": active.dim,
+                  "rerank_candidates": settings.IMGSEARCH_RERANK_CANDIDATES}
         for rerank in (True, False):
             result["reranked" if rerank else "plain"] = figures(*measure(paths, rerank), rerank)
     finally:

@@ -145,3 +145,17 @@ def test_order_ranks_copies_by_inliers_and_ties_by_global_order():
     ranked = localfeatures.order(candidates, [3, 40, 12, 40, 9], min_inliers=10)
     expected = [(11, "copy"), (13, "copy"), (12, "copy"), (10, "similar"), (14, "similar")]
     assert [(i, m) for i, _, m in ranked] == expected
+
+
+def test_order_credits_inliers_below_the_copy_threshold_to_candidates_that_are_not_copies():
+    """A few inliers lift a candidate past a slightly closer one without any, never past a copy or a far better
+    score; the scores shown stay the global ones and nothing below the threshold is called a copy."""
+    candidates = [(1, 0.80), (2, 0.78), (3, 0.70), (4, 0.40)]
+    inliers = [0, 6, 0, 12]
+    ranked = localfeatures.order(candidates, inliers, min_inliers=10, inlier_weight=0.02)
+    # 2: 0.78 + 6 x 0.02 = 0.90 > 0.80; 3 keeps its place; 4 is a copy and goes first.
+    assert ranked == [(4, 0.40, "copy"), (2, 0.78, "similar"), (1, 0.80, "similar"), (3, 0.70, "similar")]
+    assert localfeatures.order(candidates, [0, 6, 0, 0], min_inliers=10, inlier_weight=0.0) == [
+        (1, 0.80, "similar"), (2, 0.78, "similar"), (3, 0.70, "similar"), (4, 0.40, "similar")]
+    far = localfeatures.order([(1, 0.95), (2, 0.60)], [0, 9], min_inliers=10, inlier_weight=0.02)
+    assert [i for i, _, _ in far] == [1, 2]  # 0.60 + 0.18 < 0.95
