@@ -17,7 +17,7 @@ DEV_IMAGES = Path(os.environ.get("IMGSEARCH_DEV_IMAGES", "~/.cache/imgsearch-dev
 SHARED_WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v2-imagenet1k.pth"
 CACHE = ROOT / ".local" / "bench-run" / "cache"  # make bench keeps its own servers in .local/bench-run too
 LABELLED_SOURCES = ("openclipart", "tuxpaint")
-RERANK_CANDIDATES = 30  # the default of IMGSEARCH_RERANK_CANDIDATES: what a search verifies
+RERANK_CANDIDATES = 20  # the default of IMGSEARCH_RERANK_CANDIDATES: what a search verifies
 
 
 def weights():

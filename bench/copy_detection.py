@@ -35,6 +35,7 @@ from workers.imageio import ImageDecodeError
 FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
 THRESHOLDS = (6, 8, 10, 12, 15, 20, 30)
 FUSION_WEIGHTS = (0.0, 0.01, 0.02, 0.03)  # cosine per sub-threshold inlier; 0 is "non-copies keep the global order"
+FUSION_CANDIDATES = (20, 30)
 
 
 def photo_like(img):
@@ -91,17 +92,21 @@ def global_top(index_vectors, query_vectors, k):
 
 
 def verify_candidates(image, top, scores, blobs, args):
-    """(inliers per candidate, seconds): extract, unpack and verify k candidates, then order them."""
+    """(inliers per candidate, seconds): extract, unpack and verify the first k candidates and order them, as a
+    search does; the candidates after k (only for the fusion table) are verified once the clock has stopped."""
     started = time.perf_counter()
     query = localfeatures.extract(image)
-    inliers = [localfeatures.verify(query, localfeatures.unpack(blobs[i])) for i in top]
-    localfeatures.order(list(zip(top.tolist(), scores.tolist())), inliers, min_inliers=args.min_inliers)
-    return np.array(inliers), time.perf_counter() - started
+    inliers = [localfeatures.verify(query, localfeatures.unpack(blobs[i])) for i in top[: args.k]]
+    localfeatures.order(list(zip(top[: args.k].tolist(), scores[: args.k].tolist())), inliers, min_inliers=args.min_inliers)
+    seconds = time.perf_counter() - started
+    inliers += [localfeatures.verify(query, localfeatures.unpack(blobs[i])) for i in top[args.k :]]
+    return np.array(inliers), seconds
 
 
 def search(embedder, images, vectors, blobs, args):
-    """(global top-k, their scores, inliers, seconds per query) for query images."""
-    top, scores = global_top(vectors, embed_all(embedder, images), args.k)
+    """(global top candidates, their scores, inliers, seconds per query) for query images: k of them, or as many as
+    the fusion table looks at."""
+    top, scores = global_top(vectors, embed_all(embedder, images), max(args.k, *FUSION_CANDIDATES))
     results = [verify_candidates(img, t, s, blobs, args) for img, t, s in zip(images, top, scores)]
     inliers, seconds = zip(*results)
     return top, scores, np.array(inliers), seconds
@@ -124,10 +129,12 @@ def evaluate(embedder, root, which, args):
     extract_ms = 1000 * (time.perf_counter() - started) / len(images)
     vectors = embed_all(embedder, images)
     queries = build_queries(images, args.queries, seed=args.seed)
-    top, scores, inliers, seconds = search(embedder, [q.image for q in queries], vectors, blobs, args)
+    wide = search(embedder, [q.image for q in queries], vectors, blobs, args)
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
-    u_top, u_scores, u_inliers, _ = search(embedder, [img for _, img in unrelated], vectors, blobs, args)
+    u_wide = search(embedder, [img for _, img in unrelated], vectors, blobs, args)
+    (top, scores, inliers), seconds = (a[:, : args.k] for a in wide[:3]), wide[3]  # what a search looks at
+    u_top, u_scores, u_inliers = (a[:, : args.k] for a in u_wide[:3])
     folders = np.array([path.parent.name for path, _ in index])
     sides = np.array([max(images[q.source].size) for q in queries])
     return {
@@ -139,8 +146,8 @@ def evaluate(embedder, root, which, args):
         "bytes_per_image": {"mean": float(np.mean([len(b) for b in blobs])), "max": max(len(b) for b in blobs)},
         "index_extract_ms": extract_ms,
         "thresholds": threshold_table(top, scores, inliers, sources, u_inliers),
-        "fusion": fusion_table(top, scores, inliers, sources, edits, (u_top, u_scores, u_inliers), folders,
-                               [p.parent.name for p, _ in unrelated], args.min_inliers),
+        "fusion": fusion_table(*wide[:3], sources, edits, u_wide[:3], folders, [p.parent.name for p, _ in unrelated],
+                               args.min_inliers),
         "categories": category_check(
             folders, [p.parent.name for p, _ in unrelated], u_top, u_scores, u_inliers, args.min_inliers
         ),
@@ -197,7 +204,7 @@ def fusion_table(top, scores, inliers, sources, edits, unrelated, folders, query
     """
     u_top, u_scores, u_inliers = unrelated
     table = []
-    for k in sorted({20, top.shape[1]}):
+    for k in FUSION_CANDIDATES:
         for weight in FUSION_WEIGHTS:
             hits = rerank_top1(top[:, :k], scores[:, :k], inliers[:, :k], min_inliers, weight) == sources
             cat = category_check(folders, query_folders, u_top[:, :k], u_scores[:, :k], u_inliers[:, :k], min_inliers, weight)

@@ -189,7 +189,7 @@ IMGSEARCH_MAX_K = 100
 IMGSEARCH_LOCAL_FEATURES = env_bool("IMGSEARCH_LOCAL_FEATURES", True)
 # Searches verify this many of the best k-NN candidates with local features (workers/localfeatures.py), so a
 # copy of the query comes first even where the global vectors rank it lower.
-IMGSEARCH_RERANK_CANDIDATES = env_number("IMGSEARCH_RERANK_CANDIDATES", 30, minimum=1, maximum=200)
+IMGSEARCH_RERANK_CANDIDATES = env_number("IMGSEARCH_RERANK_CANDIDATES", 20, minimum=1, maximum=200)
 # "auto": once the index holds IMGSEARCH_PROJECTION_MIN_IMAGES images, learn a projection of the vectors from it
 # (search/projection.py) and apply it in a background run; learn again when the index or its tags grow by half.
 IMGSEARCH_PROJECTION = env_str("IMGSEARCH_PROJECTION", "auto")
