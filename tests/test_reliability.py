@@ -18,7 +18,7 @@ from PIL import Image
 
 from imgsearch.embedded import free_port, stop, wait_for_port
 from search import services
-from search.models import SearchJob
+from search.models import ModelVersion, SearchJob
 
 from .conftest import start_worker, wait_until_ready
 
@@ -158,6 +158,16 @@ def test_a_search_interrupted_too_often_fails_with_a_reason(broker, settings):
     assert services.search_job_claim(job.id) is None  # a late copy of its message cannot revive it
     assert counts == {"expired": 0, "interrupted": 1, "requeued": 1} and broker.queued() == 1
     assert services.search_job_claim(retry.id).attempts == 2  # the one with attempts left is taken again
+
+
+@pytest.mark.django_db
+def test_a_claim_says_which_model_is_active_in_the_same_statement():
+    """The claimed job carries the active model's key (None before any), so a search needs no second lookup."""
+    claimed = services.search_job_claim(SearchJob.objects.create().id)
+    assert (claimed.status, claimed.attempts, claimed.active_model_key) == ("running", 1, None)
+    ModelVersion.objects.create(key="m:old", arch="mobilenet_v2", weights="w", dim=1280)
+    ModelVersion.objects.create(key="m:new", arch="mobilenet_v2", weights="w", dim=1280, active=True)
+    assert services.search_job_claim(SearchJob.objects.create().id).active_model_key == "m:new"
 
 
 @pytest.mark.slow

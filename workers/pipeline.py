@@ -83,8 +83,14 @@ def space_for(version):
     return space
 
 
-def active_space():
-    """The active model version's Space; on a fresh install the configured model becomes the active one."""
+def active_space(key=None):
+    """The active model version's Space; on a fresh install the configured model becomes the active one.
+
+    `key`, the active model's key where the caller has just read it (a search's claim), saves the lookup once
+    that model's Space is loaded in this process.
+    """
+    if key in _spaces:
+        return _spaces[key]
     version = reindex.model_active()
     if version is None:
         embedder = embedder_module.get_embedder(settings.IMGSEARCH_MODEL, settings.IMGSEARCH_WEIGHTS)
@@ -100,7 +106,7 @@ def active_space():
 def search_execute(job):
     """Embed the job's query image with the active model, find its neighbours, verify copies, store the results."""
     try:
-        space = active_space()
+        space = active_space(getattr(job, "active_model_key", None))
     except embedder_module.WeightsError as exc:
         raise SearchError(f"The search model cannot be loaded: {exc}") from None
     started = time.perf_counter()
