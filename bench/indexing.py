@@ -12,6 +12,8 @@ core), and with 2, torch's default on this machine; and the pipeline with local 
 copy detection) and without them (IMGSEARCH_LOCAL_FEATURES=0). Needs the bench database (bench.benchdb).
 """
 
+import statistics
+
 import torch
 
 from bench.common import labelled_subset, timed
@@ -70,10 +72,11 @@ def pipeline(ids, task_size):
     return len(ids) / seconds
 
 
-def run(count=512):
+def run(count=512, repeats=3):
     """Both figures on `count` dev images (every 3rd of the labelled subset, so sizes are mixed), per thread count,
     with local features (the default) and without (IMGSEARCH_LOCAL_FEATURES=0: the pipeline of decode, resize,
-    embed and store alone)."""
+    embed and store alone). Each ratio is the median of `repeats` passes, each pipeline pass against the bare
+    forward measured just before it: one pass of 512 images varied by +-0.05x between runs on this shared machine."""
     from django.conf import settings
 
     from workers.pipeline import active_space, images_embed
@@ -87,15 +90,23 @@ def run(count=512):
     rows = []
     for threads in THREADS:
         torch.set_num_threads(threads)
-        bare = bare_forward(embedder, tensors, batch)
-        for features in (True, False):
-            settings.IMGSEARCH_LOCAL_FEATURES = features
-            full = pipeline(ids[batch:], task)
+        passes = {True: [], False: []}  # local features on/off -> [(bare, pipeline)], each pair measured together
+        for _ in range(repeats):
+            bare = bare_forward(embedder, tensors, batch)
+            for features in (True, False):
+                settings.IMGSEARCH_LOCAL_FEATURES = features
+                passes[features].append((bare, pipeline(ids[batch:], task)))
+        for features, pairs in passes.items():
+            ratios = [full / bare for bare, full in pairs]
+            bare, full = (statistics.median(x) for x in zip(*pairs))
             rows.append({"torch_threads": threads, "local_features": features, "bare_forward_img_s": round(bare, 2),
-                         "pipeline_img_s": round(full, 2), "ratio": round(full / bare, 3)})
+                         "pipeline_img_s": round(full, 2), "ratio": round(statistics.median(ratios), 3),
+                         "ratios": [round(r, 3) for r in ratios]})
             print(f"  indexing, {threads} torch thread(s), local features {'on' if features else 'off'}: bare forward "
-                  f"{bare:.1f} img/s, pipeline {full:.1f} img/s ({full / bare:.2f}x)", flush=True)
+                  f"{bare:.1f} img/s, pipeline {full:.1f} img/s (median of {repeats} ratios: {statistics.median(ratios):.2f}x; "
+                  f"each {', '.join(f'{r:.2f}' for r in ratios)})", flush=True)
     settings.IMGSEARCH_LOCAL_FEATURES = True
     torch.set_num_threads(max(THREADS))
     print(f"  decoding + pre-processing alone (1 thread): {decode_rate:.1f} img/s", flush=True)
-    return {"images": count, "batch": batch, "task_size": task, "decode_only_img_s": round(decode_rate, 2), "runs": rows}
+    return {"images": count, "batch": batch, "task_size": task, "repeats": repeats, "decode_only_img_s": round(decode_rate, 2),
+            "runs": rows}
