@@ -61,10 +61,15 @@ def probe(path):
 
 
 def file_sha256(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+        return stream_sha256(f)
+
+
+def stream_sha256(f):
+    """The sha256 of an open binary file's bytes from where it stands, as IndexedImage.content_hash holds it."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -24,7 +24,8 @@ class ResultSerializer(serializers.Serializer):
     match = serializers.ChoiceField(
         ["copy", "similar"],
         help_text='"copy": verified by local-feature geometric matching to be the same picture as the query, '
-                  "possibly cropped, rescaled, re-encoded, rotated, flipped, recoloured or captioned. "
+                  "possibly cropped, rescaled, re-encoded, rotated, flipped, recoloured or captioned; or the very file "
+                  "uploaded (or the indexed image searched with), however few keypoints it has. "
                   '"similar": looks alike (always, for a search without re-ranking).',
     )
     tags = serializers.ListField(child=serializers.CharField(), help_text="Given tags first, then automatic ones.")

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import waiting
+from .indexing import stream_sha256
 from .models import Embedding, IndexedImage, ModelVersion, SearchJob
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,21 @@ def search_job_complete(job, results, *, model_key, embed_ms, query_ms, rerank_m
     }
     job.status, job.finished_at = SearchJob.Status.DONE, now
     job.save(update_fields=["results", "model_key", "timings", "status", "finished_at"])  # a trigger announces it
+
+
+def search_job_identical(job, image_ids):
+    """Which of these indexed images are the job's query itself: the image searched with, or the very file uploaded.
+
+    Such a result is the same picture whatever its keypoints say (a plain symbol may have too few to verify).
+    """
+    if job.source_image_id and not job.query_image:
+        return {job.source_image_id} & set(image_ids)
+    try:
+        with job.query_image.open("rb") as f:
+            digest = stream_sha256(f)
+    except (OSError, ValueError):  # gone, or no file: nothing can be told identical
+        return set()
+    return set(IndexedImage.objects.filter(id__in=image_ids, content_hash=digest).values_list("id", flat=True))
 
 
 def search_job_wait(job, seconds):

@@ -1,10 +1,11 @@
 """Finding the source of a picture: local features stored at index time, copies verified and put first."""
 
+import hashlib
 import io
 
 import pytest
 from django.core.management import call_command
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 from search.models import IndexedImage, LocalFeatures
 from workers import localfeatures
@@ -64,6 +65,21 @@ def test_searching_with_an_indexed_image_finds_itself_as_a_copy(worker, client, 
     image = IndexedImage.objects.order_by("id")[3]
     job = wait_for_job(client, client.post("/api/v1/searches/", {"image_id": image.id, "k": 4}).json()["url"])
     assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (image.id, "copy")
+
+
+def test_the_very_file_uploaded_is_a_copy_even_with_too_few_keypoints_to_verify(worker, client, photo_folder):
+    """A soft disc has no keypoints to match; uploading the indexed file itself still says "same picture"."""
+    disc = Image.new("RGB", (96, 96), "white")
+    ImageDraw.Draw(disc).ellipse((8, 8, 88, 88), fill="black")
+    disc = disc.filter(ImageFilter.GaussianBlur(2))
+    assert localfeatures.verify(localfeatures.extract(disc), localfeatures.extract(disc)) < localfeatures.MIN_INLIERS
+    disc.save(photo_folder / "disc.png")
+    call_command("index_images", str(photo_folder))
+    data = (photo_folder / "disc.png").read_bytes()
+    image = IndexedImage.objects.get(content_hash=hashlib.sha256(data).hexdigest())
+    job = search_upload(client, data, k=4)
+    assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (image.id, "copy")
+    assert [r["match"] for r in job["results"][1:]] == ["similar"] * 3
 
 
 def test_images_indexed_without_features_get_them_from_the_command(worker, client, photo_folder, capsys):

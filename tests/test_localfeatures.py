@@ -147,6 +147,13 @@ def test_order_ranks_copies_by_inliers_and_ties_by_global_order():
     assert [(i, m) for i, _, m in ranked] == expected
 
 
+def test_order_puts_the_query_s_very_file_first_as_a_copy_whatever_its_inliers():
+    """An identical file (the upload's own bytes, or the indexed image searched with) leads, then copies, then the rest."""
+    candidates = [(1, 0.9), (2, 0.8), (3, 0.99)]
+    ranked = localfeatures.order(candidates, [0, 30, 2], min_inliers=10, identical={3})
+    assert ranked == [(3, 0.99, "copy"), (2, 0.8, "copy"), (1, 0.9, "similar")]
+
+
 def test_order_credits_inliers_below_the_copy_threshold_to_candidates_that_are_not_copies():
     """A few inliers lift a candidate past a slightly closer one without any, never past a copy or a far better
     score; the scores shown stay the global ones and nothing below the threshold is called a copy."""

@@ -185,25 +185,29 @@ def _inliers(query_points, query_desc, cand_points, cand_desc):
     return 0 if mask is None else int(mask.sum())
 
 
-def order(candidates: list, inliers: list, *, min_inliers: int = MIN_INLIERS, inlier_weight: float = INLIER_WEIGHT) -> list:
+def order(candidates: list, inliers: list, *, min_inliers: int = MIN_INLIERS, inlier_weight: float = INLIER_WEIGHT,
+          identical=frozenset()) -> list:
     """[(image_id, score, match)], best first: copies (>= min_inliers) by inliers, then the rest by fused score.
 
     A candidate below the copy threshold is ranked by its global score plus inlier_weight per inlier: a small,
     blurred or thrice-edited copy often keeps only a few inliers, while unrelated pictures mostly get none.
-    Ties keep the given (global) order.
+    Ids in `identical` (the query's very file) are copies ahead of all. Ties keep the given (global) order.
     """
     def key(i):
         n = inliers[i]
-        return (n, 0.0) if n >= min_inliers else (0, candidates[i][1] + inlier_weight * n)
+        if candidates[i][0] in identical:
+            return (2, 0.0)
+        return (1, n) if n >= min_inliers else (0, candidates[i][1] + inlier_weight * n)
 
     ranked = sorted(range(len(candidates)), key=key, reverse=True)  # stable: ties stay in the given order
     return [
-        (candidates[i][0], candidates[i][1], "copy" if inliers[i] >= min_inliers else "similar")
+        (candidates[i][0], candidates[i][1], "copy" if key(i)[0] else "similar")
         for i in ranked
     ]
 
 
-def rerank(candidates: list, query_features: Features, features_by_id: dict, *, min_inliers: int = MIN_INLIERS) -> list:
+def rerank(candidates: list, query_features: Features, features_by_id: dict, *, min_inliers: int = MIN_INLIERS,
+           identical=frozenset()) -> list:
     """Re-order global k-NN candidates [(image_id, cosine score)], best first, putting verified copies first.
 
     Each result keeps its global cosine score, so `score` and min_score mean the same with or without
@@ -214,4 +218,4 @@ def rerank(candidates: list, query_features: Features, features_by_id: dict, *, 
         verify(query_features, features_by_id[image_id]) if image_id in features_by_id else 0
         for image_id, _ in candidates
     ]
-    return order(candidates, inliers, min_inliers=min_inliers)
+    return order(candidates, inliers, min_inliers=min_inliers, identical=identical)

@@ -164,7 +164,8 @@ def rerank(job, image, candidates):
             features[image_id] = localfeatures.unpack(bytes(data))
         except ValueError:  # stored by another version: "similar" until extracted again
             pass
-    return localfeatures.rerank(candidates, query, features)
+    identical = services.search_job_identical(job, [image_id for image_id, _ in candidates])
+    return localfeatures.rerank(candidates, query, features, identical=identical)
 
 
 def _query_features(job, image):
