@@ -95,10 +95,10 @@ def run(seeds_path, n=100_000, builds=((16, 64), (24, 96)), ef_searches=(40, 64,
         conn.close()
     from django.conf import settings
 
-    from search.knn import LARGE_INDEX
+    from search.knn import ef_search_for
 
     return {"n": n, "dim": int(data.shape[1]), "k": k, "queries": len(qs), "source": "real mixtures" + ("" if raw else ", projected"),
-            "app_ef_search": settings.IMGSEARCH_HNSW_EF_SEARCH or (400 if n >= LARGE_INDEX else 100),
+            "app_ef_search": settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(n),
             "load_s": round(load_s, 1), "table_mb": round(table_mb, 1), "exact_seqscan": exact, "hnsw": rows,
             "choice": choose(rows)}
 

@@ -97,8 +97,13 @@ LARGE_INDEX = 300_000
 _sizes = {}  # model key -> (vectors in its HNSW index, when looked up): sizes change slowly
 
 
+def ef_search_for(vectors):
+    """The hnsw.ef_search an index of this many vectors gets: 100, or 400 from LARGE_INDEX on."""
+    return 400 if vectors >= LARGE_INDEX else 100
+
+
 def auto_ef_search(model_key, max_age=300):
-    """hnsw.ef_search for the model's index: 100, or 400 from LARGE_INDEX vectors on."""
+    """hnsw.ef_search for the model's index, by its size (ef_search_for)."""
     vectors, seen = _sizes.get(model_key, (0, -max_age))
     if time.monotonic() - seen >= max_age:
         with connection.cursor() as cursor:  # PostgreSQL's own estimate, kept by CREATE INDEX, VACUUM and ANALYZE
@@ -106,7 +111,7 @@ def auto_ef_search(model_key, max_age=300):
             row = cursor.fetchone()
         vectors = row[0] if row else 0
         _sizes[model_key] = (vectors, time.monotonic())
-    return 400 if vectors >= LARGE_INDEX else 100
+    return ef_search_for(vectors)
 
 
 def vector_literal(vector):

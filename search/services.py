@@ -117,13 +117,20 @@ def search_job_complete(job, results, *, model_key, embed_ms, query_ms, rerank_m
     job.save(update_fields=["results", "model_key", "timings", "status", "finished_at"])  # a trigger announces it
 
 
-def search_job_identical(job, image_ids):
-    """Which of these indexed images are the job's query itself: the image searched with, or the very file uploaded.
+IDENTICAL_SCORE = 0.999  # the same file decodes and embeds the same: its cosine is 1 up to float rounding
 
-    Such a result is the same picture whatever its keypoints say (a plain symbol may have too few to verify).
+
+def search_job_identical(job, candidates):
+    """Which candidates [(image_id, score)] are the job's query itself: the image searched with, or the very file
+    uploaded. Such a result is the same picture whatever its keypoints say (a plain symbol may have too few to verify).
+
+    Only a candidate scoring as the query's own vector would can be it, so most searches read no file.
     """
+    image_ids = {image_id for image_id, score in candidates if score >= IDENTICAL_SCORE}
+    if not image_ids:
+        return set()
     if job.source_image_id and not job.query_image:
-        return {job.source_image_id} & set(image_ids)
+        return {job.source_image_id} & image_ids
     try:
         with job.query_image.open("rb") as f:
             digest = stream_sha256(f)

@@ -193,17 +193,15 @@ def order(candidates: list, inliers: list, *, min_inliers: int = MIN_INLIERS, in
     blurred or thrice-edited copy often keeps only a few inliers, while unrelated pictures mostly get none.
     Ids in `identical` (the query's very file) are copies ahead of all. Ties keep the given (global) order.
     """
-    def key(i):
-        n = inliers[i]
-        if candidates[i][0] in identical:
+    def key(candidate, n):  # (tier: 2 identical, 1 copy, 0 the rest; rank within it)
+        image_id, score = candidate
+        if image_id in identical:
             return (2, 0.0)
-        return (1, n) if n >= min_inliers else (0, candidates[i][1] + inlier_weight * n)
+        return (1, n) if n >= min_inliers else (0, score + inlier_weight * n)
 
-    ranked = sorted(range(len(candidates)), key=key, reverse=True)  # stable: ties stay in the given order
-    return [
-        (candidates[i][0], candidates[i][1], "copy" if key(i)[0] else "similar")
-        for i in ranked
-    ]
+    keyed = [(key(c, n), c) for c, n in zip(candidates, inliers)]
+    keyed.sort(key=lambda pair: pair[0], reverse=True)  # stable: ties stay in the given order
+    return [(image_id, score, "copy" if tier else "similar") for (tier, _), (image_id, score) in keyed]
 
 
 def rerank(candidates: list, query_features: Features, features_by_id: dict, *, min_inliers: int = MIN_INLIERS,

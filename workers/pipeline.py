@@ -104,9 +104,12 @@ def active_space(key=None):
 
 
 def search_execute(job):
-    """Embed the job's query image with the active model, find its neighbours, verify copies, store the results."""
+    """Embed the job's query image with the active model, find its neighbours, verify copies, store the results.
+
+    `job` as services.search_job_claim returns it (with the active model's key).
+    """
     try:
-        space = active_space(getattr(job, "active_model_key", None))
+        space = active_space(job.active_model_key)
     except embedder_module.WeightsError as exc:
         raise SearchError(f"The search model cannot be loaded: {exc}") from None
     started = time.perf_counter()
@@ -164,7 +167,7 @@ def rerank(job, image, candidates):
             features[image_id] = localfeatures.unpack(bytes(data))
         except ValueError:  # stored by another version: "similar" until extracted again
             pass
-    identical = services.search_job_identical(job, [image_id for image_id, _ in candidates])
+    identical = services.search_job_identical(job, candidates)
     return localfeatures.rerank(candidates, query, features, identical=identical)
 
 
