@@ -5,12 +5,16 @@
 For each set of real images (photo: the tuxpaint and desktop-base pictures that look like photos, i.e. have
 many distinct colours; mixed: a sample of tuxpaint, openclipart and desktop-base), it embeds every image with
 the global model, builds edited copies (bench/copysets.py) and reports, in one run, recall@1 of the original
-for global search alone (exact cosine over the whole set) and for the global top-k re-ranked by local
-features (workers/localfeatures.py), per edit type and overall. Also: the latency the re-ranking adds per
-query (extract the query's features, unpack and verify k candidates, order them), the bytes stored per image,
-and how often a picture that is not a copy is marked "copy": the top-k of unrelated images (same kind, not
-indexed) and the other candidates of edited queries, for several inlier thresholds. Run it from the
-repository root; the defaults take about 5 minutes on 2 busy cores, --queries 200 about 20.
+for global search alone (exact cosine over the whole set) and re-ranked as searches do: signatures compared
+over the pool of global neighbours (workers/signature.py), local features verified for the first candidates
+and the near duplicate (workers/localfeatures.py), per edit type and overall, and by stage (the "stages"
+table: the first k verified alone, as before signatures, then each addition). Also: the latency the re-ranking
+adds per query (extract the query's features and signature, compare, unpack and verify, order), the bytes
+stored per image, and how often a picture that is not the original is marked "copy": among the results of
+unrelated images (same kind, not indexed) and of edited queries, for several inlier thresholds. Run it from the
+repository root; the defaults take about 5 minutes on 2 busy cores, --queries 200 about 20. Last, the photo
+set's combined-edit copies are searched again with --distractors other dev images indexed beside it (the
+sets above hold a few hundred images; the ranking of a heavily edited copy degrades as the index grows).
 
 The global search is average pooling of the raw embedding, what searches use below IMGSEARCH_PROJECTION_MIN_IMAGES
 (1,000) indexed images, as for these sets. Recall is also split by the size of the original (its longer side),
@@ -23,6 +27,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +35,7 @@ from PIL import Image
 
 from bench.common import DEV_IMAGES, RERANK_CANDIDATES
 from bench.copysets import EDIT_TYPES, build_queries, load_original
-from workers import localfeatures
+from workers import localfeatures, signature
 from workers.imageio import ImageDecodeError
 FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
 THRESHOLDS = (6, 8, 10, 12, 15, 20, 30)
@@ -84,40 +89,85 @@ def embed_all(embedder, images, batch=32):
     return np.concatenate([embedder.embed(images[i : i + batch])[0] for i in range(0, len(images), batch)])
 
 
-def global_top(index_vectors, query_vectors, k):
-    """Each query's k nearest index images by exact cosine, best first, and their scores."""
-    sims = query_vectors @ index_vectors.T
-    top = np.argsort(-sims, axis=1)[:, :k]
-    return top, np.take_along_axis(sims, top, axis=1)
+@dataclass
+class Searched:
+    """What the searches of a query set looked at: per query its global top (best first), the candidates
+    re-ranking may see (that top, plus the signature's near duplicate when it was not in it) with their global
+    scores and inliers, the near duplicate's position (None), and the seconds each search's re-ranking took."""
+
+    top: np.ndarray
+    candidates: list
+    scores: list
+    inliers: list
+    nears: list
+    seconds: list
 
 
-def verify_candidates(image, top, scores, blobs, args):
-    """(inliers per candidate, seconds): extract, unpack and verify the first k candidates and order them, as a
-    search does; the candidates after k (only for the fusion table) are verified once the clock has stopped."""
+def verify_candidates(image, top, sims, blobs, signatures, args):
+    """(candidate ids, their global scores, inliers, the near duplicate's position or None, seconds) of one query.
+
+    Timed, what a search does (workers/pipeline.py): extract the query's features and signature, find the best
+    signature match in the whole index (exact here, HNSW in the app), verify the first k candidates and the near
+    duplicate, order them. The candidates are the global top (wider than k, for the fusion table) and the near
+    duplicate after them if it is not among them; those past k are verified once the clock has stopped."""
     started = time.perf_counter()
     query = localfeatures.extract(image)
-    inliers = [localfeatures.verify(query, localfeatures.unpack(blobs[i])) for i in top[: args.k]]
-    localfeatures.order(list(zip(top[: args.k].tolist(), scores[: args.k].tolist())), inliers, min_inliers=args.min_inliers)
+    ids = top.tolist()
+    best = signature.best_match(signature.similarities(signature.compute(image), signatures))
+    near = None if best is None else (ids.index(best) if best in ids else len(ids))
+    if near == len(ids):
+        ids.append(best)
+    scores = [float(sims[i]) for i in ids]
+
+    def load(wanted):
+        return {i: localfeatures.unpack(blobs[i]) for i in wanted}
+
+    searched, position = candidates_at(ids, scores, near, args.k)
+    inliers = dict(zip((i for i, _ in searched), localfeatures.verify_all(searched, query, load)))
+    localfeatures.order(searched, [inliers[i] for i, _ in searched], near=position, min_inliers=args.min_inliers)
     seconds = time.perf_counter() - started
-    inliers += [localfeatures.verify(query, localfeatures.unpack(blobs[i])) for i in top[args.k :]]
-    return np.array(inliers), seconds
+    rest = [(i, s) for i, s in zip(ids, scores) if i not in inliers]
+    inliers.update(zip((i for i, _ in rest), localfeatures.verify_all(rest, query, load)))
+    return ids, scores, [inliers[i] or 0 for i in ids], near, seconds
 
 
-def search(embedder, images, vectors, blobs, args):
-    """(global top candidates, their scores, inliers, seconds per query) for query images: k of them, or as many as
-    the fusion table looks at."""
-    top, scores = global_top(vectors, embed_all(embedder, images), max(args.k, *FUSION_CANDIDATES))
-    results = [verify_candidates(img, t, s, blobs, args) for img, t, s in zip(images, top, scores)]
-    inliers, seconds = zip(*results)
-    return top, scores, np.array(inliers), seconds
+def candidates_at(ids, scores, near, k):
+    """(the candidates a search with k global candidates re-ranks, the near duplicate's position among them):
+    the first k, and the near duplicate after them where it is not one of them (near None: none)."""
+    candidates = list(zip(ids[:k], scores[:k]))
+    if near is None or near < k:
+        return candidates, near
+    return candidates + [(ids[near], scores[near])], k
 
 
-def rerank_top1(top, scores, inliers, min_inliers, weight=localfeatures.INLIER_WEIGHT):
-    """Each query's first result after localfeatures.order, from its candidates' global scores and inlier counts."""
-    return np.array([
-        localfeatures.order(list(zip(t, s)), n, min_inliers=min_inliers, inlier_weight=weight)[0][0]
-        for t, s, n in zip(top.tolist(), scores.tolist(), inliers.tolist())
-    ])
+def search(embedder, images, vectors, blobs, signatures, args):
+    """Searched for query images: the global top max(k, the fusion table's) and what re-ranking saw."""
+    sims = embed_all(embedder, images) @ vectors.T
+    top = np.argsort(-sims, axis=1)[:, : max(args.k, *FUSION_CANDIDATES)]
+    results = [verify_candidates(img, t, row, blobs, signatures, args) for img, t, row in zip(images, top, sims)]
+    return Searched(top, *(list(column) for column in zip(*results)))
+
+
+# How a search's copy evidence was built up, for the "stages" table: (name, signatures used). The last is what
+# searches do.
+STAGES = (("first k verified", False), ("+ signature near duplicate (production)", True))
+
+
+def ranked_lists(searched, min_inliers, weight=localfeatures.INLIER_WEIGHT, fused=RERANK_CANDIDATES, signatures=True):
+    """Each query's results after localfeatures.order with `fused` global candidates: [(image_id, score, match)],
+    best first. `signatures` False ignores the near duplicate (the evidence before signatures)."""
+    out = []
+    for ids, scores, inliers, near in zip(searched.candidates, searched.scores, searched.inliers, searched.nears):
+        candidates, position = candidates_at(ids, scores, near if signatures else None, fused)
+        counts = dict(zip(ids, inliers))
+        out.append(localfeatures.order(candidates, [counts[i] for i, _ in candidates], near=position,
+                                       min_inliers=min_inliers, inlier_weight=weight))
+    return out
+
+
+def rerank_top1(searched, min_inliers, **options):
+    """Each query's first result after re-ranking (see ranked_lists)."""
+    return np.array([ranked[0][0] for ranked in ranked_lists(searched, min_inliers, **options)])
 
 
 def evaluate(embedder, root, which, args):
@@ -127,37 +177,66 @@ def evaluate(embedder, root, which, args):
     started = time.perf_counter()
     blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
     extract_ms = 1000 * (time.perf_counter() - started) / len(images)
+    signatures = np.stack([signature.compute(img) for img in images])
     vectors = embed_all(embedder, images)
     queries = build_queries(images, args.queries, seed=args.seed)
-    wide = search(embedder, [q.image for q in queries], vectors, blobs, args)
+    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, args)
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
-    u_wide = search(embedder, [img for _, img in unrelated], vectors, blobs, args)
-    (top, scores, inliers), seconds = (a[:, : args.k] for a in wide[:3]), wide[3]  # what a search looks at
-    u_top, u_scores, u_inliers = (a[:, : args.k] for a in u_wide[:3])
+    u_searched = search(embedder, [img for _, img in unrelated], vectors, blobs, signatures, args)
     folders = np.array([path.parent.name for path, _ in index])
+    query_folders = [p.parent.name for p, _ in unrelated]
     sides = np.array([max(images[q.source].size) for q in queries])
+    seconds = searched.seconds
     return {
-        "by_original_size": size_table(top, scores, inliers, sources, edits, sides, args.min_inliers),
+        "by_original_size": size_table(searched, sources, edits, sides, args),
         "images": len(images),
         "queries": len(queries),
-        "recall_at_1": recall_table(top, scores, inliers, sources, edits, args.min_inliers),
+        "recall_at_1": recall_table(searched, sources, edits, args),
+        "stages": stage_table(searched, sources, edits, u_searched, folders, query_folders, args),
         "latency_ms": {"median": 1000 * statistics.median(seconds), "p95": 1000 * float(np.percentile(seconds, 95))},
-        "bytes_per_image": {"mean": float(np.mean([len(b) for b in blobs])), "max": max(len(b) for b in blobs)},
+        "bytes_per_image": {"mean": float(np.mean([len(b) for b in blobs])), "max": max(len(b) for b in blobs),
+                            "signature": signature.DIM * 4},
         "index_extract_ms": extract_ms,
-        "thresholds": threshold_table(top, scores, inliers, sources, u_inliers),
-        "fusion": fusion_table(*wide[:3], sources, edits, u_wide[:3], folders, [p.parent.name for p, _ in unrelated],
-                               args.min_inliers),
-        "categories": category_check(
-            folders, [p.parent.name for p, _ in unrelated], u_top, u_scores, u_inliers, args.min_inliers
-        ),
+        "thresholds": threshold_table(searched, sources, u_searched, args),
+        "fusion": fusion_table(searched, sources, edits, u_searched, folders, query_folders, args),
+        "categories": category_check(folders, query_folders, u_searched, args),
     }
 
 
-def recall_table(top, scores, inliers, sources, edits, min_inliers):
+def evaluate_at_scale(embedder, root, args):
+    """The photo set's combined-edit copies again, with `args.distractors` other dev images indexed beside it:
+    recall@1 at each stage of STAGES, and where the original ranked globally. The other sets index a few hundred
+    images; a real index holds thousands, where a heavily edited copy falls further down the global ranking."""
+    index, _ = pick_images(root, "photo", args.limit, 0, args.seed)
+    taken = {path for path, _ in index}
+    others = [(p, img) for p, img in pick_images(root, "mixed", args.distractors + len(index), 0, args.seed + 1)[0]
+              if p not in taken][: args.distractors]
+    originals = [img for _, img in index]
+    images = originals + [img for _, img in others]
+    blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
+    signatures = np.stack([signature.compute(img) for img in images])
+    vectors = embed_all(embedder, images)
+    queries = build_queries(originals, args.queries, seed=args.seed, edits=("combined",))
+    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, args)
+    sources = np.array([q.source for q in queries])
+    edits = np.array([q.edit for q in queries])
+    stages = []
+    for name, use_signatures in STAGES:
+        options = {"fused": args.k, "signatures": use_signatures}
+        stages.append({"stage": name, "combined": float((rerank_top1(searched, args.min_inliers, **options) == sources).mean())})
+    top = searched.top
+    return {"images": len(images), "photos": len(originals), "distractors": len(others), "queries": len(queries),
+            "global": float((top[:, 0] == sources).mean()),
+            "global_at_k": float((top[:, : args.k] == sources[:, None]).any(axis=1).mean()), "stages": stages,
+            "edits": sorted(set(edits.tolist()))}
+
+
+def recall_table(searched, sources, edits, args):
     """recall@1 (global, re-ranked) and the global recall@k ceiling per edit type, and overall."""
-    reranked = rerank_top1(top, scores, inliers, min_inliers) == sources
-    rows = {"global": top[:, 0] == sources, "reranked": reranked, "global_at_k": (top == sources[:, None]).any(axis=1)}
+    top = searched.top
+    rows = {"global": top[:, 0] == sources, "reranked": rerank_top1(searched, args.min_inliers, fused=args.k) == sources,
+            "global_at_k": (top[:, : args.k] == sources[:, None]).any(axis=1)}
     table = {}
     for edit in [*EDIT_TYPES, "all"]:
         mask = edits == edit if edit != "all" else np.ones(len(edits), bool)
@@ -166,12 +245,25 @@ def recall_table(top, scores, inliers, sources, edits, min_inliers):
     return table
 
 
+def stage_table(searched, sources, edits, u_searched, folders, query_folders, args):
+    """recall@1 (combined edits, all edits) and unrelated queries' category precision@10 at each stage of STAGES."""
+    table = []
+    for name, use_signatures in STAGES:
+        options = {"fused": args.k, "signatures": use_signatures}
+        hits = rerank_top1(searched, args.min_inliers, **options) == sources
+        cat = category_check(folders, query_folders, u_searched, args, **options)
+        table.append({"stage": name, "combined": float(hits[edits == "combined"].mean()), "all": float(hits.mean()),
+                      "precision_at_10": cat["precision_at_10_reranked"]})
+    return table
+
+
 SIZE_BANDS = (("< 128 px", 0, 128), ("128-255 px", 128, 256), (">= 256 px", 256, 10**9))
 
 
-def size_table(top, scores, inliers, sources, edits, sides, min_inliers):
+def size_table(searched, sources, edits, sides, args):
     """recall@1 (global, re-ranked) of all queries and of combined edits, by the original's longer side."""
-    reranked = rerank_top1(top, scores, inliers, min_inliers) == sources
+    top = searched.top
+    reranked = rerank_top1(searched, args.min_inliers, fused=args.k) == sources
     table = {}
     for name, low, high in SIZE_BANDS:
         band = (sides >= low) & (sides < high)
@@ -182,58 +274,62 @@ def size_table(top, scores, inliers, sources, edits, sides, min_inliers):
     return table
 
 
-def threshold_table(top, scores, inliers, sources, unrelated, thresholds=THRESHOLDS):
-    """Per inlier threshold: recall@1 and how many non-copies are marked "copy"."""
-    others = top != sources[:, None]
-    return {
-        th: {
-            "recall_at_1": float((rerank_top1(top, scores, inliers, th) == sources).mean()),
-            "false_copy_edited": [int(((inliers >= th) & others).sum()), int(others.sum())],
-            "false_copy_unrelated": [int((unrelated >= th).sum()), int(unrelated.size)],
-            "unrelated_queries_with_false_copy": [int((unrelated >= th).any(axis=1).sum()), len(unrelated)],
+def threshold_table(searched, sources, u_searched, args, thresholds=THRESHOLDS):
+    """Per inlier threshold: recall@1, and how many results that are not the original are marked "copy"
+    (verified or near duplicates), among edited queries' results and unrelated queries' results."""
+    table = {}
+    for th in thresholds:
+        edited = ranked_lists(searched, th, fused=args.k)
+        unrelated = ranked_lists(u_searched, th, fused=args.k)
+        others = [[m for i, _, m in ranked if i != source] for ranked, source in zip(edited, sources.tolist())]
+        marks = [[m for _, _, m in ranked] for ranked in unrelated]
+        table[th] = {
+            "recall_at_1": float(np.mean([ranked[0][0] == source for ranked, source in zip(edited, sources.tolist())])),
+            "false_copy_edited": [sum(m.count("copy") for m in others), sum(len(m) for m in others)],
+            "false_copy_unrelated": [sum(m.count("copy") for m in marks), sum(len(m) for m in marks)],
+            "unrelated_queries_with_false_copy": [sum("copy" in m for m in marks), len(marks)],
         }
-        for th in thresholds
-    }
+    return table
 
 
-def fusion_table(top, scores, inliers, sources, edits, unrelated, folders, query_folders, min_inliers):
-    """How the weight of sub-threshold inliers (localfeatures.INLIER_WEIGHT) and the candidate count trade off.
+def fusion_table(searched, sources, edits, u_searched, folders, query_folders, args):
+    """How the weight of sub-threshold inliers (localfeatures.INLIER_WEIGHT) and the fused candidate count trade off.
 
     For each (candidates, weight): recall@1 of combined edits and of all queries, and the category precision@10
-    of the unrelated queries after re-ranking. Fewer candidates are the first ones of the same global top-k.
+    of the unrelated queries after re-ranking (copies and the near duplicate enter from the whole pool in each).
     """
-    u_top, u_scores, u_inliers = unrelated
     table = []
     for k in FUSION_CANDIDATES:
         for weight in FUSION_WEIGHTS:
-            hits = rerank_top1(top[:, :k], scores[:, :k], inliers[:, :k], min_inliers, weight) == sources
-            cat = category_check(folders, query_folders, u_top[:, :k], u_scores[:, :k], u_inliers[:, :k], min_inliers, weight)
+            hits = rerank_top1(searched, args.min_inliers, weight=weight, fused=k) == sources
+            cat = category_check(folders, query_folders, u_searched, args, weight=weight, fused=k)
             table.append({"candidates": k, "weight": weight, "combined": float(hits[edits == "combined"].mean()),
                           "all": float(hits.mean()), "precision_at_10": cat["precision_at_10_reranked"]})
     return table
 
 
-def category_check(folders, query_folders, top, scores, inliers, min_inliers, weight=localfeatures.INLIER_WEIGHT):
+def category_check(folders, query_folders, u_searched, args, **options):
     """Folder-category precision@10 of unrelated queries: global order against re-ranked order."""
+    options.setdefault("fused", args.k)
+    top = u_searched.top
     before, after = [], []
-    for folder, t, s, n in zip(query_folders, top, scores, inliers):
-        ranked = localfeatures.order(list(zip(t.tolist(), s.tolist())), n, min_inliers=min_inliers, inlier_weight=weight)
-        ranked = [i for i, _, _ in ranked]
+    for folder, t, ranked in zip(query_folders, top, ranked_lists(u_searched, args.min_inliers, **options)):
         before.append((folders[t[:10]] == folder).mean())
-        after.append((folders[ranked[:10]] == folder).mean())
+        after.append((folders[[i for i, _, _ in ranked[:10]]] == folder).mean())
     return {"precision_at_10_global": float(np.mean(before)), "precision_at_10_reranked": float(np.mean(after))}
 
 
 def print_report(which, result, args):
     """One table per set, then the cost, category and false-copy lines."""
-    print(f"\n{which}: {result['images']} images, {result['queries']} queries, "
-          f"{args.k} candidates, min_inliers {args.min_inliers}, keypoints (side, count) {localfeatures.SCALES}")
+    print(f"\n{which}: {result['images']} images, {result['queries']} queries, {args.k} candidates fused, "
+          f"signatures over the whole set, min_inliers {args.min_inliers}, "
+          f"keypoints (side, count) {localfeatures.SCALES}")
     print(f"{'edit':<10} {'n':>5} {'global@1':>9} {'rerank@1':>9} {f'global@{args.k}':>10}")
     for edit, row in result["recall_at_1"].items():
         print(f"{edit:<10} {row['n']:>5} {row['global']:>9.3f} {row['reranked']:>9.3f} {row['global_at_k']:>10.3f}")
     lat, size, cat = result["latency_ms"], result["bytes_per_image"], result["categories"]
     print(f"added latency per query: median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms; "
-          f"stored {size['mean']:.0f} bytes/image (max {size['max']}); "
+          f"stored {size['mean']:.0f} bytes/image (max {size['max']}) + a {size['signature']}-byte signature; "
           f"index-time extract {result['index_extract_ms']:.1f} ms/image")
     print(f"category precision@10 of unrelated queries: global {cat['precision_at_10_global']:.3f}, "
           f"re-ranked {cat['precision_at_10_reranked']:.3f}")
@@ -245,6 +341,9 @@ def print_report(which, result, args):
         (fe, ne), (fu, nu) = row["false_copy_edited"], row["false_copy_unrelated"]
         qu, nq = row["unrelated_queries_with_false_copy"]
         print(f"{th:>9} {row['recall_at_1']:>9.3f} {f'{fe}/{ne}':>20} {f'{fu}/{nu}':>23} {f'{qu}/{nq}':>12}")
+    print(f"{'stage':<45} {'combined@1':>11} {'all@1':>7} {'P@10 unrelated':>15}")
+    for row in result["stages"]:
+        print(f"{row['stage']:<45} {row['combined']:>11.3f} {row['all']:>7.3f} {row['precision_at_10']:>15.3f}")
     print(f"{'candidates':>10} {'weight':>7} {'combined@1':>11} {'all@1':>7} {'P@10 unrelated':>15}")
     for row in result["fusion"]:
         print(f"{row['candidates']:>10} {row['weight']:>7} {row['combined']:>11.3f} {row['all']:>7.3f} {row['precision_at_10']:>15.3f}")
@@ -261,6 +360,8 @@ def parser():
     parser.add_argument("--min-inliers", type=int, default=localfeatures.MIN_INLIERS)
     parser.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distractors", type=int, default=3000,
+                        help="other dev images indexed beside the photo set for the at-scale check (0: skip it)")
     parser.add_argument("--json", type=Path)
     return parser
 
@@ -281,6 +382,12 @@ def run(argv=()):
     for which in args.sets.split(","):
         report["sets"][which] = evaluate(embedder, args.root, which, args)
         print_report(which, report["sets"][which], args)
+    if args.distractors:
+        scale = report["at_scale"] = evaluate_at_scale(embedder, args.root, args)
+        print(f"\nphoto + {scale['distractors']} other images ({scale['images']} indexed), {scale['queries']} combined-edit "
+              f"copies: global R@1 {scale['global']:.3f}, original in the global top {args.k} {scale['global_at_k']:.3f}")
+        for row in scale["stages"]:
+            print(f"  {row['stage']:<45} combined R@1 {row['combined']:.3f}")
     return report
 
 

@@ -32,8 +32,8 @@ class SearchRequestSerializer(serializers.Serializer):
     )
     rerank = serializers.BooleanField(
         default=True, error_messages={"invalid": "Must be true or false."},
-        help_text="Verify the best candidates with local features and put the copies of the query image "
-                  '(cropped, rescaled, re-encoded, ...) first, marked "match": "copy". A little slower.',
+        help_text="Look for copies of the query image (cropped, rescaled, re-encoded, blurred, ...) by local "
+                  'features and signatures and put them first, marked "match": "copy". A little slower.',
     )
 
     def validate_image(self, image):

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
+from workers import signature
 from workers.registry import HNSW_MAX_DIM
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
@@ -156,3 +157,36 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
             cursor.execute(statement, [literal, *params, literal, int(k)])
             rows = cursor.fetchall()
     return [(image_id, float(score)) for image_id, score in rows if score >= min_score]
+
+
+def signature_match(query):
+    """The indexed image whose signature (workers/signature.py) best matches `query` turned or mirrored any way:
+    (image_id, correlation), or None when no image has one. One statement: the best of each orientation, each
+    found through the signatures' HNSW index (migration 0007), by inner product since signatures are unit vectors."""
+    one = ("(SELECT image_id, -(signature <#> %s::vector({dim})) AS likeness FROM search_localfeatures"
+           " ORDER BY signature <#> %s::vector({dim}) LIMIT 1)").format(dim=signature.DIM)
+    literals = [vector_literal(v) for v in signature.orientations(query)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT image_id, likeness FROM ({' UNION ALL '.join([one] * len(literals))}) AS best"
+                       " WHERE likeness IS NOT NULL ORDER BY likeness DESC LIMIT 1",
+                       [v for literal in literals for v in (literal, literal)])
+        row = cursor.fetchone()
+    return None if row is None else (row[0], float(row[1]))
+
+
+def score_of(vector, image_id, *, model_key, categories=()):
+    """One image's cosine similarity to `vector` in the model's space, as nearest() scores it; None where the
+    image has no vector of that model or (with categories) carries none of them."""
+    dim = len(vector)
+    _check(model_key, dim)
+    query = sql.SQL(
+        "SELECT 1 - ((vector::vector({dim})) <=> %s::vector({dim})) FROM search_embedding"
+        " WHERE model_key = %s AND image_id = %s{filters}"
+    ).format(dim=sql.Literal(dim), filters=sql.SQL(
+        " AND image_id IN (SELECT id FROM search_indexedimage WHERE user_tags && %s::varchar[] OR auto_tags && %s::varchar[])"
+        if categories else ""))
+    params = [vector_literal(vector), model_key, image_id] + ([list(categories), list(categories)] if categories else [])
+    with connection.cursor() as cursor:
+        cursor.execute(query.as_string(cursor.connection), params)
+        row = cursor.fetchone()
+    return None if row is None else float(row[0])

@@ -125,10 +125,13 @@ class Embedding(models.Model):
 
 
 class LocalFeatures(models.Model):
-    """An image's SIFT keypoints, packed (workers.localfeatures.pack), for verifying copies at search time."""
+    """An image's copy-detection evidence: its SIFT keypoints, packed (workers.localfeatures.pack), and its
+    16x16 grey signature (workers.signature; null for rows extracted before it existed), compared at search time.
+    The signatures have an HNSW index of their own (migration 0007), searched by inner product (search/knn.py)."""
 
     image = models.OneToOneField(IndexedImage, on_delete=models.CASCADE, primary_key=True, related_name="local_features")
     data = models.BinaryField()
+    signature = VectorField(dimensions=256, null=True, blank=True)
     created_at = models.DateTimeField(auto_now=True)
 
 

@@ -24,8 +24,10 @@ class ResultSerializer(serializers.Serializer):
     match = serializers.ChoiceField(
         ["copy", "similar"],
         help_text='"copy": verified by local-feature geometric matching to be the same picture as the query, '
-                  "possibly cropped, rescaled, re-encoded, rotated, flipped, recoloured or captioned; or the very file "
-                  "uploaded (or the indexed image searched with), however few keypoints it has. "
+                  "possibly cropped, rescaled, re-encoded, rotated, flipped, recoloured or captioned; or the image whose "
+                  "16x16 grey signature matches the query's best in the whole index (at 0.95 correlation or more: a "
+                  "shrunk, blurred copy with too few keypoints); or the very file uploaded (or the indexed image "
+                  "searched with), however few keypoints it has. "
                   '"similar": looks alike (always, for a search without re-ranking).',
     )
     tags = serializers.ListField(child=serializers.CharField(), help_text="Given tags first, then automatic ones.")
@@ -39,8 +41,8 @@ class TimingsSerializer(serializers.Serializer):
     embed_ms = serializers.FloatField(help_text="Decoding and embedding the query image.")
     query_ms = serializers.FloatField(help_text="The k-NN query in pgvector.")
     rerank_ms = serializers.FloatField(
-        allow_null=True, help_text="Verifying the best candidates with local features; null when the search ran "
-                                   "without re-ranking.",
+        allow_null=True, help_text="Looking for copies: the signature search and verifying the best candidates "
+                                   "with local features; null when the search ran without re-ranking.",
     )
     total_ms = serializers.FloatField(help_text="From the POST until the results were stored.")
 

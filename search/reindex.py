@@ -403,8 +403,9 @@ def images_retag(image_ids, *, batch_size=None):
 
 
 def images_extract_missing_features(*, batch_size=None):
-    """Queue local-feature extraction for ready images that have none: (images, tasks)."""
-    ids = list(IndexedImage.objects.filter(status=IndexedImage.Status.READY, local_features__isnull=True)
+    """Queue copy-evidence extraction for ready images that have none, or no signature: (images, tasks)."""
+    missing = Q(local_features__isnull=True) | Q(local_features__signature__isnull=True)
+    ids = list(IndexedImage.objects.filter(missing, status=IndexedImage.Status.READY)
                .order_by("id").values_list("id", flat=True))
     return len(ids), _send_batches("workers.extract_features", ids, batch_size)
 

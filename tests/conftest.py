@@ -1,10 +1,12 @@
 """Shared fixtures: media folders, real dev images, and a real Celery worker process on the test database."""
 
+import collections
 import io
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -111,8 +113,16 @@ def wait_until_ready(proc, timeout=90):
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited early:\n{proc.stdout.read()}")
         if app.control.ping(timeout=0.5):
+            _drain(proc)
             return
     raise RuntimeError("worker did not answer a ping in time")
+
+
+def _drain(proc):
+    """Keep reading a running worker's output (its last lines kept in proc.recent): once the pipe's buffer is
+    full, the worker would block on its next log line, mid-task."""
+    proc.recent = collections.deque(maxlen=200)
+    threading.Thread(target=lambda: proc.recent.extend(proc.stdout), daemon=True).start()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ from django.core.management import call_command
 from PIL import Image, ImageDraw, ImageFilter
 
 from search.models import IndexedImage, LocalFeatures
-from workers import localfeatures
+from workers import localfeatures, signature
+from workers.imageio import load_rgb
 
 from .conftest import jpeg_bytes, search_upload, wait_for_job
 
@@ -82,6 +83,76 @@ def test_the_very_file_uploaded_is_a_copy_even_with_too_few_keypoints_to_verify(
     assert [r["match"] for r in job["results"][1:]] == ["similar"] * 3
 
 
+def blurred_thumbnail(path):
+    """Shrunk to 48 pixels, blurred, turned a quarter: most such copies keep too few keypoints to verify."""
+    img = load_rgb(path)
+    img.thumbnail((48, 48), Image.Resampling.BILINEAR)
+    return img.filter(ImageFilter.GaussianBlur(1.0)).transpose(Image.Transpose.ROTATE_90)
+
+
+def test_a_copy_too_small_to_verify_is_found_by_its_signature(worker, client, photo_folder):
+    """Copies that local features cannot verify but whose signature matches (most of them, bench/copy_detection.py
+    measures how many): the original comes first as a copy, though it was not first globally for all of them."""
+    call_command("index_images", str(photo_folder))
+    tried = 0
+    for original in IndexedImage.objects.order_by("id"):
+        copy = load_rgb(io.BytesIO(jpeg_bytes(blurred_thumbnail(original.source_path), quality=70)))
+        full = load_rgb(original.source_path)
+        if localfeatures.verify(localfeatures.extract(copy), localfeatures.extract(full)) >= localfeatures.MIN_INLIERS:
+            continue  # local features alone find this one
+        if signature.similarities(signature.compute(copy), signature.compute(full)[None])[0] < signature.SIGNATURE_COPY:
+            continue  # too far gone for its signature too
+        tried += 1
+        job = search_upload(client, jpeg_bytes(copy), k=5)
+        assert job["status"] == "done", job["error"]
+        assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (original.id, "copy"), original.source_path
+        assert [r["match"] for r in job["results"][1:]] == ["similar"] * 4
+    assert tried >= 6
+    # Without re-ranking the same copies are only "similar".
+    plain = search_upload(client, jpeg_bytes(copy), k=5, rerank="false")
+    assert {r["match"] for r in plain["results"]} == {"similar"}
+
+
+@pytest.fixture
+def one_candidate_worker(worker_env):
+    """A worker whose k-NN hands re-ranking a single candidate (IMGSEARCH_RERANK_CANDIDATES=1)."""
+    from imgsearch.celery import app
+
+    from .conftest import start_worker, wait_until_ready
+
+    app.control.purge()
+    proc = start_worker({**worker_env, "IMGSEARCH_RERANK_CANDIDATES": "1"})
+    wait_until_ready(proc)
+    yield proc
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(one_candidate_worker, client, photo_folder, settings):
+    """With one global candidate, a copy whose original is not the global first still gets it, first and "copy",
+    with its own cosine score; the search's categories and min_score still hold for it."""
+    settings.IMGSEARCH_SEARCH_RATE_ANON = "1000/min"  # four searches per picture
+    call_command("index_images", str(photo_folder))
+    found = 0
+    for original in IndexedImage.objects.order_by("id"):
+        copy = jpeg_bytes(blurred_thumbnail(original.source_path))
+        plain = search_upload(client, copy, k=1, rerank="false")["results"][0]
+        if plain["image_id"] == original.id:
+            continue  # the k-NN's one candidate is the original already
+        job = search_upload(client, copy, k=1)
+        if job["results"][0]["image_id"] != original.id:
+            continue  # neither keypoints nor signature recognise this one (the bench measures how often)
+        found += 1
+        first = job["results"][0]
+        assert first["match"] == "copy" and 0 < first["score"] < plain["score"]
+        others = [c for c in ("animals", "food", "vehicles", "plants") if c not in original.user_tags]
+        elsewhere = search_upload(client, copy, k=2, categories=",".join(others))
+        assert original.id not in [r["image_id"] for r in elsewhere["results"]]
+        strict = search_upload(client, copy, k=2, min_score=round(first["score"] + 0.01, 3))
+        assert original.id not in [r["image_id"] for r in strict["results"]]
+    assert found >= 2
+
+
 def test_images_indexed_without_features_get_them_from_the_command(worker, client, photo_folder, capsys):
     """Before extraction a copy is only "similar"; extract_local_features fills the gap and it is a copy again."""
     call_command("index_images", str(photo_folder))
@@ -91,7 +162,7 @@ def test_images_indexed_without_features_get_them_from_the_command(worker, clien
     assert {r["match"] for r in job["results"]} == {"similar"}
     capsys.readouterr()
     call_command("extract_local_features")
-    assert "12 images have no local features; 1 tasks queued" in capsys.readouterr().out
+    assert "12 images have no local features or signature; 1 tasks queued" in capsys.readouterr().out
     import time
 
     deadline = time.monotonic() + 60
@@ -100,6 +171,14 @@ def test_images_indexed_without_features_get_them_from_the_command(worker, clien
     assert LocalFeatures.objects.count() == 12
     job = search_upload(client, mirrored_turned_copy(original.source_path), k=12)
     assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (original.id, "copy")
+    # Rows extracted before signatures existed: the command re-extracts them, keypoints and signature.
+    LocalFeatures.objects.update(signature=None)
+    call_command("extract_local_features")
+    assert "12 images have no local features or signature; 1 tasks queued" in capsys.readouterr().out
+    deadline = time.monotonic() + 60
+    while LocalFeatures.objects.filter(signature__isnull=True).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert {len(s) for s in LocalFeatures.objects.values_list("signature", flat=True)} == {signature.DIM}
 
 
 def test_with_local_features_off_indexing_extracts_none(settings):

@@ -122,12 +122,17 @@ def test_flat_and_degenerate_images_have_no_features(size):
     assert verify(extract(shapes(1)), features) == 0
 
 
+def features_of(stored):
+    """A load_features for rerank: the stored features of the asked ids that have them."""
+    return lambda ids: {i: stored[i] for i in ids if i in stored}
+
+
 def test_rerank_puts_a_verified_copy_first_even_with_a_lower_global_score():
     """A copy ranked third by cosine moves to the top as "copy"; the others keep their order and scores."""
     original = shapes(7)
     features = {1: extract(shapes(1)), 2: extract(shapes(2)), 3: extract(original)}
     candidates = [(1, 0.91), (2, 0.80), (3, 0.52)]
-    ranked = rerank(candidates, extract(web_copy(original)), features, min_inliers=MIN_INLIERS)
+    ranked = rerank(candidates, extract(web_copy(original)), features_of(features), min_inliers=MIN_INLIERS)
     assert ranked == [(3, 0.52, "copy"), (1, 0.91, "similar"), (2, 0.80, "similar")]
 
 
@@ -135,7 +140,7 @@ def test_rerank_keeps_the_global_order_without_a_copy():
     """With no copy among the candidates, and one candidate without features, nothing moves."""
     features = {1: extract(shapes(1)), 3: extract(shapes(3))}
     candidates = [(1, 0.9), (2, 0.8), (3, 0.7)]
-    ranked = rerank(candidates, extract(shapes(9)), features, min_inliers=MIN_INLIERS)
+    ranked = rerank(candidates, extract(shapes(9)), features_of(features), min_inliers=MIN_INLIERS)
     assert ranked == [(1, 0.9, "similar"), (2, 0.8, "similar"), (3, 0.7, "similar")]
 
 
@@ -166,3 +171,29 @@ def test_order_credits_inliers_below_the_copy_threshold_to_candidates_that_are_n
         (1, 0.80, "similar"), (2, 0.78, "similar"), (3, 0.70, "similar"), (4, 0.40, "similar")]
     far = localfeatures.order([(1, 0.95), (2, 0.60)], [0, 9], min_inliers=10, inlier_weight=0.02)
     assert [i for i, _, _ in far] == [1, 2]  # 0.60 + 0.18 < 0.95
+
+
+def test_order_puts_the_near_duplicate_after_verified_copies_and_before_the_rest():
+    """The signature's near duplicate is a copy, behind any verified copy, ahead of closer-scoring candidates."""
+    candidates = [(1, 0.9), (2, 0.8), (3, 0.6), (4, 0.5)]
+    ranked = localfeatures.order(candidates, [0, 0, 12, 0], min_inliers=10, near=3)
+    assert ranked == [(3, 0.6, "copy"), (4, 0.5, "copy"), (1, 0.9, "similar"), (2, 0.8, "similar")]
+
+
+def test_rerank_verifies_every_candidate_and_brings_in_a_distant_copy():
+    """The near duplicate appended after the global candidates (it ranked far below them) is verified too and
+    comes first as a copy; candidates without features are not verified."""
+    original = shapes(7)
+    stored = {i: extract(shapes(100 + i)) for i in range(10)}
+    stored[40] = extract(original)
+    del stored[4]
+    asked = []
+
+    def load(ids):
+        asked.extend(ids)
+        return {i: stored[i] for i in ids if i in stored}
+
+    candidates = [(i, 0.9 - i / 100) for i in range(10)] + [(40, 0.5)]
+    ranked = rerank(candidates, extract(web_copy(original)), load, near=10)
+    assert ranked[0] == (40, 0.5, "copy") and [m for _, _, m in ranked[1:]] == ["similar"] * 10
+    assert asked == [*range(10), 40]

@@ -185,35 +185,43 @@ def _inliers(query_points, query_desc, cand_points, cand_desc):
     return 0 if mask is None else int(mask.sum())
 
 
-def order(candidates: list, inliers: list, *, min_inliers: int = MIN_INLIERS, inlier_weight: float = INLIER_WEIGHT,
-          identical=frozenset()) -> list:
-    """[(image_id, score, match)], best first: copies (>= min_inliers) by inliers, then the rest by fused score.
+def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_INLIERS,
+          inlier_weight: float = INLIER_WEIGHT, identical=frozenset()) -> list:
+    """[(image_id, score, match)], best first, of candidates [(image_id, score)] in their global order.
 
-    A candidate below the copy threshold is ranked by its global score plus inlier_weight per inlier: a small,
+    `inliers` per candidate (None: not verified, as 0). Tiers: ids in `identical` (the query's very file), then
+    verified copies (>= min_inliers) by inliers, then the signature's near duplicate (`near`, its position; see
+    workers/signature.py), all "copy"; then the rest by global score plus inlier_weight per inlier: a small,
     blurred or thrice-edited copy often keeps only a few inliers, while unrelated pictures mostly get none.
-    Ids in `identical` (the query's very file) are copies ahead of all. Ties keep the given (global) order.
+    Ties keep the given (global) order.
     """
-    def key(candidate, n):  # (tier: 2 identical, 1 copy, 0 the rest; rank within it)
-        image_id, score = candidate
+    def key(position, image_id, score, n):  # (tier: 3 identical, 2 verified copy, 1 near duplicate, 0 the rest; rank)
         if image_id in identical:
-            return (2, 0.0)
-        return (1, n) if n >= min_inliers else (0, score + inlier_weight * n)
+            return (3, 0.0)
+        if n >= min_inliers:
+            return (2, n)
+        return (1, 0.0) if position == near else (0, score + inlier_weight * n)
 
-    keyed = [(key(c, n), c) for c, n in zip(candidates, inliers)]
+    keyed = [(key(position, image_id, score, n or 0), (image_id, score))
+             for position, ((image_id, score), n) in enumerate(zip(candidates, inliers))]
     keyed.sort(key=lambda pair: pair[0], reverse=True)  # stable: ties stay in the given order
     return [(image_id, score, "copy" if tier else "similar") for (tier, _), (image_id, score) in keyed]
 
 
-def rerank(candidates: list, query_features: Features, features_by_id: dict, *, min_inliers: int = MIN_INLIERS,
+def rerank(candidates: list, query_features: Features, load_features, *, near=None, min_inliers: int = MIN_INLIERS,
            identical=frozenset()) -> list:
-    """Re-order global k-NN candidates [(image_id, cosine score)], best first, putting verified copies first.
-
-    Each result keeps its global cosine score, so `score` and min_score mean the same with or without
-    re-ranking; the order and `match` ("copy" or "similar") carry the verdict (see order). A candidate
-    without features (not extracted yet) counts as zero inliers.
+    """Re-order candidates [(image_id, cosine score)]: the global k-NN ones, best first, then possibly the
+    signature's near duplicate (`near`, its position). Verifies each against its local features, which
+    `load_features(ids)` returns as {image_id: Features} (a candidate without them, not extracted yet, is not
+    verified), and orders them (see order). Each result keeps its global cosine score, so `score` and
+    min_score mean the same with or without re-ranking; the order and `match` ("copy" or "similar") carry
+    the verdict.
     """
-    inliers = [
-        verify(query_features, features_by_id[image_id]) if image_id in features_by_id else 0
-        for image_id, _ in candidates
-    ]
-    return order(candidates, inliers, min_inliers=min_inliers, identical=identical)
+    inliers = verify_all(candidates, query_features, load_features)
+    return order(candidates, inliers, near=near, min_inliers=min_inliers, identical=identical)
+
+
+def verify_all(candidates: list, query_features: Features, load_features) -> list:
+    """Inliers of each candidate [(image_id, score)] against the query; None for one without stored features."""
+    features = load_features([image_id for image_id, _ in candidates])
+    return [verify(query_features, features[image_id]) if image_id in features else None for image_id, _ in candidates]

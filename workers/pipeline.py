@@ -20,7 +20,7 @@ from search.models import Embedding, IndexedImage, LocalFeatures, ModelVersion, 
 from search.projection import Projection
 
 from . import embedder as embedder_module
-from . import localfeatures
+from . import localfeatures, signature
 from .imageio import ImageDecodeError, load_rgb, make_thumbnail
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def search_execute(job):
     started = time.perf_counter()
     vector, image = query_vector(job, space)
     embedded = time.perf_counter()
-    # Re-ranking looks at more candidates than asked for, so a copy just outside the top k is brought in.
+    # Re-ranking looks at more candidates than asked for, so a copy outside the top k is brought in.
     rerank_on = job.rerank and settings.IMGSEARCH_LOCAL_FEATURES
     wanted = max(job.k, settings.IMGSEARCH_RERANK_CANDIDATES) if rerank_on else job.k
     candidates = knn.nearest(vector, model_key=space.key, k=wanted, min_score=job.min_score, categories=job.categories)
@@ -123,7 +123,7 @@ def search_execute(job):
     if not candidates and not Embedding.objects.filter(model_key=space.key).exists():
         raise SearchError(f"The index holds no images embedded with {space.key} yet; index some images first.")
     if rerank_on:
-        results, rerank_ms = rerank(job, image, candidates)[: job.k], (time.perf_counter() - queried) * 1000
+        results, rerank_ms = rerank(job, image, vector, space, candidates)[: job.k], (time.perf_counter() - queried) * 1000
     else:
         results, rerank_ms = [(image_id, score, "similar") for image_id, score in candidates], None
     services.search_job_complete(job, results, model_key=space.key, embed_ms=(embedded - started) * 1000,
@@ -155,35 +155,59 @@ def _load_query(source, size):
         raise SearchError("The query image is missing on the server; please upload it again.") from None
 
 
-def rerank(job, image, candidates):
-    """Verify the k-NN candidates with local features: [(image_id, score, match)], verified copies first."""
+def rerank(job, image, vector, space, candidates):
+    """Re-order the k-NN candidates by copy evidence: [(image_id, score, match)], copies first.
+
+    The image whose signature matches the query's best in the whole index joins the candidates as the near
+    duplicate (see _near_duplicate); all of them are verified with local features.
+    """
+    query_features, query_signature = _query_evidence(job, image)
+    candidates, near = _near_duplicate(job, vector, space, candidates, query_signature)
     if not candidates:
         return []
-    query = _query_features(job, image)
-    rows = LocalFeatures.objects.filter(image_id__in=[image_id for image_id, _ in candidates])
+    return localfeatures.rerank(candidates, query_features, _stored_features, near=near,
+                                identical=services.search_job_identical(job, candidates))
+
+
+def _near_duplicate(job, vector, space, candidates, query_signature):
+    """(candidates, the near duplicate's position among them or None): the image whose signature best matches
+    the query's, if it reaches SIGNATURE_COPY, added with its cosine score when it is not a candidate already
+    (and not when the search's categories or min_score would leave it out)."""
+    match = knn.signature_match(query_signature)
+    if match is None or match[1] < signature.SIGNATURE_COPY:
+        return candidates, None
+    ids = [image_id for image_id, _ in candidates]
+    if match[0] in ids:
+        return candidates, ids.index(match[0])
+    score = knn.score_of(vector, match[0], model_key=space.key, categories=job.categories)
+    if score is None or score < job.min_score:
+        return candidates, None
+    return [*candidates, (match[0], score)], len(candidates)
+
+
+def _stored_features(ids):
+    """{image_id: Features} of the images' stored local features (none for a record of another version)."""
     features = {}
-    for image_id, data in rows.values_list("image_id", "data"):
+    for image_id, data in LocalFeatures.objects.filter(image_id__in=ids).values_list("image_id", "data"):
         try:
             features[image_id] = localfeatures.unpack(bytes(data))
         except ValueError:  # stored by another version: "similar" until extracted again
             pass
-    identical = services.search_job_identical(job, candidates)
-    return localfeatures.rerank(candidates, query, features, identical=identical)
+    return features
 
 
-def _query_features(job, image):
-    """The query's local features: from its decoded image, else (an indexed image) stored or extracted now."""
+def _query_evidence(job, image):
+    """The query's local features and signature: from its decoded image, else (an indexed image) stored or
+    extracted now."""
     if image is None:
-        stored = LocalFeatures.objects.filter(image_id=job.source_image_id).values_list("data", flat=True).first()
+        stored = LocalFeatures.objects.filter(image_id=job.source_image_id).values_list("data", "signature").first()
         try:
-            return localfeatures.unpack(bytes(stored)) if stored is not None else _extract_from(job.source_image.file)
+            if stored is not None and stored[1] is not None:
+                return localfeatures.unpack(bytes(stored[0])), np.asarray(stored[1], np.float32)
         except ValueError:
-            return _extract_from(job.source_image.file)
-    return localfeatures.extract(image)
-
-
-def _extract_from(source):
-    return localfeatures.extract(_load_query(source, localfeatures.WORK_SIDE))
+            pass
+        image = _load_query(job.source_image.file, localfeatures.WORK_SIDE)
+    return localfeatures.extract(image), signature.compute(image)
 
 
 # --- Embedding indexed images -------------------------------------------------------------------------
@@ -196,6 +220,7 @@ class Decoded:
     error: str = ""
     thumbnail: bytes | None = None  # JPEG bytes, for an image that has none yet
     features: bytes | None = None  # packed local features, when asked for
+    signature: object = None  # with the features: workers.signature
 
 
 def _decode(embedder, with_features, image):
@@ -206,10 +231,14 @@ def _decode(embedder, with_features, image):
         return Decoded(image, error=str(exc))
     except OSError as exc:
         return Decoded(image, error=f"cannot read the stored file: {exc}")
-    return Decoded(
-        image, embedder.prepare(pil), thumbnail=None if image.thumbnail else make_thumbnail(pil),
-        features=localfeatures.pack(localfeatures.extract(pil)) if image.id in with_features else None,
-    )
+    features, signature_ = _copy_evidence(pil) if image.id in with_features else (None, None)
+    return Decoded(image, embedder.prepare(pil), thumbnail=None if image.thumbnail else make_thumbnail(pil),
+                   features=features, signature=signature_)
+
+
+def _copy_evidence(pil):
+    """(packed local features, signature) of a decoded image, as LocalFeatures stores them."""
+    return localfeatures.pack(localfeatures.extract(pil)), signature.compute(pil)
 
 
 def _ahead(fn, items, count):
@@ -278,8 +307,14 @@ def _upsert_vectors(rows):
 
 
 def _store_features(embedded):
-    rows = [LocalFeatures(image=d.image, data=d.features) for d, _, _ in embedded if d.features is not None]
-    LocalFeatures.objects.bulk_create(rows, update_conflicts=True, unique_fields=["image"], update_fields=["data", "created_at"])
+    _upsert_features([(d.image, d.features, d.signature) for d, _, _ in embedded if d.features is not None])
+
+
+def _upsert_features(rows):
+    """Write LocalFeatures rows [(image, packed features, signature)], replacing what an image already has."""
+    LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data, signature=sig) for image, data, sig in rows],
+                                      update_conflicts=True, unique_fields=["image"],
+                                      update_fields=["data", "signature", "created_at"])
 
 
 def _store_images(embedded, failed=()):
@@ -347,22 +382,21 @@ def images_retag(image_ids):
 
 
 def images_extract_features(image_ids):
-    """Extract and store the local features of images that have none (indexed before they existed)."""
-    have = LocalFeatures.objects.filter(image_id__in=image_ids).values("image_id")
+    """Extract and store the copy evidence of images that have none, or no signature (indexed before it existed)."""
+    have = LocalFeatures.objects.filter(image_id__in=image_ids, signature__isnull=False).values("image_id")
     images = list(IndexedImage.objects.filter(id__in=image_ids, status=IndexedImage.Status.READY).exclude(id__in=have))
     decoded = list(_decoders.map(_decode_features, images))
-    LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data) for image, data in decoded if data],
-                                      ignore_conflicts=True)
-    return sum(1 for _, data in decoded if data), sum(1 for _, data in decoded if not data)
+    _upsert_features([(image, *evidence) for image, evidence in decoded if evidence])
+    return sum(1 for _, evidence in decoded if evidence), sum(1 for _, evidence in decoded if not evidence)
 
 
 def _decode_features(image):
-    """(image, packed local features), or (image, None) when its file cannot be read."""
+    """(image, (packed local features, signature)), or (image, None) when its file cannot be read."""
     try:
         pil = load_rgb(image.file.path, target_size=localfeatures.WORK_SIDE, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
     except (ImageDecodeError, OSError):
         return image, None
-    return image, localfeatures.pack(localfeatures.extract(pil))
+    return image, _copy_evidence(pil)
 
 
 # --- Reindex runs -----------------------------------------------------------------------------------
@@ -425,7 +459,8 @@ def chunk_embed(run, image_ids, space):
     todo = [image for image in images if image.id not in have]
     projected = _project_stored(space, todo)
     todo = [image for image in todo if image.id not in projected]
-    missing = _feature_ids(todo) - set(LocalFeatures.objects.filter(image__in=todo).values_list("image_id", flat=True))
+    evidence = LocalFeatures.objects.filter(image__in=todo, signature__isnull=False).values_list("image_id", flat=True)
+    missing = _feature_ids(todo) - set(evidence)
     # Beside the active model's vectors: searches do not see them until the run switches models.
     _, failed = _embed(todo, space.embedder, with_features=missing, store=partial(_store_beside, space))
     return len(have) + len(projected) + len(todo) - len(failed), _failures(failed), gone

@@ -1,0 +1,67 @@
+"""Signatures (workers/signature.py): tiny grey thumbnails that still match a blurred, shrunk or turned copy."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance, ImageFilter
+
+from workers import signature
+from workers.imageio import load_rgb
+
+
+@pytest.fixture(scope="module")
+def photos(dev_images):
+    """Real photo cut-outs, decoded as the indexer decodes them."""
+    folder = dev_images / "tuxpaint" / "animals"
+    return [load_rgb(folder / f"{name}.png") for name in ("birds_crow", "birds_blackbird", "amphibians_frog",
+                                                           "mammals_cats_tiger", "birds_pink_flamingo")]
+
+
+def degraded(img):
+    """Shrunk to a third, blurred, greyed, darkened and saved as a poor JPEG: too small and soft for keypoints."""
+    img = img.resize((max(1, img.width // 3), max(1, img.height // 3)), Image.Resampling.BILINEAR)
+    img = ImageEnhance.Brightness(img.filter(ImageFilter.GaussianBlur(1.5)).convert("L").convert("RGB")).enhance(0.8)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=35)
+    return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+
+
+def test_a_degraded_copy_keeps_its_signature_and_others_do_not_match(photos):
+    """Each degraded copy correlates with its own original at SIGNATURE_COPY or more, and best of all."""
+    stored = np.stack([signature.compute(img) for img in photos])
+    for number, img in enumerate(photos):
+        likeness = signature.similarities(signature.compute(degraded(img)), stored)
+        assert likeness[number] >= signature.SIGNATURE_COPY, (number, likeness)
+        assert signature.best_match(likeness) == number
+        assert np.delete(likeness, number).max() < signature.SIGNATURE_COPY
+
+
+@pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.FLIP_LEFT_RIGHT,
+                                  Image.Transpose.TRANSPOSE])
+def test_a_turned_or_mirrored_copy_matches_in_one_of_the_eight_orientations(photos, turn):
+    """A photo saved sideways or mirrored matches as well as an upright copy, and not when upright only."""
+    original = signature.compute(photos[3])
+    copy = signature.compute(degraded(photos[3]).transpose(turn))
+    assert signature.similarities(copy, original[None])[0] >= signature.SIGNATURE_COPY
+    assert float(copy @ original) < signature.SIGNATURE_COPY
+    assert np.allclose(signature.orientations(copy)[0], copy)
+
+
+def test_signatures_are_unit_vectors_and_a_flat_picture_matches_nothing(photos):
+    """Mean removed and unit length; a flat picture's signature is zero and correlates 0 with anything."""
+    sig = signature.compute(photos[0])
+    assert sig.shape == (signature.DIM,) and sig.dtype == np.float32
+    assert abs(float(sig.sum())) < 1e-3 and float(np.linalg.norm(sig)) == pytest.approx(1.0, abs=1e-5)
+    flat = signature.compute(Image.new("RGB", (300, 200), (90, 140, 200)))
+    assert not flat.any()
+    assert signature.similarities(flat, np.stack([flat, sig])).tolist() == [0, 0]
+    assert signature.best_match(signature.similarities(sig, np.stack([flat]))) is None
+    assert signature.best_match(np.zeros(0)) is None and len(signature.similarities(sig, np.zeros((0, signature.DIM)))) == 0
+
+
+def test_odd_images_have_a_signature():
+    """A one-pixel image, a long strip, a palette, a grey and a transparent image all give DIM values."""
+    for img in (Image.new("RGB", (1, 1)), Image.new("RGB", (20000, 3), "red"), Image.new("P", (40, 30)),
+                Image.new("L", (50, 60), 128), Image.new("RGBA", (10, 10))):
+        assert signature.compute(img).shape == (signature.DIM,)
