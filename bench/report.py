@@ -205,8 +205,8 @@ def _copies_table(c):
             (fe, ne), (fu, nu), (qu, nq) = v["false_copy_edited"], v["false_copy_unrelated"], v["unrelated_queries_with_false_copy"]
             lines.append(f"| {which} | {th} | {v['recall_at_1']:.3f} | {fe}/{ne} | {fu}/{nu} | {qu}/{nq} |")
     lines += ["", "What each part of the re-ranking adds, in this run (the first row is the re-ranking before signatures: "
-              f"the first {k} candidates verified and ordered; then copies verified among the first more, then the "
-              "signature's near duplicate from the whole set, as searches do):", "",
+              f"the first {k} candidates verified and ordered; the second adds the signature's near duplicate from the "
+              "whole set, as searches do):", "",
               "| set | stage | combined R@1 | all R@1 | category P@10 of unrelated queries |", "|---|---|---|---|---|"]
     for which, r in c["sets"].items():
         lines += [f"| {which} | {v['stage']} | {v['combined']:.3f} | {v['all']:.3f} | {v['precision_at_10']:.3f} |"
