@@ -114,9 +114,7 @@ def verify_candidates(image, top, sims, blobs, signatures, args):
     query = localfeatures.extract(image)
     ids = top.tolist()
     best = signature.best_match(signature.similarities(signature.compute(image), signatures))
-    near = None if best is None else (ids.index(best) if best in ids else len(ids))
-    if near == len(ids):
-        ids.append(best)
+    ids, near = signature.with_near_duplicate(ids, best)
     scores = [float(sims[i]) for i in ids]
 
     def load(wanted):

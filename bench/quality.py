@@ -208,24 +208,17 @@ def reranked_copy_recall(index, queries, paths, images, sources, edits, k=RERANK
     top = np.argsort(-sims, axis=1)[:, :k]
     decoded = [load_rgb(path, target_size=256) for path in paths]  # as the indexer stores them
     signatures = np.stack([signature.compute(img) for img in decoded])
-    stored = {}
+    stored = [localfeatures.unpack(localfeatures.pack(localfeatures.extract(img))) for img in decoded]  # at index time
 
     def load_features(ids):
-        for i in ids:
-            if i not in stored:
-                stored[i] = localfeatures.unpack(localfeatures.pack(localfeatures.extract(decoded[i])))
         return {i: stored[i] for i in ids}
 
     hits, seconds = [], []
     for image, row, ids in zip(images, sims, top.tolist()):
-        load_features(ids)  # extracted at index time, not while the clock runs
         started = time.perf_counter()
         query = localfeatures.extract(image)
         best = signature.best_match(signature.similarities(signature.compute(image), signatures))
-        near = None if best is None else (ids.index(best) if best in ids else len(ids))
-        if near == len(ids):
-            ids.append(best)
-            load_features([best])
+        ids, near = signature.with_near_duplicate(ids, best)
         candidates = [(i, float(row[i])) for i in ids]
         ranked = localfeatures.rerank(candidates, query, load_features, near=near)
         seconds.append(time.perf_counter() - started)

@@ -127,12 +127,7 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     """
     dim = len(vector)
     _check(model_key, dim)
-    filters, params = sql.SQL(""), []
-    if categories:
-        filters = sql.SQL(
-            " AND image_id IN (SELECT id FROM search_indexedimage WHERE user_tags && %s::varchar[] OR auto_tags && %s::varchar[])"
-        )
-        params = [list(categories), list(categories)]
+    filters, params = _category_filter(categories)
     query = sql.SQL(
         "SELECT image_id, 1 - ((vector::vector({dim})) <=> %s::vector({dim})) AS score"
         " FROM search_embedding WHERE model_key = {key}{filters}"
@@ -159,6 +154,15 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     return [(image_id, float(score)) for image_id, score in rows if score >= min_score]
 
 
+def _category_filter(categories):
+    """(SQL to append to a WHERE on search_embedding, its parameters): only images carrying one of the categories."""
+    if not categories:
+        return sql.SQL(""), []
+    return sql.SQL(
+        " AND image_id IN (SELECT id FROM search_indexedimage WHERE user_tags && %s::varchar[] OR auto_tags && %s::varchar[])"
+    ), [list(categories), list(categories)]
+
+
 def signature_match(query):
     """The indexed image whose signature (workers/signature.py) best matches `query` turned or mirrored any way:
     (image_id, correlation), or None when no image has one. One statement: the best of each orientation, each
@@ -179,14 +183,12 @@ def score_of(vector, image_id, *, model_key, categories=()):
     image has no vector of that model or (with categories) carries none of them."""
     dim = len(vector)
     _check(model_key, dim)
+    filters, params = _category_filter(categories)
     query = sql.SQL(
         "SELECT 1 - ((vector::vector({dim})) <=> %s::vector({dim})) FROM search_embedding"
         " WHERE model_key = %s AND image_id = %s{filters}"
-    ).format(dim=sql.Literal(dim), filters=sql.SQL(
-        " AND image_id IN (SELECT id FROM search_indexedimage WHERE user_tags && %s::varchar[] OR auto_tags && %s::varchar[])"
-        if categories else ""))
-    params = [vector_literal(vector), model_key, image_id] + ([list(categories), list(categories)] if categories else [])
+    ).format(dim=sql.Literal(dim), filters=filters)
     with connection.cursor() as cursor:
-        cursor.execute(query.as_string(cursor.connection), params)
+        cursor.execute(query.as_string(cursor.connection), [vector_literal(vector), model_key, image_id, *params])
         row = cursor.fetchone()
     return None if row is None else float(row[0])

@@ -113,44 +113,44 @@ def test_a_copy_too_small_to_verify_is_found_by_its_signature(worker, client, ph
     assert {r["match"] for r in plain["results"]} == {"similar"}
 
 
-@pytest.fixture
-def one_candidate_worker(worker_env):
-    """A worker whose k-NN hands re-ranking a single candidate (IMGSEARCH_RERANK_CANDIDATES=1)."""
-    from imgsearch.celery import app
+def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(photo_folder):
+    """A near duplicate that is not among the k-NN candidates joins them with its own cosine score, after them;
+    the search's categories and min_score still hold for it. (In-process: the session's worker would answer a
+    search as well as any worker started with fewer candidates.)"""
+    from types import SimpleNamespace
 
-    from .conftest import start_worker, wait_until_ready
+    from search.models import Embedding
+    from workers.pipeline import _near_duplicate
 
-    app.control.purge()
-    proc = start_worker({**worker_env, "IMGSEARCH_RERANK_CANDIDATES": "1"})
-    wait_until_ready(proc)
-    yield proc
-    proc.terminate()
-    proc.wait(30)
+    crow_path = next(photo_folder.glob("animals/*.png"))
+    crow = load_rgb(crow_path)
+    rows = {}
+    for name, tag, vector, img in (("crow", "animals", [1.0, 0.0, 0.0], crow),
+                                   ("other", "food", [0.0, 1.0, 0.0], Image.new("RGB", (90, 60), "orange"))):
+        image = IndexedImage.objects.create(content_hash=name, file=f"{name}.png", title=name, user_tags=[tag],
+                                            status=IndexedImage.Status.READY)
+        Embedding.objects.create(image=image, model_key="test-space", vector=vector)
+        LocalFeatures.objects.create(image=image, data=localfeatures.pack(localfeatures.extract(img)),
+                                     signature=signature.compute(img))
+        rows[name] = image.id
+    space = SimpleNamespace(key="test-space")
+    query = signature.compute(blurred_thumbnail(crow_path))
+    vector = [0.6, 0.8, 0.0]  # cosine 0.6 to the crow, 0.8 to the other
+    candidates = [(rows["other"], 0.8)]
 
+    def near(**limits):
+        job = SimpleNamespace(**{"categories": [], "min_score": 0.0, **limits})
+        return _near_duplicate(job, vector, space, candidates, query)
 
-def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(one_candidate_worker, client, photo_folder, settings):
-    """With one global candidate, a copy whose original is not the global first still gets it, first and "copy",
-    with its own cosine score; the search's categories and min_score still hold for it."""
-    settings.IMGSEARCH_SEARCH_RATE_ANON = "1000/min"  # four searches per picture
-    call_command("index_images", str(photo_folder))
-    found = 0
-    for original in IndexedImage.objects.order_by("id"):
-        copy = jpeg_bytes(blurred_thumbnail(original.source_path))
-        plain = search_upload(client, copy, k=1, rerank="false")["results"][0]
-        if plain["image_id"] == original.id:
-            continue  # the k-NN's one candidate is the original already
-        job = search_upload(client, copy, k=1)
-        if job["results"][0]["image_id"] != original.id:
-            continue  # neither keypoints nor signature recognise this one (the bench measures how often)
-        found += 1
-        first = job["results"][0]
-        assert first["match"] == "copy" and 0 < first["score"] < plain["score"]
-        others = [c for c in ("animals", "food", "vehicles", "plants") if c not in original.user_tags]
-        elsewhere = search_upload(client, copy, k=2, categories=",".join(others))
-        assert original.id not in [r["image_id"] for r in elsewhere["results"]]
-        strict = search_upload(client, copy, k=2, min_score=round(first["score"] + 0.01, 3))
-        assert original.id not in [r["image_id"] for r in strict["results"]]
-    assert found >= 2
+    joined, position = near()
+    assert position == 1 and joined[0] == candidates[0]
+    assert joined[1][0] == rows["crow"] and joined[1][1] == pytest.approx(0.6, abs=1e-6)
+    assert near(categories=["food"]) == (candidates, None)
+    assert near(min_score=0.7) == (candidates, None)
+    among = [(rows["crow"], 0.6), (rows["other"], 0.8)]
+    assert _near_duplicate(SimpleNamespace(categories=[], min_score=0.0), vector, space, among, query) == (among, 0)
+    flat = signature.compute(Image.new("RGB", (40, 40), "grey"))
+    assert _near_duplicate(SimpleNamespace(categories=[], min_score=0.0), vector, space, candidates, flat) == (candidates, None)
 
 
 def test_images_indexed_without_features_get_them_from_the_command(worker, client, photo_folder, capsys):

@@ -174,15 +174,14 @@ def _near_duplicate(job, vector, space, candidates, query_signature):
     the query's, if it reaches SIGNATURE_COPY, added with its cosine score when it is not a candidate already
     (and not when the search's categories or min_score would leave it out)."""
     match = knn.signature_match(query_signature)
-    if match is None or match[1] < signature.SIGNATURE_COPY:
-        return candidates, None
-    ids = [image_id for image_id, _ in candidates]
-    if match[0] in ids:
-        return candidates, ids.index(match[0])
-    score = knn.score_of(vector, match[0], model_key=space.key, categories=job.categories)
+    best = match[0] if match is not None and match[1] >= signature.SIGNATURE_COPY else None
+    _, near = signature.with_near_duplicate([image_id for image_id, _ in candidates], best)
+    if near != len(candidates):
+        return candidates, near  # none, or already a candidate
+    score = knn.score_of(vector, best, model_key=space.key, categories=job.categories)
     if score is None or score < job.min_score:
         return candidates, None
-    return [*candidates, (match[0], score)], len(candidates)
+    return [*candidates, (best, score)], near
 
 
 def _stored_features(ids):

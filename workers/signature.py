@@ -55,3 +55,13 @@ def best_match(likeness) -> int | None:
         return None
     best = int(np.argmax(likeness))
     return best if likeness[best] >= SIGNATURE_COPY else None
+
+
+def with_near_duplicate(ids: list, best) -> tuple:
+    """(candidate ids with the near duplicate `best` appended unless it is one of them, its position); `best`
+    None (no match reached SIGNATURE_COPY): the ids unchanged and None."""
+    if best is None:
+        return ids, None
+    if best in ids:
+        return ids, ids.index(best)
+    return [*ids, best], len(ids)
