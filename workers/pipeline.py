@@ -253,7 +253,7 @@ def _ahead(fn, items, count):
 
 
 def _embed(images, embedder, *, with_features=frozenset(), store=None):
-    """Decode and embed images a batch (IMGSEARCH_BATCH_SIZE) at a time: (outcomes, [(image, reason)]).
+    """Decode and embed images in batches of up to IMGSEARCH_BATCH_SIZE: (outcomes, [(image, reason)]).
 
     The decode threads prepare the next batches while the model embeds one, and each embedded batch
     [(Decoded, raw vector, prediction)] goes to `store` on the store thread, so writing it overlaps embedding
@@ -262,13 +262,18 @@ def _embed(images, embedder, *, with_features=frozenset(), store=None):
     """
     size = settings.IMGSEARCH_BATCH_SIZE
     outcomes, failed, batch = [], [], []
+    # The model waits idle while the first batch is decoded, so the first batches are smaller (a quarter, a half,
+    # then full): it starts sooner and the decode threads, faster than the model, still get ahead of it.
+    wanted = max(1, size // 4)
 
     def flush():
+        nonlocal wanted
         if batch:
             vectors, predictions = embedder.embed_prepared([d.tensor for d in batch])
             rows = list(zip(batch, vectors, predictions))
             outcomes.append(_stores.submit(_store_in_thread, store, rows) if store else rows)
             batch.clear()
+            wanted = min(size, 2 * wanted)
 
     try:
         for decoded in _ahead(partial(_decode, embedder, with_features), images, 2 * size):
@@ -276,7 +281,7 @@ def _embed(images, embedder, *, with_features=frozenset(), store=None):
                 failed.append((decoded.image, decoded.error))
                 continue
             batch.append(decoded)
-            if len(batch) == size:
+            if len(batch) >= wanted:
                 flush()
         flush()
     finally:  # even when embedding failed, the batches handed over are written (or fail) before we return
