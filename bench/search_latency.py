@@ -91,19 +91,29 @@ def query_file(path):
 
 
 def search_once(client, path, rerank, timeout=60):
-    """(POST->done ms, server timings) of one search through the API, followed as the page follows it (?wait)."""
+    """(POST->done ms, server timings, client overhead) of one search through the API, followed as the page
+    follows it (?wait).
+
+    The client overhead splits the client's clock around the server's (same machine, same wall clock): the POST's
+    handling before the job row exists, and from the results being stored (the job's finished_at) until the
+    client has them (the row's update and its notification, the waiting GET waking, the answer's rendering)."""
+    from search.models import SearchJob
+
     upload = query_file(path)
-    started = time.perf_counter()
+    started, sent = time.perf_counter(), time.time()
     response = client.post("/api/v1/searches/", {"image": upload, "k": 10, "rerank": rerank}, HTTP_HOST="localhost")
     url = f"/api/v1/searches/{response.json()['id']}/?wait=10"
     while time.perf_counter() - started < timeout:
         job = client.get(url, HTTP_HOST="localhost").json()
         if job["status"] in ("done", "failed"):
             break
-    elapsed = (time.perf_counter() - started) * 1000
+    elapsed, seen = (time.perf_counter() - started) * 1000, time.time()
     if job["status"] != "done":
         raise RuntimeError(f"search {job['id']} ended {job['status']}: {job['error']}")
-    return elapsed, job["timings"]
+    row = SearchJob.objects.get(id=job["id"])
+    overhead = {"before_job_ms": (row.created_at.timestamp() - sent) * 1000,
+                "after_done_ms": (seen - row.finished_at.timestamp()) * 1000}
+    return elapsed, job["timings"], overhead
 
 
 def measure(paths, rerank, warmup=3):
@@ -115,9 +125,9 @@ def measure(paths, rerank, warmup=3):
         search_once(client, path, rerank)
     totals, split = [], []
     for path in paths[warmup:]:
-        elapsed, timings = search_once(client, path, rerank)
+        elapsed, timings, overhead = search_once(client, path, rerank)
         totals.append(elapsed)
-        split.append(timings)
+        split.append({**timings, **overhead})
     return totals, split
 
 
@@ -128,7 +138,7 @@ def figures(totals, split, rerank):
     handling and the GET that waits for the answer) and the server's (timings.total_ms: from the job's creation while the POST is
     handled until its results are stored).
     """
-    keys = ("queued_ms", "embed_ms", "query_ms", "total_ms") + (("rerank_ms",) if rerank else ())
+    keys = ("queued_ms", "embed_ms", "query_ms", "total_ms", "before_job_ms", "after_done_ms") + (("rerank_ms",) if rerank else ())
     part = {key: statistics.median(s[key] for s in split) for key in keys}
     baseline = part["embed_ms"] + part["query_ms"] + part.get("rerank_ms", 0)
     client, server = percentiles(totals), percentiles([s["total_ms"] for s in split])
@@ -162,5 +172,6 @@ def run(seeds_path, size=10_000, searches=40):
         f = result[name]
         print(f"  search at {size} ({name}): POST->done median {f['median_ms']} ms (server {f['server_median_ms']}), p95 {f['p95_ms']} ms; queue "
               f"{f['median_queued_ms']:.0f}, embed {f['median_embed_ms']:.0f}, k-NN {f['median_query_ms']:.1f}, "
-              f"re-rank {f.get('median_rerank_ms', 0):.1f} ms; {f['ratio']:.2f}x of the work", flush=True)
+              f"re-rank {f.get('median_rerank_ms', 0):.1f} ms; {f['ratio']:.2f}x of the work; client clock around the "
+              f"server's: {f['median_before_job_ms']:.1f} ms before the job, {f['median_after_done_ms']:.1f} ms after", flush=True)
     return result
