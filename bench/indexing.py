@@ -72,11 +72,13 @@ def pipeline(ids, task_size):
     return len(ids) / seconds
 
 
-def run(count=512, repeats=3):
+def run(count=512, repeats=5):
     """Both figures on `count` dev images (every 3rd of the labelled subset, so sizes are mixed), per thread count,
     with local features (the default) and without (IMGSEARCH_LOCAL_FEATURES=0: the pipeline of decode, resize,
-    embed and store alone). Each ratio is the median of `repeats` passes, each pipeline pass against the bare
-    forward measured just before it: one pass of 512 images varied by +-0.05x between runs on this shared machine."""
+    embed and store alone). Each ratio is the median of `repeats` passes, each pipeline pass against the mean of the
+    bare forward measured just before and just after it: on this shared machine the bare forward alone drifted by
+    up to 20% between passes a minute apart (80-99 img/s), and one pipeline pass against the bare forward before
+    it varied by +-0.07x."""
     from django.conf import settings
 
     from workers.pipeline import active_space, images_embed
@@ -92,10 +94,13 @@ def run(count=512, repeats=3):
         torch.set_num_threads(threads)
         passes = {True: [], False: []}  # local features on/off -> [(bare, pipeline)], each pair measured together
         for _ in range(repeats):
-            bare = bare_forward(embedder, tensors, batch)
+            before = bare_forward(embedder, tensors, batch)
             for features in (True, False):
                 settings.IMGSEARCH_LOCAL_FEATURES = features
-                passes[features].append((bare, pipeline(ids[batch:], task)))
+                full = pipeline(ids[batch:], task)
+                after = bare_forward(embedder, tensors, batch)
+                passes[features].append(((before + after) / 2, full))
+                before = after
         for features, pairs in passes.items():
             ratios = [full / bare for bare, full in pairs]
             bare, full = (statistics.median(x) for x in zip(*pairs))
