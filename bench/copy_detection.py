@@ -360,8 +360,21 @@ def parser():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--distractors", type=int, default=3000,
                         help="other dev images indexed beside the photo set for the at-scale check (0: skip it)")
+    parser.add_argument("--scales", type=scales, default=localfeatures.SCALES,
+                        help="SIFT sizes to try instead of the app's, as SIDE:KEYPOINTS,... (e.g. 192:256,96:128)")
     parser.add_argument("--json", type=Path)
     return parser
+
+
+def scales(text):
+    """--scales: "256:256,128:128" -> ((256, 256), (128, 128))."""
+    try:
+        pairs = tuple(tuple(int(n) for n in part.split(":")) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give SIDE:KEYPOINTS pairs, e.g. 256:256,128:128") from None
+    if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
+        raise argparse.ArgumentTypeError("give SIDE:KEYPOINTS pairs of positive numbers, e.g. 256:256,128:128")
+    return pairs
 
 
 def run(argv=()):
@@ -372,6 +385,7 @@ def run(argv=()):
     from bench.common import load_embedder
 
     args = parser().parse_args(list(argv))
+    localfeatures.SCALES = args.scales  # this process only: what extract() uses for the index and the queries
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     embedder = load_embedder()
