@@ -111,7 +111,7 @@ def wait_until_ready(proc, timeout=90):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"worker exited early:\n{proc.stdout.read()}")
+            raise RuntimeError(f"worker exited early:\n{proc.stdout.read() if proc.stdout else '(output discarded)'}")
         if app.control.ping(timeout=0.5):
             _drain(proc)
             return
@@ -122,7 +122,8 @@ def _drain(proc):
     """Keep reading a running worker's output (its last lines kept in proc.recent): once the pipe's buffer is
     full, the worker would block on its next log line, mid-task."""
     proc.recent = collections.deque(maxlen=200)
-    threading.Thread(target=lambda: proc.recent.extend(proc.stdout), daemon=True).start()
+    if proc.stdout is not None:  # None: started with its output discarded, nothing to read
+        threading.Thread(target=lambda: proc.recent.extend(proc.stdout), daemon=True).start()
 
 
 @pytest.fixture(scope="session")
