@@ -291,7 +291,8 @@ def threshold_table(searched, sources, u_searched, args, thresholds=THRESHOLDS):
 
 
 def fusion_table(searched, sources, edits, u_searched, folders, query_folders, args):
-    """How the weight of sub-threshold inliers (localfeatures.INLIER_WEIGHT) and the fused candidate count trade off.
+    """How the weight of sub-threshold inliers (localfeatures.INLIER_WEIGHT, which picks the lead of the candidates
+    that are not copies) and the fused candidate count trade off.
 
     For each (candidates, weight): recall@1 of combined edits and of all queries, and the category precision@10
     of the unrelated queries after re-ranking (copies and the near duplicate enter from the whole pool in each).

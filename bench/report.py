@@ -221,8 +221,8 @@ def _copies_table(c):
                   f"other dev images indexed beside its {scale['photos']} ({scale['images']} in all; global R@1 {scale['global']:.3f}, "
                   f"original in the global top {k} {scale['global_at_k']:.3f}):", "", "| stage | combined R@1 |", "|---|---|"]
         lines += [f"| {v['stage']} | {v['combined']:.3f} |" for v in scale["stages"]]
-    lines += ["", "Ordering the candidates that are not copies by cosine + weight x inliers (the app's weight is "
-              f"{c.get('inlier_weight', 'n/a')}; 0 keeps their global order):", "",
+    lines += ["", "The lead of the candidates that are not copies picked by cosine + weight x inliers, the others in their "
+              f"global order (the app's weight is {c.get('inlier_weight', 'n/a')}; 0 keeps the global order):", "",
               "| set | candidates | weight | combined R@1 | all R@1 | category P@10 of unrelated queries |", "|---|---|---|---|---|---|"]
     for which, r in c["sets"].items():
         lines += [f"| {which} | {v['candidates']} | {v['weight']} | {v['combined']:.3f} | {v['all']:.3f} | {v['precision_at_10']:.3f} |"

@@ -159,16 +159,18 @@ def test_order_puts_the_query_s_very_file_first_as_a_copy_whatever_its_inliers()
     assert ranked == [(3, 0.99, "copy"), (2, 0.8, "copy"), (1, 0.9, "similar")]
 
 
-def test_order_credits_inliers_below_the_copy_threshold_to_candidates_that_are_not_copies():
-    """A few inliers lift a candidate past a slightly closer one without any, never past a copy or a far better
-    score; the scores shown stay the global ones and nothing below the threshold is called a copy."""
-    candidates = [(1, 0.80), (2, 0.78), (3, 0.70), (4, 0.40)]
-    inliers = [0, 6, 0, 12]
+def test_order_credits_inliers_below_the_copy_threshold_to_the_lead_of_the_candidates_that_are_not_copies():
+    """A few inliers lift the likeliest source past a slightly closer candidate without any, never past a copy or a
+    far better score; the others keep their global order; the scores shown stay the global ones and nothing below
+    the threshold is called a copy."""
+    candidates = [(1, 0.80), (2, 0.78), (3, 0.70), (4, 0.69), (5, 0.40)]
+    inliers = [0, 6, 0, 5, 12]
     ranked = localfeatures.order(candidates, inliers, min_inliers=10, inlier_weight=0.02)
-    # 2: 0.78 + 6 x 0.02 = 0.90 > 0.80; 3 keeps its place; 4 is a copy and goes first.
-    assert ranked == [(4, 0.40, "copy"), (2, 0.78, "similar"), (1, 0.80, "similar"), (3, 0.70, "similar")]
-    assert localfeatures.order(candidates, [0, 6, 0, 0], min_inliers=10, inlier_weight=0.0) == [
-        (1, 0.80, "similar"), (2, 0.78, "similar"), (3, 0.70, "similar"), (4, 0.40, "similar")]
+    # 2: 0.78 + 6 x 0.02 = 0.90 leads the rest; 4 (0.69 + 0.10 = 0.79) stays behind 3; 5 is a copy and goes first.
+    assert ranked == [(5, 0.40, "copy"), (2, 0.78, "similar"), (1, 0.80, "similar"), (3, 0.70, "similar"),
+                      (4, 0.69, "similar")]
+    assert localfeatures.order(candidates, [0, 6, 0, 5, 0], min_inliers=10, inlier_weight=0.0) == [
+        (1, 0.80, "similar"), (2, 0.78, "similar"), (3, 0.70, "similar"), (4, 0.69, "similar"), (5, 0.40, "similar")]
     far = localfeatures.order([(1, 0.95), (2, 0.60)], [0, 9], min_inliers=10, inlier_weight=0.02)
     assert [i for i, _, _ in far] == [1, 2]  # 0.60 + 0.18 < 0.95
 
