@@ -8,11 +8,11 @@ before JPEGs were decoded at 1/8 scale), timed in the same run. Prints milliseco
 
 import io
 import statistics
-import time
 
 import numpy as np
 from PIL import Image
 
+from bench.common import timed
 from search.uploads import validate_upload
 
 LIMITS = {"max_bytes": 64 * 1024 * 1024, "max_pixels": 50_000_000}
@@ -39,13 +39,8 @@ def app_check(data):
     validate_upload(io.BytesIO(data), **LIMITS)
 
 
-def timed(fn, data, repeats):
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn(data)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+def median_ms(fn, data, repeats):
+    return 1000 * statistics.median(timed(fn, data)[1] for _ in range(repeats))
 
 
 def main():
@@ -53,7 +48,7 @@ def main():
              ("JPEG 640x480, quality 85", encoded(picture((640, 480)), "JPEG", quality=85), 31),
              ("PNG 1024x768 (decoded whole either way)", encoded(picture((1024, 768)), "PNG"), 11)]
     for name, data, repeats in cases:
-        whole, check = timed(full_decode, data, repeats), timed(app_check, data, repeats)
+        whole, check = median_ms(full_decode, data, repeats), median_ms(app_check, data, repeats)
         print(f"{name}, {len(data) // 1024} kB: full decode {whole:.1f} ms, the app's check {check:.1f} ms "
               f"({check / whole:.2f}x), median of {repeats}")
 

@@ -129,10 +129,9 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     _check(model_key, dim)
     filters, params = _category_filter(categories)
     query = sql.SQL(
-        "SELECT image_id, 1 - ((vector::vector({dim})) <=> %s::vector({dim})) AS score"
-        " FROM search_embedding WHERE model_key = {key}{filters}"
-        " ORDER BY (vector::vector({dim})) <=> %s::vector({dim}) LIMIT %s"
-    ).format(dim=sql.Literal(dim), key=sql.Literal(model_key), filters=filters)
+        "SELECT image_id, 1 - ({distance}) AS score FROM search_embedding WHERE model_key = {key}{filters}"
+        " ORDER BY {distance} LIMIT %s"
+    ).format(distance=_distance(dim), key=sql.Literal(model_key), filters=filters)
     literal = vector_literal(vector)
     ef_search = max(settings.IMGSEARCH_HNSW_EF_SEARCH or auto_ef_search(model_key), int(k))
     if categories:
@@ -152,6 +151,11 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
             cursor.execute(statement, [literal, *params, literal, int(k)])
             rows = cursor.fetchall()
     return [(image_id, float(score)) for image_id, score in rows if score >= min_score]
+
+
+def _distance(dim):
+    """Cosine distance of a stored vector to the query (one %s parameter), cast so the model's HNSW index serves it."""
+    return sql.SQL("(vector::vector({dim})) <=> %s::vector({dim})").format(dim=sql.Literal(dim))
 
 
 def _category_filter(categories):
@@ -185,9 +189,8 @@ def score_of(vector, image_id, *, model_key, categories=()):
     _check(model_key, dim)
     filters, params = _category_filter(categories)
     query = sql.SQL(
-        "SELECT 1 - ((vector::vector({dim})) <=> %s::vector({dim})) FROM search_embedding"
-        " WHERE model_key = %s AND image_id = %s{filters}"
-    ).format(dim=sql.Literal(dim), filters=filters)
+        "SELECT 1 - ({distance}) FROM search_embedding WHERE model_key = %s AND image_id = %s{filters}"
+    ).format(distance=_distance(dim), filters=filters)
     with connection.cursor() as cursor:
         cursor.execute(query.as_string(cursor.connection), [vector_literal(vector), model_key, image_id, *params])
         row = cursor.fetchone()

@@ -212,7 +212,7 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
                     reverse=True)  # stable: ties stay in the given order
     rest = [p for p, t in enumerate(tiers) if not t]
     if rest:
-        lead = max(rest, key=lambda p: (candidates[p][1] + inlier_weight * counts[p], -p))
+        lead = max(rest, key=lambda p: candidates[p][1] + inlier_weight * counts[p])  # ties: the first
         rest = [lead] + [p for p in rest if p != lead]
     return [(*candidates[p], "copy" if tiers[p] else "similar") for p in copies + rest]
 
