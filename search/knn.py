@@ -119,6 +119,35 @@ def vector_literal(vector):
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
+_EXACT_FORMATS = {}  # dimension -> "[%.9g,...]": 9 significant digits give back the very float32
+
+
+def _exact_literal(vector):
+    """A vector's text form that pgvector parses back to the same float32 values (3x faster than pgvector's own)."""
+    values = vector.tolist()
+    fmt = _EXACT_FORMATS.get(len(values))
+    if fmt is None:
+        fmt = _EXACT_FORMATS[len(values)] = "[" + ",".join(["%.9g"] * len(values)) + "]"
+    return fmt % tuple(values)
+
+
+def vectors_upsert(model_key, image_ids, vectors):
+    """Store the images' vectors of a model (rows of `vectors`, a numpy array), replacing those they have.
+
+    One statement a batch, without the ORM: in the indexing pipeline this runs beside the model, and the
+    Python time an ORM bulk insert spends on each row held the GIL from the forward pass (bench/indexing.py).
+    """
+    if not len(image_ids):
+        return
+    _check(model_key, vectors.shape[1])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO search_embedding (image_id, model_key, vector, created_at)"
+            " SELECT image_id, %s, vector::vector, now() FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, vector)"
+            " ON CONFLICT (image_id, model_key) DO UPDATE SET vector = EXCLUDED.vector",
+            [model_key, [int(i) for i in image_ids], [_exact_literal(v) for v in vectors]])
+
+
 def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     """The k most similar images to `vector` as [(image_id, cosine similarity)], best first.
 

@@ -84,3 +84,20 @@ def test_index_command_refuses_a_missing_folder():
 
     with pytest.raises(CommandError, match="not a folder"):
         call_command("index_images", "/no/such/folder")
+
+
+def test_images_ready_marks_each_image_with_its_own_tags_and_clears_old_errors():
+    """One statement sets each image's own thumbnail, label, score and tag, ready; other images are untouched."""
+    from django.utils import timezone
+
+    a, b, other = (IndexedImage.objects.create(content_hash=f"{i:064d}", file=f"x/{i}.png", title=str(i), user_tags=["mine"])
+                   for i in range(3))
+    IndexedImage.objects.filter(id=b.id).update(status="failed", error="earlier failure")
+    now = timezone.now()
+    indexing.images_ready([(a.id, "thumbs/a.jpg", "tabby", 0.5, "cat"), (b.id, "thumbs/b.jpg", "it's \"odd\"", 0.25, "dog")], now)
+    a, b, other = (IndexedImage.objects.get(id=image.id) for image in (a, b, other))
+    assert (a.thumbnail.name, a.auto_label, a.auto_score, a.auto_tags, a.status) == ("thumbs/a.jpg", "tabby", 0.5, ["cat"], "ready")
+    assert (b.thumbnail.name, b.auto_label, b.auto_tags, b.status, b.error) == ("thumbs/b.jpg", "it's \"odd\"", ["dog"], "ready", "")
+    assert a.indexed_at == b.indexed_at == now and a.user_tags == ["mine"]
+    assert (other.status, other.auto_tags, other.indexed_at) == ("pending", [], None)
+    indexing.images_ready([], now)  # nothing to mark: no statement

@@ -120,3 +120,23 @@ def test_ef_search_widens_once_the_index_is_large(settings, monkeypatch):
     monkeypatch.setattr(knn, "LARGE_INDEX", 15)
     assert knn.auto_ef_search("size:1", max_age=0) == 400
     assert knn.auto_ef_search("missing:1", max_age=0) == 100  # no index yet
+
+
+def test_vectors_upsert_stores_exact_float32_values_and_replaces_old_ones():
+    """The pipeline's fast insert gives back the very float32 values, and a second store replaces the first."""
+    rng = np.random.default_rng(11)
+    images = [IndexedImage.objects.create(content_hash=f"{i:064d}", file=f"x/{i}.png", title=str(i)) for i in range(3)]
+    ids = [image.id for image in images]
+    first = rng.normal(size=(3, 1280)).astype(np.float32) * np.float32(1e-3)
+    first[0, :4] = [np.float32(1 / 3), np.float32(-7.1e-9), np.float32(123456.789), 0.0]  # digits that a 7-digit form would lose
+    knn.vectors_upsert("fast:1", ids, first)
+    stored = dict(Embedding.objects.filter(model_key="fast:1").values_list("image_id", "vector"))
+    for i, image_id in enumerate(ids):
+        assert np.array_equal(np.asarray(stored[image_id], np.float32), first[i])
+    second = unit(rng.normal(size=1280))[None, :]
+    knn.vectors_upsert("fast:1", ids[:1], second)
+    assert Embedding.objects.filter(model_key="fast:1").count() == 3
+    assert np.array_equal(np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[0]).vector, np.float32), second[0])
+    knn.vectors_upsert("fast:1", [], np.zeros((0, 1280), np.float32))  # an empty batch writes nothing
+    with pytest.raises(ValueError):
+        knn.vectors_upsert("bad key;", ids[:1], second)

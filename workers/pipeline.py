@@ -15,7 +15,7 @@ from django.core.files.base import ContentFile
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from search import knn, reindex, services
+from search import indexing, knn, reindex, services
 from search.models import Embedding, IndexedImage, LocalFeatures, ModelVersion, ReindexRun
 from search.projection import Projection
 
@@ -298,16 +298,11 @@ def _store_vectors(space, embedded):
     """Upsert the images' vectors of the space, and for a projected space their raw vectors too."""
     if not embedded:
         return
+    ids = [d.image.id for d, _, _ in embedded]
     raw = np.stack([vector for _, vector, _ in embedded])
-    rows = [Embedding(image=d.image, model_key=space.key, vector=v) for (d, _, _), v in zip(embedded, space.vectors(raw))]
+    knn.vectors_upsert(space.key, ids, space.vectors(raw))
     if space.projection is not None:  # raw vectors stay complete, to learn the next projection from
-        rows += [Embedding(image=d.image, model_key=space.base_key, vector=v) for (d, _, _), v in zip(embedded, raw)]
-    _upsert_vectors(rows)
-
-
-def _upsert_vectors(rows):
-    """Write Embedding rows, replacing the vector an image already has for the same model."""
-    Embedding.objects.bulk_create(rows, update_conflicts=True, unique_fields=["image", "model_key"], update_fields=["vector"])
+        knn.vectors_upsert(space.base_key, ids, raw)
 
 
 def _store_features(embedded):
@@ -323,7 +318,7 @@ def _upsert_features(rows):
 
 def _store_images(embedded, failed=()):
     """Thumbnails, automatic tags and status of images the active model has embedded (or failed to read)."""
-    now = timezone.now()
+    now, ready = timezone.now(), []
     for decoded, _, prediction in embedded:
         image = decoded.image
         if decoded.thumbnail:
@@ -331,10 +326,11 @@ def _store_images(embedded, failed=()):
             image.thumbnail.save(name, ContentFile(decoded.thumbnail), save=False)
         image.auto_label, image.auto_score, image.auto_tags = prediction.label, prediction.score, [prediction.category]
         image.status, image.error, image.indexed_at = IndexedImage.Status.READY, "", now
+        ready.append((image.id, image.thumbnail.name, prediction.label, prediction.score, prediction.category))
+    indexing.images_ready(ready, now)
     for image, error in failed:
         image.status, image.error = IndexedImage.Status.FAILED, error[:2000]
-    fields = ["thumbnail", "auto_label", "auto_score", "auto_tags", "status", "error", "indexed_at"]
-    IndexedImage.objects.bulk_update([row[0].image for row in embedded] + [image for image, _ in failed], fields)
+    IndexedImage.objects.bulk_update([image for image, _ in failed], ["status", "error"])
 
 
 def _store_active(space, embedded):
@@ -478,8 +474,7 @@ def _project_stored(space, images):
     if not stored:
         return set()
     ids = list(stored)
-    vectors = space.vectors(np.stack([stored[i] for i in ids]))
-    _upsert_vectors([Embedding(image_id=i, model_key=space.key, vector=v) for i, v in zip(ids, vectors)])
+    knn.vectors_upsert(space.key, ids, space.vectors(np.stack([stored[i] for i in ids])))
     return set(ids)
 
 
