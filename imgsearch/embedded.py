@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def free_port():
 @contextmanager
 def embedded_postgres(root):
     """Start (or join) the project's PostgreSQL; yield its URL for the imgsearch database."""
-    import pgserver
+    with warnings.catch_warnings():  # without XDG_RUNTIME_DIR (containers, root shells) it uses /tmp, and says so
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
 
     # pgserver runs as an unprivileged user when started by root, so the folder must be reachable.
     root.mkdir(parents=True, exist_ok=True)

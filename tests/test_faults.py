@@ -1,6 +1,7 @@
 """Faults with real processes: PostgreSQL stopped under a running site answers 503, then recovers by itself."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -16,6 +17,10 @@ from imgsearch.embedded import free_port
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
+
+# pgserver logs at INFO from its exit handler too, after pytest has closed the streams its log handlers wrote to
+# ("--- Logging error ---" tracebacks after the summary); its INFO lines say nothing a failure would need.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def fetch(url):
