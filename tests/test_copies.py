@@ -189,3 +189,27 @@ def test_with_local_features_off_indexing_extracts_none(settings):
     assert _feature_ids(images) == {1, 2}
     settings.IMGSEARCH_LOCAL_FEATURES = False
     assert _feature_ids(images) == frozenset()
+
+
+def test_missing_copy_evidence_is_extracted_for_ready_images_only(photo_folder):
+    """`extract_local_features`' task: ready images without a record (or its signature) get one, as indexing
+    stores it; pending images and complete records are left alone, and an unreadable file is counted, not raised."""
+    from search.indexing import ScanReport, image_add
+    from workers.pipeline import images_extract_features
+
+    report = ScanReport()
+    images = [image_add(path, report=report) for path in sorted(photo_folder.rglob("*.png"))[:5]]
+    ready, no_signature, complete, pending, unreadable = images
+    IndexedImage.objects.filter(id__in=[ready.id, no_signature.id, complete.id, unreadable.id]).update(status="ready")
+    LocalFeatures.objects.create(image=no_signature, data=b"old", signature=None)
+    LocalFeatures.objects.create(image=complete, data=b"kept", signature=[0.0] * signature.DIM)
+    unreadable.file.storage.delete(unreadable.file.name)
+
+    assert images_extract_features([image.id for image in images]) == (2, 1)
+    for image in (ready, no_signature):
+        row = LocalFeatures.objects.get(image=image)
+        decoded = load_rgb(image.file.path, target_size=localfeatures.WORK_SIDE)
+        assert bytes(row.data) == localfeatures.pack(localfeatures.extract(decoded))
+        assert row.signature is not None and len(row.signature) == signature.DIM
+    assert bytes(LocalFeatures.objects.get(image=complete).data) == b"kept"
+    assert not LocalFeatures.objects.filter(image__in=[pending, unreadable]).exists()

@@ -35,6 +35,10 @@ def _decode_threads():
 # Pillow and OpenCV release the GIL, so these threads decode (and extract local features) while torch runs,
 # and one thread writes a batch's rows (with its own database connection) while the model embeds the next.
 _decoders = ThreadPoolExecutor(max_workers=_decode_threads(), thread_name_prefix="decode")
+# With local features an image costs its decode thread more CPU than the model spends on it (SIFT alone ~10 ms
+# a core), so the model waits idle between batches; one thread more fills that time (bench/indexing.py). Also
+# for extracting features alone, where no model runs.
+_feature_decoders = ThreadPoolExecutor(max_workers=_decode_threads() + 1, thread_name_prefix="decode-features")
 _stores = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
 
 
@@ -240,15 +244,15 @@ def _copy_evidence(pil):
     return localfeatures.pack(localfeatures.extract(pil)), signature.compute(pil)
 
 
-def _ahead(fn, items, count):
-    """fn(item) for each item in the decode threads, in order, with at most `count` started ahead."""
+def _ahead(fn, items, count, pool):
+    """fn(item) for each item in the pool's threads, in order, with at most `count` started ahead."""
     items, started = iter(items), deque()
     for item in islice(items, count):
-        started.append(_decoders.submit(fn, item))
+        started.append(pool.submit(fn, item))
     while started:
         result = started.popleft().result()
         for item in islice(items, 1):
-            started.append(_decoders.submit(fn, item))
+            started.append(pool.submit(fn, item))
         yield result
 
 
@@ -276,7 +280,8 @@ def _embed(images, embedder, *, with_features=frozenset(), store=None):
             wanted = min(size, 2 * wanted)
 
     try:
-        for decoded in _ahead(partial(_decode, embedder, with_features), images, 2 * size):
+        pool = _feature_decoders if with_features else _decoders
+        for decoded in _ahead(partial(_decode, embedder, with_features), images, 2 * size, pool):
             if decoded.tensor is None:
                 failed.append((decoded.image, decoded.error))
                 continue
@@ -385,7 +390,7 @@ def images_extract_features(image_ids):
     """Extract and store the copy evidence of images that have none, or no signature (indexed before it existed)."""
     have = LocalFeatures.objects.filter(image_id__in=image_ids, signature__isnull=False).values("image_id")
     images = list(IndexedImage.objects.filter(id__in=image_ids, status=IndexedImage.Status.READY).exclude(id__in=have))
-    decoded = list(_decoders.map(_decode_features, images))
+    decoded = list(_feature_decoders.map(_decode_features, images))
     _upsert_features([(image, *evidence) for image, evidence in decoded if evidence])
     return sum(1 for _, evidence in decoded if evidence), sum(1 for _, evidence in decoded if not evidence)
 
