@@ -4,6 +4,8 @@
     make bench-large    # adds search latency at 100k and k-NN at 1M vectors (hours on 2 cores)
     make bench BENCH_ARGS="--only knn_large"   # measure some parts again, keeping the others of the last report
 
+A default run keeps the large parts of the last report (each part states its own date and commit).
+
 Runs against DATABASE_URL / REDIS_URL (make starts embedded servers under .local/bench-run); every part
 that needs the database uses a throw-away database `imgsearch_bench` on that server. A part that fails is
 recorded in the report with its error and the others still run.
@@ -41,12 +43,16 @@ def part(name, results, load, fn, *args, **kwargs):
     results[name].update(duration_s=round(time.perf_counter() - started, 1), measured=f"{machine['date']}, {machine['commit']}")
 
 
-def previous_report(folder, only):
-    """With --only, the last report, whose other parts are kept; else a fresh start."""
+def previous_report(folder, only, large=False):
+    """What of the last report a run keeps: with --only, every part it does not run again; a default run keeps the
+    large parts (hours of measuring, each shown with its own date and commit); --large starts afresh."""
     path = folder / "benchmarks.json"
-    if not only or not path.is_file():
+    if large or not path.is_file():
         return {"parts": {}, "load": {}}
-    return json.loads(path.read_text())
+    last = json.loads(path.read_text())
+    if only:
+        return last
+    return {key: {name: value for name, value in last[key].items() if name in LARGE_PARTS} for key in ("parts", "load")}
 
 
 def main():
@@ -63,7 +69,7 @@ def main():
     unknown = wanted - set(PARTS + LARGE_PARTS)
     if unknown:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
-    last = previous_report(args.out, args.only)
+    last = previous_report(args.out, args.only, large=args.large and not args.only)
     rep = {"machine": common.machine(), "large": args.large or bool(wanted & set(LARGE_PARTS)), "parts": last["parts"], "load": last["load"]}
     results, load = rep["parts"], rep["load"]
     seeds = common.CACHE / "seeds.npy"
@@ -103,7 +109,10 @@ def main():
                  ef_searches=(100, 200, 400, 800))
     benchdb.drop()
     rep["uptime_end"] = common.uptime()
-    rep["summary"] = report.summary(results)
+    order = ("quality", "copies", "memory", "indexing", "search", "search_large", "knn", "knn_large", "gpu")
+    for key in ("parts", "load"):  # kept parts first in the dict: back to the suite's order
+        rep[key] = {name: rep[key][name] for name in sorted(rep[key], key=lambda n: order.index(n) if n in order else len(order))}
+    rep["summary"] = report.summary(rep["parts"])
     report.write(rep, args.out)
     print((args.out / "benchmarks.md").read_text())
 

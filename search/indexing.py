@@ -130,7 +130,7 @@ def images_ready(rows, now):
     """Mark embedded images ready: rows [(image_id, thumbnail name, auto_label, auto_score, category)].
 
     One statement a batch, without the ORM: the worker runs this beside the model, and bulk_update's per-row
-    CASE expressions took ~1.7 ms of Python (the GIL) an image away from the forward pass (bench/indexing.py).
+    CASE expressions took ~1.7 ms of Python (the GIL) an image away from the forward pass (bench/indexing_split.py).
     """
     if not rows:
         return

@@ -135,7 +135,7 @@ def vectors_upsert(model_key, image_ids, vectors):
     """Store the images' vectors of a model (rows of `vectors`, a numpy array), replacing those they have.
 
     One statement a batch, without the ORM: in the indexing pipeline this runs beside the model, and the
-    Python time an ORM bulk insert spends on each row held the GIL from the forward pass (bench/indexing.py).
+    Python time an ORM bulk insert spends on each row held the GIL from the forward pass (bench/indexing_split.py).
     """
     if not len(image_ids):
         return
