@@ -41,12 +41,47 @@ def embedded_postgres(root):
 
     # pgserver runs as an unprivileged user when started by root, so the folder must be reachable.
     root.mkdir(parents=True, exist_ok=True)
+    forget_dead_handles(root / "pg")
     server = pgserver.get_server(root / "pg", cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DB_NAME};")
     yield server.get_uri(DB_NAME)
     server._cleanup()  # stop it now if no other process holds it (pgserver counts handles)
+
+
+def forget_dead_handles(pgdata):
+    """Drop the processes that no longer exist from pgserver's count of those holding the server.
+
+    pgserver stops PostgreSQL when the last process holding it exits, counting them in a file that each removes
+    itself from at exit; one that was killed (kill -9, out of memory) stays counted, and the server then outlives
+    every later run. Returns the pids forgotten.
+    """
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import DiskList
+
+    handles = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:  # pgserver's own lock around that file
+        try:
+            pids = handles.get()
+        except ValueError:  # unreadable: start the count afresh
+            pids = [None]
+        dead = [pid for pid in pids if not _alive(pid)]
+        if dead:
+            handles.put([pid for pid in pids if pid not in dead])
+    return dead
+
+
+def _alive(pid):
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextmanager

@@ -1,0 +1,72 @@
+"""The embedded services launcher (imgsearch/embedded.py): it stops the PostgreSQL it started, even after a crash."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from imgsearch.embedded import forget_dead_handles
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def dead_pid():
+    """The pid of a process that has ended."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_forget_dead_handles_keeps_only_living_processes(tmp_path):
+    handles = tmp_path / ".handle_pids.json"
+    gone = dead_pid()
+    handles.write_text(json.dumps([os.getpid(), gone]))
+    assert forget_dead_handles(tmp_path) == [gone]
+    assert json.loads(handles.read_text()) == [os.getpid()]
+    assert forget_dead_handles(tmp_path) == []  # nothing more to forget: the file is left alone
+    handles.write_text("not json")
+    forget_dead_handles(tmp_path)
+    assert json.loads(handles.read_text()) == []
+
+
+def postmaster_running(pgdata):
+    """Whether the postmaster of pgdata (its postmaster.pid) is alive."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return False
+    return True
+
+
+def test_a_killed_run_does_not_keep_postgres_running_after_the_next_one(tmp_path):
+    """A launcher killed outright (kill -9) cannot stop its PostgreSQL; the next run joins that server and, once it
+    ends, stops it, instead of counting the dead launcher as a holder forever."""
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    env.update(IMGSEARCH_DATA_DIR=str(tmp_path / "data"), REDIS_URL="redis://127.0.0.1:1/0")
+    launcher = [sys.executable, "-m", "imgsearch.embedded", "exec", "--"]
+    pgdata = tmp_path / "data" / "pg"
+    crashed = subprocess.Popen([*launcher, sys.executable, "-c", "import time; time.sleep(120)"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (postmaster_running(pgdata) and (pgdata / ".handle_pids.json").exists()
+                   and crashed.pid in json.loads((pgdata / ".handle_pids.json").read_text() or "[]")):
+            assert time.monotonic() < deadline, "the embedded PostgreSQL did not start"
+            assert crashed.poll() is None, "the launcher ended early"
+            time.sleep(0.2)
+    finally:
+        os.killpg(crashed.pid, signal.SIGKILL)  # the launcher and its command, no clean-up
+        crashed.wait(30)
+    assert postmaster_running(pgdata)  # left behind by the killed launcher
+    subprocess.run([*launcher, "true"], cwd=ROOT, env=env, check=True, timeout=120, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while postmaster_running(pgdata) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not postmaster_running(pgdata)
