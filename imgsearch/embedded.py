@@ -91,9 +91,19 @@ def embedded_redis(root):
 
     folder = root / "redis"
     folder.mkdir(parents=True, exist_ok=True)
-    port_file = folder / "port"
-    if port_file.exists() and redis_answers(int(port_file.read_text())):
-        yield f"redis://127.0.0.1:{int(port_file.read_text())}/0"
+    port_file, owner_file = folder / "port", folder / "owner"  # owner: the pid of the run that stops it
+    port = _read_int(port_file)
+    if port and redis_answers(port):
+        if _alive(_read_int(owner_file)):
+            yield f"redis://127.0.0.1:{port}/0"  # another run's (e.g. `make run`): it stops it
+            return
+        # Its run was killed before it could stop it: this run adopts it and stops it when done.
+        owner_file.write_text(str(os.getpid()))
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            port_file.unlink(missing_ok=True)
+            redis_shutdown(port)
         return
     port = free_port()
     proc = subprocess.Popen(
@@ -103,11 +113,29 @@ def embedded_redis(root):
     )
     try:
         wait_for_port(port, proc)
+        owner_file.write_text(str(os.getpid()))
         port_file.write_text(str(port))
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         port_file.unlink(missing_ok=True)
         stop(proc)
+
+
+def _read_int(path):
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def redis_shutdown(port):
+    """Ask the redis-server on port to save and exit (it closes the connection without a reply)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"SHUTDOWN\r\n")
+            s.recv(64)
+    except OSError:
+        pass
 
 
 def redis_answers(port):

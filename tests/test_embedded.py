@@ -70,3 +70,35 @@ def test_a_killed_run_does_not_keep_postgres_running_after_the_next_one(tmp_path
     while postmaster_running(pgdata) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not postmaster_running(pgdata)
+
+
+def test_a_killed_run_does_not_leave_its_redis_running_after_the_next_one(tmp_path):
+    """The redis-server of a launcher killed outright is adopted by the next run, which stops it when it ends."""
+    import psutil
+
+    from imgsearch.embedded import redis_answers
+
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env.update(IMGSEARCH_DATA_DIR=str(tmp_path / "data"), DATABASE_URL="postgresql://unused@127.0.0.1:1/unused")
+    launcher = [sys.executable, "-m", "imgsearch.embedded", "exec", "--"]
+    port_file = tmp_path / "data" / "redis" / "port"
+    crashed = subprocess.Popen([*launcher, sys.executable, "-c", "import time; time.sleep(120)"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text() and redis_answers(int(port_file.read_text()))):
+            assert time.monotonic() < deadline and crashed.poll() is None, "the embedded Redis did not start"
+            time.sleep(0.1)
+        port = int(port_file.read_text())
+        command = [child for child in psutil.Process(crashed.pid).children() if "sleep" in " ".join(child.cmdline())]
+    finally:
+        crashed.kill()  # the launcher alone: its redis-server lives on
+        crashed.wait(30)
+    for child in command:
+        child.kill()
+    assert redis_answers(port)
+    subprocess.run([*launcher, "true"], cwd=ROOT, env=env, check=True, timeout=60, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while redis_answers(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not redis_answers(port)
