@@ -132,7 +132,8 @@ def _exact_literal(vector):
 
 
 def vectors_upsert(model_key, image_ids, vectors):
-    """Store the images' vectors of a model (rows of `vectors`, a numpy array), replacing those they have.
+    """Store the images' vectors of a model (rows of `vectors`, a numpy array), replacing those they have; an image
+    deleted meanwhile (from the admin, while a worker embedded it) is skipped.
 
     One statement a batch, without the ORM: in the indexing pipeline this runs beside the model, and the
     Python time an ORM bulk insert spends on each row held the GIL from the forward pass (bench/indexing_split.py).
@@ -143,7 +144,8 @@ def vectors_upsert(model_key, image_ids, vectors):
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO search_embedding (image_id, model_key, vector, created_at)"
-            " SELECT image_id, %s, vector::vector, now() FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, vector)"
+            " SELECT t.image_id, %s, t.vector::vector, now() FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, vector)"
+            " JOIN search_indexedimage AS i ON i.id = t.image_id"
             " ON CONFLICT (image_id, model_key) DO UPDATE SET vector = EXCLUDED.vector",
             [model_key, [int(i) for i in image_ids], [_exact_literal(v) for v in vectors]])
 

@@ -138,5 +138,8 @@ def test_vectors_upsert_stores_exact_float32_values_and_replaces_old_ones():
     assert Embedding.objects.filter(model_key="fast:1").count() == 3
     assert np.array_equal(np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[0]).vector, np.float32), second[0])
     knn.vectors_upsert("fast:1", [], np.zeros((0, 1280), np.float32))  # an empty batch writes nothing
+    knn.vectors_upsert("fast:1", [ids[1], 10**12], np.concatenate([second, second]))  # an image deleted meanwhile
+    assert not Embedding.objects.filter(image_id=10**12).exists()
+    assert np.array_equal(np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[1]).vector, np.float32), second[0])
     with pytest.raises(ValueError):
         knn.vectors_upsert("bad key;", ids[:1], second)

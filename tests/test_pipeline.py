@@ -1,6 +1,7 @@
 """The indexing pipeline's batching (workers.pipeline._embed), with a stand-in model and decoder."""
 
 import numpy as np
+import pytest
 
 from workers import pipeline
 
@@ -43,3 +44,38 @@ def test_a_batch_size_of_one_still_embeds_one_image_at_a_time(monkeypatch, setti
     model = CountingModel()
     pipeline._embed([0, 1, 2], model)
     assert [len(b) for b in model.batches] == [1, 1, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_an_image_deleted_while_its_batch_is_embedded_is_skipped_and_the_rest_stored(photo_folder, settings, monkeypatch):
+    """The admin deletes an image while a worker embeds it: its batch is still stored, without it (no vector, local
+    features or thumbnail), rather than the whole batch failing on the missing image."""
+    from django.db import connections
+
+    from search.indexing import ScanReport, image_add
+    from search.models import Embedding, IndexedImage, LocalFeatures
+
+    settings.IMGSEARCH_MODEL, settings.IMGSEARCH_WEIGHTS = "mobilenet_v2", "random"
+    report = ScanReport()
+    images = [image_add(path, report=report) for path in sorted(photo_folder.rglob("*.png"))[:4]]
+    doomed = images[1]
+    ahead = pipeline._ahead
+
+    def decoded_then_deleted(*args):  # the batch is stored once all four are decoded: the deletion comes first
+        for decoded in ahead(*args):
+            if decoded.image.id == doomed.id:
+                IndexedImage.objects.filter(id=doomed.id).delete()  # committed: the store thread sees it
+            yield decoded
+
+    monkeypatch.setattr(pipeline, "_ahead", decoded_then_deleted)
+    try:
+        pipeline.images_embed([image.id for image in images])
+    finally:
+        pipeline._stores.submit(connections.close_all).result()  # the store thread's connection to the test database
+    kept = [image.id for image in images if image.id != doomed.id]
+    assert sorted(IndexedImage.objects.filter(status="ready").values_list("id", flat=True)) == kept
+    assert sorted(Embedding.objects.values_list("image_id", flat=True)) == kept
+    assert sorted(LocalFeatures.objects.values_list("image_id", flat=True)) == kept
+    thumbs = settings.MEDIA_ROOT / "thumbs" / doomed.content_hash[:2] / f"{doomed.content_hash}.jpg"
+    assert not thumbs.exists()

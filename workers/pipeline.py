@@ -315,8 +315,13 @@ def _store_features(embedded):
 
 
 def _upsert_features(rows):
-    """Write LocalFeatures rows [(image, packed features, signature)], replacing what an image already has."""
-    LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data, signature=sig) for image, data, sig in rows],
+    """Write LocalFeatures rows [(image, packed features, signature)], replacing what an image already has; an image
+    deleted meanwhile is skipped."""
+    if not rows:
+        return
+    exist = set(IndexedImage.objects.filter(id__in=[image.id for image, _, _ in rows]).values_list("id", flat=True))
+    LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data, signature=sig) for image, data, sig in rows
+                                       if image.id in exist],
                                       update_conflicts=True, unique_fields=["image"],
                                       update_fields=["data", "signature", "created_at"])
 
@@ -342,11 +347,19 @@ def _store_active(space, embedded):
     """One batch of the active model's images, whole: True if another model became active meanwhile."""
     with transaction.atomic():
         reindex.model_switch_lock(shared=True)
+        embedded = _still_indexed(embedded)  # no vectors, thumbnails or features of an image deleted meanwhile
         _store_vectors(space, embedded)
         _store_features(embedded)
         _store_images(embedded)
         active = reindex.model_active()
         return active is not None and active.key != space.key
+
+
+def _still_indexed(embedded):
+    """The rows [(Decoded, vector, prediction)] of images not deleted while the worker embedded them."""
+    ids = [decoded.image.id for decoded, _, _ in embedded]
+    kept = set(IndexedImage.objects.filter(id__in=ids).values_list("id", flat=True))
+    return [row for row in embedded if row[0].image.id in kept]
 
 
 def _store_beside(space, embedded):
