@@ -40,6 +40,21 @@ def _fresh_rate_limits(settings):
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, and before it is dropped, the end of every other session on it: a worker's
+    child or a server thread that has not let go yet (a `?wait` listener, a store thread's connection) made the
+    drop fail with "being accessed by other users"."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                           " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        connection.close()
+
+
+@pytest.fixture(scope="session")
 def dev_images():
     """The real labelled images of ../shared/data/fetch-dev-images (fetched once, then cached)."""
     if not (DEV_IMAGES / ".complete").exists():
