@@ -58,3 +58,28 @@ def test_the_web_process_never_imports_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+BLAS_THREADS = """
+import ctypes, re, sys
+{first}
+import numpy
+names = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
+for path in sorted(set(re.findall(r"(/\\S*openblas\\S*\\.so\\S*)", open("/proc/self/maps").read()))):
+    lib = ctypes.CDLL(path)
+    for name in names:
+        if hasattr(lib, name):
+            print(getattr(lib, name)())
+            sys.exit()
+print("none")
+"""
+
+
+def test_processes_start_numpy_with_one_blas_thread():
+    """Every imgsearch process imports the package before numpy, so OpenBLAS starts one thread (not one per core)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    threads = subprocess.run([sys.executable, "-c", BLAS_THREADS.format(first="import imgsearch")], env=env, cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    if threads == "none":
+        pytest.skip("numpy is not linked with OpenBLAS here")
+    assert threads == "1"
