@@ -52,12 +52,18 @@ def labelled_subset(max_images=2000, min_per_category=10, seed=0):
 
 def _usable(path, seen):
     """True for the first file with these bytes (the index de-duplicates too) within the indexer's pixel limit."""
+    import warnings
+
     from PIL import Image
 
+    from workers.imageio import MAX_PIXELS
+
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > 50_000_000:
-                return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel check is ours, below
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    return False
     except (Image.DecompressionBombError, OSError):
         return False
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -91,6 +97,16 @@ def percentiles(values_ms):
     return {"median_ms": round(statistics.median(ordered), 2), "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2)}
 
 
+def cpu_name():
+    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), or "" where there is none: machines of one kind
+    may be lent different CPUs, and absolute figures only compare on the same one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def machine():
     """Facts that make the figures comparable: CPU, cores, memory, load, commit, date."""
     import platform
@@ -101,7 +117,7 @@ def machine():
     dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!docs"],  # docs/: this report's own files
                            cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return {
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "cpu": cpu_name() or platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
         "commit": commit + ("+uncommitted" if dirty else ""), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "uptime": uptime(),

@@ -40,7 +40,7 @@ def part(name, results, load, fn, *args, **kwargs):
         traceback.print_exc()
         results[name] = {"error": f"{type(exc).__name__}: {exc}"}
     machine = common.machine()
-    results[name].update(duration_s=round(time.perf_counter() - started, 1), measured=f"{machine['date']}, {machine['commit']}")
+    results[name].update(duration_s=round(time.perf_counter() - started, 1), measured=f"{machine['date']}, {machine['commit']}, {machine['cpu']}")
 
 
 def previous_report(folder, only, large=False):
