@@ -332,6 +332,10 @@ def test_a_verified_copy_is_badged_and_finding_copies_first_is_sent_with_the_sea
     page = open_page(f"/?job={job.id}", session=session)
     cards = page.locator("#results .card")
     expect(cards).to_have_count(3)
+    # The indexed image searched with is shown as the source, by its title (it has no thumbnail: its full image).
+    expect(page.locator("[data-source-name]")).to_have_text("harbour-crop")
+    expect(page.locator("[data-source-preview] img")).to_have_attribute("src", re.compile(re.escape(crop.file.url) + "$"))
+    expect(page.locator("[data-source-preview] img")).to_be_visible()
     expect(page.locator("#id_rerank")).to_be_checked()
     badge = cards.first.locator(".match-badge")
     expect(badge).to_have_text("Same picture")

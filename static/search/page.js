@@ -184,9 +184,10 @@ async function resume(jobId) {
   setStatus("pending");
   try {
     const job = await searchWait(searchUrl(jobId), setStatus, controller.signal);
+    // A search made with an indexed image shows that image, by its title, where it is among the results.
     const shown = job.results.find((r) => r.image_id === job.source_image_id);
-    source.setRemote({ kind: "job", jobId: job.id, name: job.query_name || gettext("Your earlier search") },
-      job.query_image_url || (shown ? shown.thumbnail_url : ""));
+    source.setRemote({ kind: "job", jobId: job.id, name: job.query_name || shown?.title || gettext("Your earlier search") },
+      job.query_image_url || (shown ? shown.thumbnail_url || shown.image_url : ""));
     setStatus("done");
     const wanted = termsFromUrl(new URLSearchParams(location.search), jobTerms(job));
     writeTerms(form, wanted || jobTerms(job));
