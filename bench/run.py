@@ -43,6 +43,12 @@ def part(name, results, load, fn, *args, **kwargs):
     results[name].update(duration_s=round(time.perf_counter() - started, 1), measured=f"{machine['date']}, {machine['commit']}, {machine['cpu']}")
 
 
+def _suite_position(name):
+    """Where a part comes in the report: the order the suite runs them in (a large part after its small one)."""
+    order = ("quality", "copies", "memory", "indexing", "search", "search_large", "knn", "knn_large", "gpu")
+    return order.index(name) if name in order else len(order)
+
+
 def previous_report(folder, only, large=False):
     """What of the last report a run keeps: with --only, every part it does not run again; a default run keeps the
     large parts (hours of measuring, each shown with its own date and commit); --large starts afresh."""
@@ -109,9 +115,8 @@ def main():
                  ef_searches=(100, 200, 400, 800))
     benchdb.drop()
     rep["uptime_end"] = common.uptime()
-    order = ("quality", "copies", "memory", "indexing", "search", "search_large", "knn", "knn_large", "gpu")
     for key in ("parts", "load"):  # kept parts first in the dict: back to the suite's order
-        rep[key] = {name: rep[key][name] for name in sorted(rep[key], key=lambda n: order.index(n) if n in order else len(order))}
+        rep[key] = {name: rep[key][name] for name in sorted(rep[key], key=_suite_position)}
     rep["summary"] = report.summary(rep["parts"])
     report.write(rep, args.out)
     print((args.out / "benchmarks.md").read_text())

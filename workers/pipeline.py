@@ -319,25 +319,27 @@ def _upsert_features(rows):
     deleted meanwhile is skipped."""
     if not rows:
         return
-    exist = set(IndexedImage.objects.filter(id__in=[image.id for image, _, _ in rows]).values_list("id", flat=True))
+    kept = _existing_ids([image.id for image, _, _ in rows])
     LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data, signature=sig) for image, data, sig in rows
-                                       if image.id in exist],
+                                       if image.id in kept],
                                       update_conflicts=True, unique_fields=["image"],
                                       update_fields=["data", "signature", "created_at"])
 
 
-def _store_images(embedded, failed=()):
-    """Thumbnails, automatic tags and status of images the active model has embedded (or failed to read)."""
-    now, ready = timezone.now(), []
+def _store_ready(embedded):
+    """Thumbnails, automatic tags and the ready status of images the active model has embedded."""
+    ready = []
     for decoded, _, prediction in embedded:
         image = decoded.image
         if decoded.thumbnail:
             name = f"thumbs/{image.content_hash[:2]}/{image.content_hash}.jpg"
             image.thumbnail.save(name, ContentFile(decoded.thumbnail), save=False)
-        image.auto_label, image.auto_score, image.auto_tags = prediction.label, prediction.score, [prediction.category]
-        image.status, image.error, image.indexed_at = IndexedImage.Status.READY, "", now
         ready.append((image.id, image.thumbnail.name, prediction.label, prediction.score, prediction.category))
-    indexing.images_ready(ready, now)
+    indexing.images_ready(ready, timezone.now())
+
+
+def _store_failed(failed):
+    """Mark images [(image, reason)] that could not be read as failed, with their reason."""
     for image, error in failed:
         image.status, image.error = IndexedImage.Status.FAILED, error[:2000]
     IndexedImage.objects.bulk_update([image for image, _ in failed], ["status", "error"])
@@ -350,16 +352,20 @@ def _store_active(space, embedded):
         embedded = _still_indexed(embedded)  # no vectors, thumbnails or features of an image deleted meanwhile
         _store_vectors(space, embedded)
         _store_features(embedded)
-        _store_images(embedded)
+        _store_ready(embedded)
         active = reindex.model_active()
         return active is not None and active.key != space.key
 
 
 def _still_indexed(embedded):
     """The rows [(Decoded, vector, prediction)] of images not deleted while the worker embedded them."""
-    ids = [decoded.image.id for decoded, _, _ in embedded]
-    kept = set(IndexedImage.objects.filter(id__in=ids).values_list("id", flat=True))
+    kept = _existing_ids([decoded.image.id for decoded, _, _ in embedded])
     return [row for row in embedded if row[0].image.id in kept]
+
+
+def _existing_ids(ids):
+    """Which of these image ids are still indexed (the admin may delete an image while a worker embeds it)."""
+    return set(IndexedImage.objects.filter(id__in=ids).values_list("id", flat=True))
 
 
 def _store_beside(space, embedded):
@@ -381,7 +387,7 @@ def images_embed(image_ids, *, overwrite=False):
         images = images.exclude(embeddings__model_key=space.key)
     images = list(images)
     switched, failed = _embed(images, space.embedder, with_features=_feature_ids(images), store=partial(_store_active, space))
-    _store_images([], failed)
+    _store_failed(failed)
     knn.ensure_vector_index(space.key, space.dim)  # built once the index has grown enough
     if any(switched):  # a reindex run made another model active while we worked: these images need its vectors
         return images_embed(image_ids)
@@ -468,7 +474,7 @@ def chunk_embed(run, image_ids, space):
     if run.overwrite:  # the active model itself: a full re-embed, as for new images
         _, failed = _embed(images, space.embedder, with_features=_feature_ids(images), store=partial(_store_active, space))
         with transaction.atomic():
-            _store_images([], failed)
+            _store_failed(failed)
             # An image that cannot be read any more should not be found by its old vector either.
             Embedding.objects.filter(image__in=[image for image, _ in failed], model_key=space.key).delete()
         knn.ensure_vector_index(space.key, space.dim)
