@@ -1,5 +1,8 @@
 """The indexing pipeline's batching (workers.pipeline._embed), with a stand-in model and decoder."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -22,6 +25,17 @@ def fake_decode(embedder, with_features, image):
     if image % 7 == 3:
         return pipeline.Decoded(image, error="unreadable")
     return pipeline.Decoded(image, tensor=image)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+@pytest.mark.parametrize("pool", ["_decoders", "_feature_decoders"])
+def test_decode_threads_run_below_the_model_s_thread(pool):
+    """The model's thread (the caller's) keeps its priority; the decode threads are niced, or capped at 19."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    threads = getattr(pipeline, pool)
+    nice_values = {threads.submit(os.getpriority, os.PRIO_PROCESS, 0).result() for _ in range(8)}
+    assert nice_values == {min(19, own + pipeline.DECODE_NICENESS)}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own
 
 
 def test_the_first_batches_are_smaller_so_the_model_starts_sooner_then_full(monkeypatch, settings):
