@@ -4,11 +4,11 @@ Each indexed image keeps SIFT keypoints of its grey version at two sizes (SCALES
 side at 256 pixels, and up to 128 at 128 pixels, where a blurred or much reduced copy still finds the same
 blobs. bench/copy_detection.py measured SIFT against ORB, 256 against 384 and 512 pixels, 128 to 512
 keypoints, one size against two, and SIFT's contrast threshold (about 0.02 keeps the keypoints of grey,
-washed-out or recoloured copies; see CONTRAST_THRESHOLD). At search time the query gets the same extraction, and each of the global k-NN
-candidates is verified at each size: RootSIFT nearest neighbours with Lowe's ratio test, then a RANSAC
-similarity transform (rotation, uniform scale, translation); the larger inlier count is the evidence. A
-mirrored copy needs no second extraction: mirroring an image permutes each SIFT descriptor's bins (see
-_mirror_permutation), so the query is also tried with permuted descriptors and mirrored x coordinates.
+washed-out or recoloured copies; see CONTRAST_THRESHOLD). At search time the query gets the same extraction,
+and each of the global k-NN candidates is verified at each size: RootSIFT nearest neighbours with Lowe's ratio
+test, then a RANSAC similarity transform (rotation, uniform scale, translation); the larger inlier count is the
+evidence. A mirrored copy needs no second extraction: mirroring an image permutes each SIFT descriptor's bins
+(see _mirror_permutation), so the query is also tried with permuted descriptors and mirrored x coordinates.
 
 OpenCV and numpy only: no torch, so the web process may import this module too.
 """
