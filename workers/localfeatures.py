@@ -24,15 +24,15 @@ VERSION = 2
 WORK_SIDE = 256  # pixels of the longer side at the first size (SIFT doubles it internally); points are in these units
 SCALES = ((256, 256), (128, 128))  # (longer side in pixels, strongest keypoints kept) of each size
 MAX_KEYPOINTS = sum(count for _, count in SCALES)
+SIFT_LAYERS = 3  # OpenCV's default nOctaveLayers, named for the pre-filter's arithmetic below
 # OpenCV's default contrast threshold, 0.04, finds too few keypoints on blurred and faded copies; about half of it keeps
 # them. Before its contrast test, OpenCV skips the pixels whose difference of Gaussians is below a whole number of grey
-# levels, floor(0.5 * threshold / 3 layers * 255): for 0.02 that is floor(0.85) = 0, so every faint ripple was refined
+# levels, floor(0.5 * threshold / SIFT_LAYERS * 255): for 0.02 that is floor(0.85) = 0, so every faint ripple was refined
 # as a candidate and then rejected, half of SIFT's time. 0.0236 is the smallest threshold whose pre-filter is 1 (the
 # contrast test moves from 1.7 to 2.0 grey levels): on 200 dev images, 98.9% of the keypoints at 256 px stay, and SIFT
 # takes 14.5 instead of 26.8 ms an image at 256 px, 4.5 instead of 7.9 at 128; copy recall@1 unchanged
 # (bench/copy_detection.py: photo / mixed, all edits 0.995 / 0.976, combined 0.960 / 0.880 with either threshold).
 CONTRAST_THRESHOLD = 0.0236
-SIFT_LAYERS = 3  # OpenCV's default nOctaveLayers, named for the pre-filter's arithmetic above
 RATIO = 0.8  # Lowe's ratio test: best match closer than this times the second best
 RANSAC_PX = 4.0  # inlier distance in working pixels
 RANSAC_ITERATIONS = 1000
