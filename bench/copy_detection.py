@@ -111,7 +111,7 @@ def verify_candidates(image, top, sims, blobs, signatures, args):
     duplicate, order them. The candidates are the global top (wider than k, for the fusion table) and the near
     duplicate after them if it is not among them; those past k are verified once the clock has stopped."""
     started = time.perf_counter()
-    query = localfeatures.extract_query(image)
+    query = localfeatures.extract(image)
     ids = top.tolist()
     best = signature.best_match(signature.similarities(signature.compute(image), signatures))
     ids, near = signature.with_near_duplicate(ids, best)
@@ -322,7 +322,7 @@ def print_report(which, result, args):
     """One table per set, then the cost, category and false-copy lines."""
     print(f"\n{which}: {result['images']} images, {result['queries']} queries, {args.k} candidates fused, "
           f"signatures over the whole set, min_inliers {args.min_inliers}, "
-          f"keypoints (side, count) indexed {localfeatures.INDEX_SCALES}, queries {localfeatures.QUERY_SCALES}")
+          f"keypoints (side, count) {localfeatures.SCALES}")
     print(f"{'edit':<10} {'n':>5} {'global@1':>9} {'rerank@1':>9} {f'global@{args.k}':>10}")
     for edit, row in result["recall_at_1"].items():
         print(f"{edit:<10} {row['n']:>5} {row['global']:>9.3f} {row['reranked']:>9.3f} {row['global_at_k']:>10.3f}")
@@ -361,11 +361,8 @@ def parser():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--distractors", type=int, default=3000,
                         help="other dev images indexed beside the photo set for the at-scale check (0: skip it)")
-    parser.add_argument("--scales", type=scales, default=localfeatures.INDEX_SCALES,
-                        help="SIFT sizes of the indexed images to try instead of the app's, as SIDE:KEYPOINTS,... "
-                             "(e.g. 256:256,128:128)")
-    parser.add_argument("--query-scales", type=scales, default=localfeatures.QUERY_SCALES,
-                        help="SIFT sizes of the queries to try instead of the app's, as --scales")
+    parser.add_argument("--scales", type=scales, default=localfeatures.SCALES,
+                        help="SIFT sizes to try instead of the app's, as SIDE:KEYPOINTS,... (e.g. 192:256,96:128)")
     parser.add_argument("--json", type=Path)
     return parser
 
@@ -389,13 +386,11 @@ def run(argv=()):
     from bench.common import load_embedder
 
     args = parser().parse_args(list(argv))
-    # This process only: what extract() and extract_query() use for the indexed images and the queries.
-    localfeatures.INDEX_SCALES, localfeatures.QUERY_SCALES = args.scales, args.query_scales
+    localfeatures.SCALES = args.scales  # this process only: what extract() uses for the index and the queries
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     embedder = load_embedder()
-    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "scales": localfeatures.INDEX_SCALES,
-              "query_scales": localfeatures.QUERY_SCALES,
+    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "scales": localfeatures.SCALES,
               "inlier_weight": localfeatures.INLIER_WEIGHT, "sets": {}}
     for which in args.sets.split(","):
         report["sets"][which] = evaluate(embedder, args.root, which, args)

@@ -191,12 +191,8 @@ def _copies_table(c):
     if not c or "error" in c:
         return []
     k = c["settings"]["k"]
-    def sizes(scales):
-        return ", ".join(f"{side} px with {count} keypoints" for side, count in scales)
-
-    queries = f"; queries at {sizes(c['query_scales'])}" if "query_scales" in c else ""
-    lines = ["", f"## Copy detection with local-feature re-ranking (SIFT of the indexed images at {sizes(c['scales'])}{queries}, "
-             f"{k} candidates, signatures)", "",
+    sizes = ", ".join(f"{side} px with {count} keypoints" for side, count in c["scales"])
+    lines = ["", f"## Copy detection with local-feature re-ranking (SIFT at {sizes}, {k} candidates, signatures)", "",
              f"| set | edit | n | global R@1 | re-ranked R@1 | original in global top {k} |", "|---|---|---|---|---|---|"]
     for which, r in c["sets"].items():
         lines += [f"| {which} | {edit} | {v['n']} | {v['global']:.3f} | {v['reranked']:.3f} | {v['global_at_k']:.3f} |"

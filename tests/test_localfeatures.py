@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from workers import localfeatures
 from workers.imageio import load_rgb
-from workers.localfeatures import MIN_INLIERS, extract, extract_query, pack, rerank, unpack, verify
+from workers.localfeatures import MIN_INLIERS, extract, pack, rerank, unpack, verify
 
 
 @pytest.fixture(scope="module")
@@ -45,50 +45,43 @@ def web_copy(img):
 
 
 def test_an_edited_copy_of_a_real_photo_verifies_with_many_inliers(animals):
-    """Crop + rescale + JPEG of a real photo still matches its original geometrically: the query's keypoints at
-    QUERY_SCALES against those stored at INDEX_SCALES, and against a record stored at the query's sizes (as
-    records were before the index sizes shrank)."""
+    """Crop + rescale + JPEG of a real photo still matches its original geometrically."""
     for name in ("crow", "frog"):
-        query = extract_query(web_copy(animals[name]))
-        assert verify(query, extract(animals[name])) >= 2 * MIN_INLIERS, name
-        assert verify(query, extract(animals[name], localfeatures.QUERY_SCALES)) >= 2 * MIN_INLIERS, name
+        assert verify(extract(web_copy(animals[name])), extract(animals[name])) >= 2 * MIN_INLIERS, name
 
 
 def test_a_different_real_photo_does_not_verify(animals):
     """Another photo, even of a similar black bird, stays below the copy threshold both ways."""
-    query = {n: extract_query(animals[n]) for n in ("crow", "blackbird")}
-    stored = {n: extract(animals[n]) for n in ("crow", "blackbird", "frog")}
-    assert verify(query["crow"], stored["blackbird"]) < MIN_INLIERS
-    assert verify(query["blackbird"], stored["crow"]) < MIN_INLIERS
-    assert verify(query["crow"], stored["frog"]) < MIN_INLIERS
+    crow, blackbird, frog = (extract(animals[n]) for n in ("crow", "blackbird", "frog"))
+    assert verify(crow, blackbird) < MIN_INLIERS
+    assert verify(blackbird, crow) < MIN_INLIERS
+    assert verify(crow, frog) < MIN_INLIERS
 
 
 def test_a_mirrored_copy_verifies(animals):
     """A left-right flipped copy verifies although SIFT descriptors are not mirror-invariant."""
     original = extract(animals["frog"])
-    flipped = extract_query(animals["frog"].transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    flipped = extract(animals["frog"].transpose(Image.Transpose.FLIP_LEFT_RIGHT))
     assert verify(flipped, original) >= 2 * MIN_INLIERS
     generated = shapes(3)
     mirrored_copy = web_copy(generated.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
-    assert verify(extract_query(mirrored_copy), extract(generated)) >= MIN_INLIERS
+    assert verify(extract(mirrored_copy), extract(generated)) >= MIN_INLIERS
 
 
 def test_a_quarter_turned_copy_verifies(animals):
     """A photo saved sideways verifies: SIFT keypoints carry their own orientation."""
     turned = animals["crow"].transpose(Image.Transpose.ROTATE_90)
-    assert verify(extract_query(turned), extract(animals["crow"])) >= 2 * MIN_INLIERS
+    assert verify(extract(turned), extract(animals["crow"])) >= 2 * MIN_INLIERS
 
 
-@pytest.mark.parametrize("scales", ["INDEX_SCALES", "QUERY_SCALES"])
-def test_pack_round_trips_within_the_stated_size(animals, scales):
+def test_pack_round_trips_within_the_stated_size(animals):
     """pack/unpack keep descriptors exactly and points to 1/256 pixel, in 2 + 2 x sizes + 132 bytes per keypoint."""
-    scales = getattr(localfeatures, scales)
-    features = extract(animals["crow"], scales)
+    features = extract(animals["crow"])
     data = pack(features)
     back = unpack(data)
-    sizes = len(scales)
+    sizes = len(localfeatures.SCALES)
     assert [len(s) > 0 for s in features.scales] == [True] * sizes
-    assert all(len(s) <= count for s, (_, count) in zip(features.scales, scales))
+    assert all(len(s) <= count for s, (_, count) in zip(features.scales, localfeatures.SCALES))
     assert len(data) == 2 + 2 * sizes + 132 * len(features) <= 2 + 2 * sizes + 132 * localfeatures.MAX_KEYPOINTS
     for original, unpacked in zip(features.scales, back.scales):
         assert np.array_equal(unpacked.descriptors, original.descriptors)
@@ -96,25 +89,15 @@ def test_pack_round_trips_within_the_stated_size(animals, scales):
     assert verify(back, features) == verify(features, features)
 
 
-def test_keypoints_of_either_sizes_are_in_the_same_units(animals):
-    """A keypoint's coordinates do not depend on the size it was found at: the crow's strongest keypoints at the
-    index's first size lie within a working pixel of keypoints found at the query's."""
-    index, query = extract(animals["crow"]).scales[0], extract_query(animals["crow"]).scales[0]
-    nearest = np.sqrt(((index.points[:50, None] - query.points[None]) ** 2).sum(axis=2)).min(axis=1)
-    assert np.median(nearest) < 1.0
-
-
 def test_a_blurred_small_copy_verifies_at_the_smaller_size(animals):
-    """Halved and blurred, a photo still verifies, best by its coarse keypoints: the smaller size finds more
-    inliers than the larger, where blurring took the fine ones."""
+    """Halved and blurred, a photo still verifies: its coarse keypoints match at 128 pixels where 256 falls short."""
     from PIL import ImageFilter
 
     frog = animals["frog"]
     copy = frog.resize((frog.width // 2, frog.height // 2), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(1.5))
-    original, query = extract(frog), extract_query(copy)
-    larger, smaller = (localfeatures._verify_at(q, o) for q, o in zip(query.scales, original.scales))
-    assert smaller > larger
-    assert verify(query, original) == smaller >= MIN_INLIERS
+    original, query = extract(frog), extract(copy)
+    assert localfeatures._verify_at(query.scales[0], original.scales[0]) < MIN_INLIERS
+    assert verify(query, original) >= MIN_INLIERS
 
 
 def test_unpack_refuses_another_version_or_a_damaged_record():
@@ -157,7 +140,7 @@ def test_rerank_puts_a_verified_copy_first_even_with_a_lower_global_score():
     original = shapes(7)
     features = {1: extract(shapes(1)), 2: extract(shapes(2)), 3: extract(original)}
     candidates = [(1, 0.91), (2, 0.80), (3, 0.52)]
-    ranked = rerank(candidates, extract_query(web_copy(original)), features_of(features), min_inliers=MIN_INLIERS)
+    ranked = rerank(candidates, extract(web_copy(original)), features_of(features), min_inliers=MIN_INLIERS)
     assert ranked == [(3, 0.52, "copy"), (1, 0.91, "similar"), (2, 0.80, "similar")]
 
 
@@ -165,7 +148,7 @@ def test_rerank_keeps_the_global_order_without_a_copy():
     """With no copy among the candidates, and one candidate without features, nothing moves."""
     features = {1: extract(shapes(1)), 3: extract(shapes(3))}
     candidates = [(1, 0.9), (2, 0.8), (3, 0.7)]
-    ranked = rerank(candidates, extract_query(shapes(9)), features_of(features), min_inliers=MIN_INLIERS)
+    ranked = rerank(candidates, extract(shapes(9)), features_of(features), min_inliers=MIN_INLIERS)
     assert ranked == [(1, 0.9, "similar"), (2, 0.8, "similar"), (3, 0.7, "similar")]
 
 
@@ -221,6 +204,6 @@ def test_rerank_verifies_every_candidate_and_brings_in_a_distant_copy():
         return {i: stored[i] for i in ids if i in stored}
 
     candidates = [(i, 0.9 - i / 100) for i in range(10)] + [(40, 0.5)]
-    ranked = rerank(candidates, extract_query(web_copy(original)), load, near=10)
+    ranked = rerank(candidates, extract(web_copy(original)), load, near=10)
     assert ranked[0] == (40, 0.5, "copy") and [m for _, _, m in ranked[1:]] == ["similar"] * 10
     assert asked == [*range(10), 40]

@@ -1,18 +1,14 @@
 """Local features for copy detection: is a search result the same picture as the query, edited?
 
-Each indexed image keeps SIFT keypoints of its grey version at two sizes (INDEX_SCALES): up to 256 with its
-longer side at 192 pixels, and up to 128 at 96 pixels, where a blurred or much reduced copy still finds the same
+Each indexed image keeps SIFT keypoints of its grey version at two sizes (SCALES): up to 256 with its longer
+side at 256 pixels, and up to 128 at 128 pixels, where a blurred or much reduced copy still finds the same
 blobs. bench/copy_detection.py measured SIFT against ORB, 256 against 384 and 512 pixels, 128 to 512
 keypoints, one size against two, and SIFT's contrast threshold (about 0.02 keeps the keypoints of grey,
-washed-out or recoloured copies; see CONTRAST_THRESHOLD). At search time the query is extracted at larger
-sizes (QUERY_SCALES: 256 and 128 pixels), and each of the global k-NN candidates is verified size by size:
-RootSIFT nearest neighbours with Lowe's ratio test, then a RANSAC similarity transform (rotation, uniform
-scale, translation); the larger inlier count is the evidence. SIFT finds the same blob at any scale, so the
-two sides need not use the same sizes: the index's are what every indexed image pays (SIFT was the largest
-part of indexing's CPU time), the query's are one image per search, and the query's finer keypoints win back
-most of what the smaller index sizes lose (see INDEX_SCALES). A mirrored copy needs no second extraction:
-mirroring an image permutes each SIFT descriptor's bins (see _mirror_permutation), so the query is also tried
-with permuted descriptors and mirrored x coordinates.
+washed-out or recoloured copies; see CONTRAST_THRESHOLD). At search time the query gets the same extraction,
+and each of the global k-NN candidates is verified at each size: RootSIFT nearest neighbours with Lowe's ratio
+test, then a RANSAC similarity transform (rotation, uniform scale, translation); the larger inlier count is the
+evidence. A mirrored copy needs no second extraction: mirroring an image permutes each SIFT descriptor's bins
+(see _mirror_permutation), so the query is also tried with permuted descriptors and mirrored x coordinates.
 
 OpenCV and numpy only: no torch, so the web process may import this module too.
 """
@@ -25,19 +21,9 @@ import numpy as np
 from PIL import Image
 
 VERSION = 2
-WORK_SIDE = 256  # keypoint coordinates are in pixels of an image with its longer side at WORK_SIDE, whatever the size
-# (longer side in pixels, strongest keypoints kept) of each size, for indexed images and for queries; SIFT doubles
-# each image internally, so its time grows with the square of the side. Index sizes 192 / 96 instead of 256 / 128 (the
-# query's, and the index's before): SIFT 17.2 -> 10.5 ms an indexed image (512 dev images, one core), indexing with
-# local features 0.70x -> 0.82x of the bare forward (medians of 4 alternating passes), records 22 -> 16 kB (mixed set).
-# Copy recall@1 (bench/copy_detection.py --queries 100, 256 / 128 on both sides against 192 / 96 here): photo set
-# unchanged (all edits 0.995, combined 0.960); mixed set all edits 0.976 -> 0.972, combined 0.880 -> 0.870, and fewer
-# false copies among unrelated queries' candidates (53 -> 37 of 2,001); combined edits with 3,000 other images indexed,
-# seeds 0, 1, 2: 0.91, 0.91, 0.88 -> 0.89, 0.90, 0.89. 192 / 96 on the query side too: mixed 0.971 / 0.860, at scale
-# 0.91, 0.90, 0.87, and 52 false copies. Records stored at the earlier sizes verify as they did (same format and units).
-INDEX_SCALES = ((192, 256), (96, 128))
-QUERY_SCALES = ((256, 256), (128, 128))
-MAX_KEYPOINTS = max(sum(count for _, count in scales) for scales in (INDEX_SCALES, QUERY_SCALES))
+WORK_SIDE = 256  # pixels of the longer side at the first size (SIFT doubles it internally); points are in these units
+SCALES = ((256, 256), (128, 128))  # (longer side in pixels, strongest keypoints kept) of each size
+MAX_KEYPOINTS = sum(count for _, count in SCALES)
 SIFT_LAYERS = 3  # OpenCV's default nOctaveLayers, named for the pre-filter's arithmetic below
 # OpenCV's default contrast threshold, 0.04, finds too few keypoints on blurred and faded copies; about half of it keeps
 # them. Before its contrast test, OpenCV skips the pixels whose difference of Gaussians is below a whole number of grey
@@ -85,7 +71,7 @@ EMPTY = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, _DIM), np.uint8
 
 @dataclass(frozen=True)
 class Features:
-    """An image's keypoints at each size (INDEX_SCALES or QUERY_SCALES)."""
+    """An image's keypoints at each of SCALES."""
 
     scales: tuple
 
@@ -93,15 +79,9 @@ class Features:
         return sum(len(s) for s in self.scales)
 
 
-def extract(img: Image.Image, scales=None) -> Features:
-    """SIFT keypoints and descriptors of an RGB image (as load_rgb decodes it) at each of `scales` (INDEX_SCALES when
-    None: what is stored for an indexed image); none for a flat one."""
-    return Features(tuple(_extract_at(img, side, count) for side, count in scales or INDEX_SCALES))
-
-
-def extract_query(img: Image.Image) -> Features:
-    """extract() at QUERY_SCALES: a search's query image."""
-    return extract(img, QUERY_SCALES)
+def extract(img: Image.Image) -> Features:
+    """SIFT keypoints and descriptors of an RGB image (as load_rgb decodes it) at each size; none for a flat one."""
+    return Features(tuple(_extract_at(img, side, count) for side, count in SCALES))
 
 
 def _extract_at(img, side, max_keypoints):

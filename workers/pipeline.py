@@ -230,7 +230,7 @@ def _query_evidence(job, image):
         except ValueError:
             pass
         image = _load_query(job.source_image.file, localfeatures.WORK_SIDE)
-    return localfeatures.extract_query(image), signature.compute(image)
+    return localfeatures.extract(image), signature.compute(image)
 
 
 # --- Embedding indexed images -------------------------------------------------------------------------
