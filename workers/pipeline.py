@@ -3,7 +3,6 @@
 import logging
 import os
 import sys
-import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,11 +41,10 @@ def _below_the_model():
     keeps its core whenever it can run and decoding fills what is left: with local features on 2 cores, the model ran
     at 32-42 img/s inside the pipeline before, 38-48 after, and the pipeline went from 0.64x to 0.71x of the bare
     forward (medians of 4 alternating passes, each against the bare forward just before it)."""
-    if not sys.platform.startswith("linux"):  # elsewhere setpriority would take the thread id for a process id
+    if not sys.platform.startswith("linux"):  # elsewhere PRIO_PROCESS 0 is the whole process, the model's thread too
         return
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's own
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + DECODE_NICENESS))
+    try:  # on Linux, PRIO_PROCESS 0 is the calling thread
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + DECODE_NICENESS))
     except OSError:
         pass
 
