@@ -127,21 +127,21 @@ def _merge_tags(image, tags):
 
 
 def images_ready(rows, now):
-    """Mark embedded images ready: rows [(image_id, thumbnail name, auto_label, auto_score, category)].
+    """Mark embedded images ready: rows [(image_id, thumbnail name, auto_label, auto_score, auto tag or "")].
 
     One statement a batch, without the ORM: the worker runs this beside the model, and bulk_update's per-row
     CASE expressions took ~1.7 ms of Python (the GIL) an image away from the forward pass (bench/indexing_split.py).
     """
     if not rows:
         return
-    ids, thumbnails, labels, scores, categories = (list(column) for column in zip(*rows))
+    ids, thumbnails, labels, scores, tags = (list(column) for column in zip(*rows))
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE search_indexedimage AS i SET thumbnail = t.thumbnail, auto_label = t.label, auto_score = t.score,"
-            " auto_tags = ARRAY[t.category]::varchar(64)[], status = %s, error = '', indexed_at = %s"
+            " auto_tags = array_remove(ARRAY[t.tag], '')::varchar(64)[], status = %s, error = '', indexed_at = %s"
             " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[])"
-            " AS t(id, thumbnail, label, score, category) WHERE i.id = t.id",
-            [IndexedImage.Status.READY.value, now, ids, thumbnails, labels, scores, categories])
+            " AS t(id, thumbnail, label, score, tag) WHERE i.id = t.id",
+            [IndexedImage.Status.READY.value, now, ids, thumbnails, labels, scores, tags])
 
 
 def pending_image_ids():

@@ -27,7 +27,7 @@ def test_every_registered_backbone_gives_unit_vectors_of_its_dimension(arch):
     vectors, predictions = embedder.embed(pictures())
     assert vectors.shape == (3, MODELS[arch].dim) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
-    assert len(predictions) == 3 and all(p.category for p in predictions)
+    assert len(predictions) == 3 and all(p.category and 0 <= p.score <= 1 for p in predictions)
     assert embedder.key == f"{arch}:random"
 
 
@@ -45,7 +45,7 @@ def test_the_classifier_head_names_a_dog_a_dog(mobilenet, dev_images):
     from workers.imageio import load_rgb
 
     _, predictions = mobilenet.embed([load_rgb(dev_images / "tuxpaint" / "animals" / "mammals_dogs_dog.png")])
-    assert predictions[0].category == "dog", predictions
+    assert predictions[0].category == predictions[0].tag == "dog", predictions
 
 
 def test_missing_weights_file_names_the_setting_and_the_path(tmp_path):
@@ -86,3 +86,24 @@ def test_no_download_without_network_gives_an_actionable_message(monkeypatch):
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     with pytest.raises(WeightsError, match="set IMGSEARCH_WEIGHTS to its path"):
         check_weights("mobilenet_v2", "DEFAULT")
+
+
+def test_the_tag_is_the_category_its_classes_add_up_to_and_only_a_likely_one():
+    """Classes of one category add up (three dog breeds beat one cat class); below MIN_TAG_PROBABILITY no tag."""
+    import torch
+
+    from workers.categories import CATEGORIES, MIN_TAG_PROBABILITY
+    from workers.embedder import _predictions
+
+    names = [f"class {i}" for i in range(1000)]
+    cat_class, dog_classes = CATEGORIES.index("cat"), [i for i, c in enumerate(CATEGORIES) if c == "dog"][:3]
+    probs = torch.full((3, 1000), 1e-9)
+    other = next(i for i, c in enumerate(CATEGORIES) if c not in ("cat", "dog"))
+    probs[0, cat_class], probs[0, dog_classes], probs[0, other] = 0.3, torch.tensor([0.25, 0.2, 0.15]), 0.1  # cat on top
+    probs[1, :] = 1 / 1000  # no idea at all
+    probs[2, cat_class], probs[2, other] = 0.9, 0.1
+    dogs, flat, cat = _predictions(probs.log(), names)
+    assert (dogs.category, dogs.tag, dogs.label) == ("dog", "dog", f"class {dog_classes[0]}")
+    assert round(dogs.score, 2) == 0.6
+    assert flat.score < MIN_TAG_PROBABILITY and flat.category and flat.tag == ""
+    assert (cat.tag, cat.label) == ("cat", f"class {cat_class}") and round(cat.score, 2) == 0.9

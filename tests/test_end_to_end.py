@@ -35,13 +35,20 @@ def test_cropped_reencoded_copy_finds_its_original_first(worker, client, photo_f
 
 
 def test_indexed_images_get_folder_tags_automatic_tags_and_thumbnails(worker, photo_folder):
-    """Each image keeps its folder tags beside a readable automatic category, and gets a thumbnail."""
+    """Each image keeps its folder tags beside a readable automatic category where the classifier is sure enough
+    of one, and gets a thumbnail."""
+    from workers.categories import MIN_TAG_PROBABILITY
+
     call_command("index_images", str(photo_folder), "--tags-from-folders")
-    for image in IndexedImage.objects.all():
+    images = list(IndexedImage.objects.all())
+    for image in images:
         folder = image.source_path.split("/")[-2]
         assert image.user_tags == [folder]
-        assert len(image.auto_tags) == 1 and image.auto_tags[0].islower() and image.auto_label
+        assert image.auto_label and 0 < image.auto_score <= 1
+        sure = image.auto_score >= MIN_TAG_PROBABILITY
+        assert len(image.auto_tags) == sure and all(tag.islower() for tag in image.auto_tags)
         assert image.thumbnail and image.thumbnail.storage.exists(image.thumbnail.name)
+    assert any(image.auto_tags for image in images)
 
 
 def test_second_index_run_processes_only_new_or_changed_files(worker, photo_folder, capsys):

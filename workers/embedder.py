@@ -1,7 +1,7 @@
 """The embedding model: a torchvision backbone, loaded once per worker process and run in batches.
 
 This is the only module that imports torch. An embedding is the backbone's globally pooled last feature
-map, L2-normalised; the same forward pass gives the ImageNet classifier's top class for the auto tag.
+map, L2-normalised; the same forward pass gives the ImageNet classifier's likeliest category for the auto tag.
 """
 
 import ctypes
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import models as tvm
 
-from .categories import category_for_class
+from .categories import CLASS_CATEGORY, NAMES, tag_for
 from .registry import MODELS
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,27 @@ class WeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class Prediction:
-    label: str  # ImageNet class name
-    category: str  # short readable category used as the automatic tag
-    score: float
+    label: str  # the ImageNet class the classifier finds likeliest within `category`
+    category: str  # the likeliest short readable category (workers/categories.py)
+    score: float  # the category's probability: the sum over its classes
+
+    @property
+    def tag(self):
+        """The automatic tag: the category where the classifier is sure enough of it, else ""."""
+        return tag_for(self.category, self.score)
+
+
+_CLASS_CATEGORY = torch.tensor(CLASS_CATEGORY)
+
+
+def _predictions(logits, class_names):
+    """Each image's likeliest category, its classes' probabilities summed, with its likeliest class in it."""
+    probs = logits.float().softmax(dim=1).cpu()
+    by_category = torch.zeros(len(probs), len(NAMES)).index_add_(1, _CLASS_CATEGORY, probs)
+    scores, best = by_category.max(dim=1)
+    classes = probs.masked_fill(_CLASS_CATEGORY[None, :] != best[:, None], -1.0).argmax(dim=1)
+    return [Prediction(class_names[c], NAMES[k], round(float(p), 4))
+            for c, k, p in zip(classes.tolist(), best.tolist(), scores.tolist())]
 
 
 def _features(net, family, x):
@@ -172,12 +190,7 @@ class Embedder:
         flat = feats.norm(dim=1, keepdim=True) < 1e-12
         feats = torch.where(flat, torch.ones_like(feats), feats)
         vectors = F.normalize(feats, dim=1).cpu().numpy().astype(np.float32)
-        probs, classes = logits.float().softmax(dim=1).max(dim=1)
-        predictions = [
-            Prediction(self.categories[c], category_for_class(c), round(float(p), 4))
-            for p, c in zip(probs.tolist(), classes.tolist())
-        ]
-        return vectors, predictions
+        return vectors, _predictions(logits, self.categories)
 
 
 # Models loaded in this process, least recently used first: the active one, and one being reindexed to.

@@ -352,7 +352,7 @@ def _store_ready(embedded):
         if decoded.thumbnail:
             name = f"thumbs/{image.content_hash[:2]}/{image.content_hash}.jpg"
             image.thumbnail.save(name, ContentFile(decoded.thumbnail), save=False)
-        ready.append((image.id, image.thumbnail.name, prediction.label, prediction.score, prediction.category))
+        ready.append((image.id, image.thumbnail.name, prediction.label, prediction.score, prediction.tag))
     indexing.images_ready(ready, timezone.now())
 
 
@@ -418,7 +418,8 @@ def images_retag(image_ids):
     embedded = [row for batch in batches for row in batch]
     for decoded, _, prediction in embedded:
         image = decoded.image
-        image.auto_label, image.auto_score, image.auto_tags = prediction.label, prediction.score, [prediction.category]
+        image.auto_label, image.auto_score = prediction.label, prediction.score
+        image.auto_tags = [prediction.tag] if prediction.tag else []
     IndexedImage.objects.bulk_update([row[0].image for row in embedded], ["auto_label", "auto_score", "auto_tags"])
     return len(embedded), len(failed)
 
