@@ -1,6 +1,6 @@
 import pytest
 
-from workers.categories import CATEGORIES, category_for_class
+from workers.categories import CATEGORIES, MIN_TAG_PROBABILITY, category_for_class, tag_for
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,9 @@ def test_out_of_range_index_raises(index):
     """Indices outside 0..999 raise ValueError instead of wrapping or IndexError."""
     with pytest.raises(ValueError):
         category_for_class(index)
+
+
+def test_a_tag_only_for_a_likely_category_that_names_something():
+    assert tag_for("dog", MIN_TAG_PROBABILITY) == "dog" and tag_for("dog", 0.99) == "dog"
+    assert tag_for("dog", MIN_TAG_PROBABILITY - 0.01) == ""
+    assert tag_for("other", 0.99) == ""

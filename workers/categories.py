@@ -164,8 +164,8 @@ MIN_TAG_PROBABILITY = 0.5
 
 def tag_for(category: str, probability: float) -> str:
     """The automatic tag of an image whose likeliest category has `probability` (the sum over its classes): the
-    category, or "" (no tag) below MIN_TAG_PROBABILITY."""
-    return category if probability >= MIN_TAG_PROBABILITY else ""
+    category, or "" (no tag) below MIN_TAG_PROBABILITY and for "other", which would name nothing."""
+    return category if probability >= MIN_TAG_PROBABILITY and category != "other" else ""
 
 
 def category_for_class(index: int) -> str:
