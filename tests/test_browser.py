@@ -229,6 +229,27 @@ def test_tag_chips_have_distinct_readable_colours_and_filter_the_results(open_pa
     expect(page.locator("#results .card:visible")).to_have_count(12)
 
 
+def test_results_without_any_tag_get_a_chip_of_their_own_after_the_tags(open_page, indexed, tmp_path):
+    """A result with no tag at all (no folder tag, the classifier unsure) is under "Untagged", the last chip."""
+    plants = IndexedImage.objects.filter(source_path__contains="/plants/")
+    untagged = plants.update(user_tags=[], auto_tags=[])
+    assert 0 < untagged < 12
+    page = open_page()
+    search_with_picker(page, query_file(tmp_path, indexed))
+    expect(page.locator("#results .card")).to_have_count(12)
+    chip = page.locator("#tag-filter .chip").last
+    expect(chip).to_have_class(re.compile("chip-untagged"))
+    expect(chip.locator(".chip-label")).to_have_text("Untagged")
+    expect(chip.locator(".chip-count")).to_have_text(str(untagged))
+    chip.click()
+    expect(chip).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#results .card:visible")).to_have_count(untagged)
+    assert page.locator("#results .card:visible .tags .tag").count() == 0
+    shoot(page, "untagged-picked")
+    page.get_by_role("button", name=re.compile("^All")).click()
+    expect(page.locator("#results .card:visible")).to_have_count(12)
+
+
 def test_a_result_enlarges_and_closes_with_escape_and_the_size_control_changes_thumbnails(open_page, indexed, tmp_path):
     """Clicking a thumbnail opens the large view (Escape closes it); the size control resizes the grid."""
     page = open_page()

@@ -71,6 +71,13 @@ function card(item, options) {
   return node;
 }
 
+const UNTAGGED = ""; // the chip of the results with no tag at all: no given tag, and the classifier was unsure
+
+function hasTag(item, tag) {
+  const tags = item.tags || [];
+  return tag === null || (tag === UNTAGGED ? tags.length === 0 : tags.includes(tag));
+}
+
 function tagCounts(items) {
   const counts = new Map();
   for (const item of items) for (const tag of new Set(item.tags || [])) counts.set(tag, (counts.get(tag) || 0) + 1);
@@ -82,10 +89,11 @@ export function createResults({ grid, filter, palette, isFavourite, handlers }) 
   let tag = null;
 
   function chip(label, value, count) {
-    const button = el("button", { type: "button", className: value === null ? "chip chip-all" : "chip",
+    const kind = value === null ? "chip chip-all" : value === UNTAGGED ? "chip chip-untagged" : "chip";
+    const button = el("button", { type: "button", className: kind,
       "aria-pressed": String(tag === value), dataset: value === null ? {} : { tag: value } },
     el("span", { className: "chip-label" }, label), el("span", { className: "chip-count" }, formatNumber(count)));
-    if (value !== null) button.style.setProperty("--tag", palette(value));
+    if (value !== null && value !== UNTAGGED) button.style.setProperty("--tag", palette(value));
     button.addEventListener("click", () => setTag(value));
     return button;
   }
@@ -93,14 +101,17 @@ export function createResults({ grid, filter, palette, isFavourite, handlers }) 
   function setTag(value) {
     tag = value;
     for (const button of filter.querySelectorAll(".chip")) button.setAttribute("aria-pressed", String((button.dataset.tag ?? null) === tag));
-    grid.querySelectorAll(".card").forEach((node, i) => { node.hidden = tag !== null && !(items[i].tags || []).includes(tag); });
+    grid.querySelectorAll(".card").forEach((node, i) => { node.hidden = !hasTag(items[i], tag); });
   }
 
   function render(list) {
     items = list;
     const counts = tagCounts(items);
+    const untagged = items.filter((item) => hasTag(item, UNTAGGED)).length;
+    if (untagged && counts.length) counts.push([UNTAGGED, untagged]); // last; with no tag at all it would be "All" again
     if (!counts.some(([name]) => name === tag)) tag = null;
-    filter.replaceChildren(chip(gettext("All"), null, items.length), ...counts.map(([name, n]) => chip(name, name, n)));
+    filter.replaceChildren(chip(gettext("All"), null, items.length),
+      ...counts.map(([name, n]) => chip(name === UNTAGGED ? gettext("Untagged") : name, name, n)));
     filter.hidden = items.length === 0;
     grid.replaceChildren(...items.map((item) => card(item, { palette, isFavourite, handlers })));
     setTag(tag);
@@ -110,6 +121,6 @@ export function createResults({ grid, filter, palette, isFavourite, handlers }) 
     grid.querySelectorAll(".card").forEach((node, i) => setStar(node.querySelector(".star"), isFavourite(items[i].image_id), titleOf(items[i])));
   }
 
-  const visible = () => items.filter((item) => tag === null || (item.tags || []).includes(tag));
+  const visible = () => items.filter((item) => hasTag(item, tag));
   return { render, refreshStars, visible, setTag, get items() { return items; } };
 }
