@@ -76,7 +76,8 @@ def main():
     if unknown:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
     last = previous_report(args.out, args.only, large=args.large and not args.only)
-    rep = {"machine": common.machine(), "large": args.large or bool(wanted & set(LARGE_PARTS)), "parts": last["parts"], "load": last["load"]}
+    large = args.large or bool((wanted | set(last["parts"])) & set(LARGE_PARTS))  # measured now, or kept from before
+    rep = {"machine": common.machine(), "large": large, "parts": last["parts"], "load": last["load"]}
     results, load = rep["parts"], rep["load"]
     seeds = common.CACHE / "seeds.npy"
 
