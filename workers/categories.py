@@ -155,7 +155,7 @@ CLASS_CATEGORY = tuple(NAMES.index(category) for category in CATEGORIES)  # per 
 
 # The summed probability of its classes a category needs to become a tag: more likely than not. A picture the
 # classifier spreads over three dog breeds is still surely a dog; drawings and icons, far from ImageNet's photos,
-# often get a low, arbitrary top class (a cartoon strawberry as "armor", a carrot as "lobster"). On 1,161 dev
+# often get a low, arbitrary top class (a carrot as "lobster"), though some are confidently wrong. On 1,161 dev
 # drawings of six folders with an obvious category (animals, food, plants, vehicles, clothes, sports), the top class
 # alone was a fitting tag for 25% of them; with this rule 36% are tagged, and 51% of those fittingly (wrong tags:
 # on 75% of the drawings -> 17%). Photos are mostly far above it (0.78-0.95 on the few at hand).
