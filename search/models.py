@@ -10,6 +10,8 @@ from django.db import models
 from django.utils import timezone
 from pgvector.django import VectorField
 
+from workers.categories import MIN_TAG_PROBABILITY
+
 
 class QueryStorage(FileSystemStorage):
     """Uploaded query images live under QUERY_ROOT, outside MEDIA_ROOT: no public URL ever serves them."""
@@ -68,8 +70,11 @@ class IndexedImage(models.Model):
     height = models.PositiveIntegerField(null=True, blank=True)
     user_tags = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     auto_tags = ArrayField(models.CharField(max_length=64), default=list, blank=True)
-    auto_label = models.CharField(max_length=100, blank=True)  # the ImageNet class behind auto_tags
-    auto_score = models.FloatField(null=True, blank=True)
+    auto_label = models.CharField(max_length=100, blank=True,
+                                  help_text="The classifier's likeliest ImageNet class within its likeliest category.")
+    auto_score = models.FloatField(null=True, blank=True, help_text=(
+        "The classifier's probability of its likeliest category (its classes added up); the category becomes the "
+        f"automatic tag at {MIN_TAG_PROBABILITY} or more."))
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -83,3 +83,11 @@ def test_processes_start_numpy_with_one_blas_thread():
     if threads == "none":
         pytest.skip("numpy is not linked with OpenBLAS here")
     assert threads == "1"
+
+
+@pytest.mark.django_db
+def test_every_model_change_has_its_migration():
+    """The models and the migrations agree: a field changed without `makemigrations` fails here, not on deploy."""
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
