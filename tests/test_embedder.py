@@ -105,5 +105,5 @@ def test_the_tag_is_the_category_its_classes_add_up_to_and_only_a_likely_one():
     dogs, flat, cat = _predictions(probs.log(), names)
     assert (dogs.category, dogs.tag, dogs.label) == ("dog", "dog", f"class {dog_classes[0]}")
     assert round(dogs.score, 2) == 0.6
-    assert flat.score < MIN_TAG_PROBABILITY and flat.category and flat.tag == ""
-    assert (cat.tag, cat.label) == ("cat", f"class {cat_class}") and round(cat.score, 2) == 0.9
+    assert flat.score < MIN_TAG_PROBABILITY and flat.category and flat.tag == "" and flat.auto_tags == []
+    assert (cat.tag, cat.auto_tags, cat.label) == ("cat", ["cat"], f"class {cat_class}") and round(cat.score, 2) == 0.9

@@ -57,6 +57,11 @@ class Prediction:
         """The automatic tag: the category where the classifier is sure enough of it, else ""."""
         return tag_for(self.category, self.score)
 
+    @property
+    def auto_tags(self):
+        """The image's automatic tags as IndexedImage stores them: [tag], or [] where there is none."""
+        return [self.tag] if self.tag else []
+
 
 _CLASS_CATEGORY = torch.tensor(CLASS_CATEGORY)
 

@@ -418,8 +418,7 @@ def images_retag(image_ids):
     embedded = [row for batch in batches for row in batch]
     for decoded, _, prediction in embedded:
         image = decoded.image
-        image.auto_label, image.auto_score = prediction.label, prediction.score
-        image.auto_tags = [prediction.tag] if prediction.tag else []
+        image.auto_label, image.auto_score, image.auto_tags = prediction.label, prediction.score, prediction.auto_tags
     IndexedImage.objects.bulk_update([row[0].image for row in embedded], ["auto_label", "auto_score", "auto_tags"])
     return len(embedded), len(failed)
 
