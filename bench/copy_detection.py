@@ -93,18 +93,21 @@ def embed_all(embedder, images, batch=32):
 class Searched:
     """What the searches of a query set looked at: per query its global top (best first), the candidates
     re-ranking may see (that top, plus the signature's near duplicate when it was not in it) with their global
-    scores and inliers, the near duplicate's position (None), and the seconds each search's re-ranking took."""
+    scores, inliers and signature likeness to the query, the near duplicate's position (None), and the seconds each
+    search's re-ranking took."""
 
     top: np.ndarray
     candidates: list
     scores: list
     inliers: list
+    likeness: list
     nears: list
     seconds: list
 
 
 def verify_candidates(image, top, sims, blobs, signatures, args):
-    """(candidate ids, their global scores, inliers, the near duplicate's position or None, seconds) of one query.
+    """(candidate ids, their global scores, inliers, signature likeness, the near duplicate's position or None,
+    seconds) of one query.
 
     Timed, what a search does (workers/pipeline.py): extract the query's features and signature, find the best
     signature match in the whole index (exact here, HNSW in the app), verify the first k candidates and the near
@@ -113,20 +116,24 @@ def verify_candidates(image, top, sims, blobs, signatures, args):
     started = time.perf_counter()
     query = localfeatures.extract(image)
     ids = top.tolist()
-    best = signature.best_match(signature.similarities(signature.compute(image), signatures))
+    query_signature = signature.compute(image)
+    best = signature.best_match(signature.similarities(query_signature, signatures))
     ids, near = signature.with_near_duplicate(ids, best)
     scores = [float(sims[i]) for i in ids]
+    alike = signature.likeness(query_signature, list(signatures[ids]))
 
     def load(wanted):
         return {i: localfeatures.unpack(blobs[i]) for i in wanted}
 
     searched, position = candidates_at(ids, scores, near, args.k)
     inliers = dict(zip((i for i, _ in searched), localfeatures.verify_all(searched, query, load)))
-    localfeatures.order(searched, [inliers[i] for i, _ in searched], near=position, min_inliers=args.min_inliers)
+    likes = dict(zip(ids, alike))
+    localfeatures.order(searched, [inliers[i] for i, _ in searched], near=position, min_inliers=args.min_inliers,
+                        likeness=[likes[i] for i, _ in searched])
     seconds = time.perf_counter() - started
     rest = [(i, s) for i, s in zip(ids, scores) if i not in inliers]
     inliers.update(zip((i for i, _ in rest), localfeatures.verify_all(rest, query, load)))
-    return ids, scores, [inliers[i] or 0 for i in ids], near, seconds
+    return ids, scores, [inliers[i] or 0 for i in ids], alike, near, seconds
 
 
 def candidates_at(ids, scores, near, k):
@@ -146,20 +153,26 @@ def search(embedder, images, vectors, blobs, signatures, args):
     return Searched(top, *(list(column) for column in zip(*results)))
 
 
-# How a search's copy evidence was built up, for the "stages" table: (name, signatures used). The last is what
+# How a search's copy evidence was built up, for the "stages" table: (name, ranked_lists options). The last is what
 # searches do.
-STAGES = (("first k verified", False), ("+ signature near duplicate (production)", True))
+STAGES = (("first k verified", {"near_duplicate": False, "alike": False}),
+          ("+ signature near duplicate", {"near_duplicate": True, "alike": False}),
+          ("+ signature likeness in picking the lead (production)", {"near_duplicate": True, "alike": True}))
 
 
-def ranked_lists(searched, min_inliers, weight=localfeatures.INLIER_WEIGHT, fused=RERANK_CANDIDATES, signatures=True):
+def ranked_lists(searched, min_inliers, weight=localfeatures.INLIER_WEIGHT, fused=RERANK_CANDIDATES,
+                 near_duplicate=True, alike=True):
     """Each query's results after localfeatures.order with `fused` global candidates: [(image_id, score, match)],
-    best first. `signatures` False ignores the near duplicate (the evidence before signatures)."""
+    best first. `near_duplicate` False ignores the signature's near duplicate and `alike` False its likeness to the
+    candidates (both False: the evidence before signatures)."""
     out = []
-    for ids, scores, inliers, near in zip(searched.candidates, searched.scores, searched.inliers, searched.nears):
-        candidates, position = candidates_at(ids, scores, near if signatures else None, fused)
-        counts = dict(zip(ids, inliers))
+    rows = zip(searched.candidates, searched.scores, searched.inliers, searched.likeness, searched.nears)
+    for ids, scores, inliers, likeness, near in rows:
+        candidates, position = candidates_at(ids, scores, near if near_duplicate else None, fused)
+        counts, likes = dict(zip(ids, inliers)), dict(zip(ids, likeness))
         out.append(localfeatures.order(candidates, [counts[i] for i, _ in candidates], near=position,
-                                       min_inliers=min_inliers, inlier_weight=weight))
+                                       min_inliers=min_inliers, inlier_weight=weight,
+                                       likeness=[likes[i] for i, _ in candidates] if alike else None))
     return out
 
 
@@ -220,8 +233,8 @@ def evaluate_at_scale(embedder, root, args):
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
     stages = []
-    for name, use_signatures in STAGES:
-        options = {"fused": args.k, "signatures": use_signatures}
+    for name, stage in STAGES:
+        options = {"fused": args.k, **stage}
         stages.append({"stage": name, "combined": float((rerank_top1(searched, args.min_inliers, **options) == sources).mean())})
     top = searched.top
     return {"images": len(images), "photos": len(originals), "distractors": len(others), "queries": len(queries),
@@ -246,8 +259,8 @@ def recall_table(searched, sources, edits, args):
 def stage_table(searched, sources, edits, u_searched, folders, query_folders, args):
     """recall@1 (combined edits, all edits) and unrelated queries' category precision@10 at each stage of STAGES."""
     table = []
-    for name, use_signatures in STAGES:
-        options = {"fused": args.k, "signatures": use_signatures}
+    for name, stage in STAGES:
+        options = {"fused": args.k, **stage}
         hits = rerank_top1(searched, args.min_inliers, **options) == sources
         cat = category_check(folders, query_folders, u_searched, args, **options)
         table.append({"stage": name, "combined": float(hits[edits == "combined"].mean()), "all": float(hits.mean()),

@@ -198,7 +198,8 @@ def variant_scores(desc, labels, tags, copies, sources, edits, spec):
 
 def reranked_copy_recall(index, queries, paths, images, sources, edits, k=RERANK_CANDIDATES):
     """Copy recall@1 of the global neighbours re-ranked as searches do (the best signature match in the whole
-    index as near duplicate, local features verified for the first candidates and it); and the ms it added per query."""
+    index as near duplicate, local features verified for the first candidates and it, the signatures' likeness in
+    picking the lead); and the ms it added per query."""
     import time
 
     from workers import localfeatures, signature
@@ -216,11 +217,12 @@ def reranked_copy_recall(index, queries, paths, images, sources, edits, k=RERANK
     hits, seconds = [], []
     for image, row, ids in zip(images, sims, top.tolist()):
         started = time.perf_counter()
-        query = localfeatures.extract(image)
-        best = signature.best_match(signature.similarities(signature.compute(image), signatures))
+        query, query_signature = localfeatures.extract(image), signature.compute(image)
+        best = signature.best_match(signature.similarities(query_signature, signatures))
         ids, near = signature.with_near_duplicate(ids, best)
         candidates = [(i, float(row[i])) for i in ids]
-        ranked = localfeatures.rerank(candidates, query, load_features, near=near)
+        likeness = signature.likeness(query_signature, list(signatures[ids]))
+        ranked = localfeatures.rerank(candidates, query, load_features, near=near, likeness=likeness)
         seconds.append(time.perf_counter() - started)
         hits.append(ranked[0][0])
     hits = np.array(hits) == sources

@@ -153,6 +153,35 @@ def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(photo_folde
     assert _near_duplicate(SimpleNamespace(categories=[], min_score=0.0), vector, space, candidates, flat) == (candidates, None)
 
 
+def test_a_candidate_whose_signature_looks_like_the_query_leads_the_similar_results(photo_folder):
+    """Re-ranking as searches do, with the candidates' signatures read beside their keypoints: without inliers and
+    below the near-duplicate threshold, the candidate most like the query at 16x16 leads the "similar" results
+    ahead of a slightly closer one; an image without a signature gets no credit. (In-process, as above.)"""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from workers.pipeline import rerank
+
+    crow = load_rgb(next(photo_folder.glob("animals/*.png")))
+    query = signature.compute(crow)
+    noise = np.random.default_rng(0).normal(size=(2, signature.DIM)).astype(np.float32)
+    looks_alike = signature._unit(query + 0.5 * signature._unit(noise[0]))  # correlation about 0.9: no near duplicate
+    no_keypoints = localfeatures.pack(localfeatures.Features((localfeatures.EMPTY, localfeatures.EMPTY)))
+    ids = {}
+    for name, sig in (("closer", signature._unit(noise[1])), ("unsigned", None), ("alike", looks_alike)):
+        image = IndexedImage.objects.create(content_hash=name, file=f"{name}.png", title=name,
+                                            status=IndexedImage.Status.READY)
+        LocalFeatures.objects.create(image=image, data=no_keypoints, signature=sig)
+        ids[name] = image.id
+    assert signature.likeness(query, [looks_alike])[0] < signature.SIGNATURE_COPY
+    candidates = [(ids["closer"], 0.80), (ids["unsigned"], 0.79), (ids["alike"], 0.70)]
+    job = SimpleNamespace(categories=[], min_score=0.0, source_image_id=None, query_image=None)
+    ranked = rerank(job, crow, [1.0, 0.0, 0.0], SimpleNamespace(key="test-space"), candidates)
+    assert ranked == [(ids["alike"], 0.70, "similar"), (ids["closer"], 0.80, "similar"),
+                      (ids["unsigned"], 0.79, "similar")]
+
+
 def test_images_indexed_without_features_get_them_from_the_command(worker, client, photo_folder, capsys):
     """Before extraction a copy is only "similar"; extract_local_features fills the gap and it is a copy again."""
     call_command("index_images", str(photo_folder))

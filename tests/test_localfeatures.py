@@ -183,6 +183,22 @@ def test_order_credits_inliers_below_the_copy_threshold_to_the_lead_of_the_candi
     assert [i for i, _, _ in far] == [1, 2]  # 0.60 + 0.18 < 0.95
 
 
+def test_order_credits_signature_likeness_to_the_lead_of_the_candidates_that_are_not_copies():
+    """A candidate that looks like the query at 16x16 leads the rest ahead of a slightly closer one, never ahead of
+    a copy or a far better score; the others keep their global order and nothing is called a copy for it."""
+    candidates = [(1, 0.80), (2, 0.78), (3, 0.70), (4, 0.40)]
+    likeness = [0.1, 0.2, 0.9, 0.95]
+    ranked = localfeatures.order(candidates, [0, 0, 0, 12], min_inliers=10, likeness=likeness, signature_weight=0.2)
+    # 3: 0.70 + 0.2 x 0.9 = 0.88 leads 1 (0.82) and 2 (0.82); 4 is a verified copy and goes first.
+    assert ranked == [(4, 0.40, "copy"), (3, 0.70, "similar"), (1, 0.80, "similar"), (2, 0.78, "similar")]
+    assert [i for i, _, _ in localfeatures.order(candidates, [0] * 4, min_inliers=10)] == [1, 2, 3, 4]  # no likeness
+    far = localfeatures.order([(1, 0.95), (2, 0.70)], [0, 0], min_inliers=10, likeness=[0.0, 1.0], signature_weight=0.2)
+    assert [i for i, _, _ in far] == [1, 2]  # 0.70 + 0.2 < 0.95
+    both = localfeatures.order([(1, 0.80), (2, 0.70)], [0, 3], min_inliers=10, inlier_weight=0.02,
+                               likeness=[0.2, 0.5], signature_weight=0.2)
+    assert [i for i, _, _ in both] == [2, 1]  # 0.70 + 3 x 0.02 + 0.10 = 0.86 against 0.80 + 0.04
+
+
 def test_order_puts_the_near_duplicate_after_verified_copies_and_before_the_rest():
     """The signature's near duplicate is a copy, behind any verified copy, ahead of closer-scoring candidates."""
     candidates = [(1, 0.9), (2, 0.8), (3, 0.6), (4, 0.5)]

@@ -65,3 +65,13 @@ def test_odd_images_have_a_signature():
     for img in (Image.new("RGB", (1, 1)), Image.new("RGB", (20000, 3), "red"), Image.new("P", (40, 30)),
                 Image.new("L", (50, 60), 128), Image.new("RGBA", (10, 10))):
         assert signature.compute(img).shape == (signature.DIM,)
+
+
+def test_likeness_is_each_stored_signature_s_best_correlation_and_zero_for_one_missing(photos):
+    """likeness() gives the query's similarity to each signature in order, 0.0 where an image has none."""
+    query, other = signature.compute(photos[0]), signature.compute(photos[2])
+    turned = signature.compute(photos[0].transpose(Image.Transpose.ROTATE_90))
+    alike = signature.likeness(query, [other, None, turned])
+    assert alike[0] == pytest.approx(float(signature.similarities(query, other[None])[0]))
+    assert alike[1] == 0.0 and alike[2] > 0.99 > alike[0]
+    assert signature.likeness(query, [None]) == [0.0] and signature.likeness(query, []) == []

@@ -46,6 +46,14 @@ MIN_INLIERS = 10  # a candidate with this many inliers is a "copy" (chosen in be
 # credit deciding the lead only: 0.561 and 0.590, and 0.576 / 0.388 / 0.422 -> 0.576 / 0.390 / 0.428 on photo seed 0 and
 # mixed seeds 0 and 1. The report's fusion table repeats the sweep on its own queries.
 INLIER_WEIGHT = 0.02
+# Cosine credited per unit of signature likeness (workers/signature.py: the query's and the candidate's 16x16 grey
+# thumbnails correlated, best of 8 orientations) when picking that lead: a blurred or recoloured copy of a small
+# picture often has no inliers at all but still looks like its original at 16x16, where other pictures of the same kind
+# of thing do not. Chosen on combined-edit queries of seeds 3 and 4 (100 per set and seed; 0, 0.02, 0.05, 0.1, 0.2,
+# 0.3: photo 190, 191, 191, 191, 192, 192 and mixed 181, 182, 182, 184, 184, 185 originals first of 200), the smaller
+# of the two best; on seeds 0, 1 and 2, not used to choose, 0.2 took photo from 282 to 287 of 300 and left mixed at
+# 265. Like the inlier credit, it picks the lead only.
+SIGNATURE_WEIGHT = 0.2
 
 # version, number of sizes, keypoint count of each size; then per size count x (x, y) uint16 in 1/65535 of
 # WORK_SIDE and count x 128 uint8.
@@ -196,16 +204,19 @@ def _inliers(query_points, query_desc, cand_points, cand_desc):
 
 
 def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_INLIERS,
-          inlier_weight: float = INLIER_WEIGHT, identical=frozenset()) -> list:
+          inlier_weight: float = INLIER_WEIGHT, likeness=None, signature_weight: float = SIGNATURE_WEIGHT,
+          identical=frozenset()) -> list:
     """[(image_id, score, match)], best first, of candidates [(image_id, score)] in their global order.
 
     `inliers` per candidate (None: not verified, as 0). Tiers: ids in `identical` (the query's very file), then
     verified copies (>= min_inliers) by inliers, then the signature's near duplicate (`near`, its position; see
     workers/signature.py), all "copy"; then the rest, "similar", in their global order, except that the one with
-    the best global score plus inlier_weight per inlier leads them: a small, blurred or thrice-edited copy often
-    keeps only a few inliers, while unrelated pictures mostly get none. Such weak evidence picks the likeliest
-    source only; the others keep the order of likeness (re-sorting them all by it cost category precision@10 up
-    to 0.007 on some samples, bench/copy_detection.py). Ties keep the given (global) order.
+    the best global score plus inlier_weight per inlier plus signature_weight times its signature's likeness to the
+    query's (`likeness` per candidate; None: no credit) leads them: a small, blurred or thrice-edited copy often
+    keeps only a few inliers, or none, while unrelated pictures mostly get none and look less alike at 16x16. Such
+    weak evidence picks the likeliest source only; the others keep the order of likeness (re-sorting them all by it
+    cost category precision@10 up to 0.007 on some samples, bench/copy_detection.py). Ties keep the given (global)
+    order.
     """
     def tier(position, image_id, n):  # 3 identical, 2 verified copy, 1 near duplicate, 0 the rest
         if image_id in identical:
@@ -215,27 +226,29 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
         return 1 if position == near else 0
 
     counts = [n or 0 for n in inliers]
+    alike = [0.0] * len(candidates) if likeness is None else likeness
     tiers = [tier(position, image_id, n) for position, ((image_id, _), n) in enumerate(zip(candidates, counts))]
     copies = sorted((p for p, t in enumerate(tiers) if t), key=lambda p: (tiers[p], counts[p] if tiers[p] == 2 else 0),
                     reverse=True)  # stable: ties stay in the given order
     rest = [p for p, t in enumerate(tiers) if not t]
     if rest:
-        lead = max(rest, key=lambda p: candidates[p][1] + inlier_weight * counts[p])  # ties: the first
+        # ties: the first
+        lead = max(rest, key=lambda p: candidates[p][1] + inlier_weight * counts[p] + signature_weight * alike[p])
         rest = [lead] + [p for p in rest if p != lead]
     return [(*candidates[p], "copy" if tiers[p] else "similar") for p in copies + rest]
 
 
 def rerank(candidates: list, query_features: Features, load_features, *, near=None, min_inliers: int = MIN_INLIERS,
-           identical=frozenset()) -> list:
+           likeness=None, identical=frozenset()) -> list:
     """Re-order candidates [(image_id, cosine score)]: the global k-NN ones, best first, then possibly the
     signature's near duplicate (`near`, its position). Verifies each against its local features, which
     `load_features(ids)` returns as {image_id: Features} (a candidate without them, not extracted yet, is not
-    verified), and orders them (see order). Each result keeps its global cosine score, so `score` and
-    min_score mean the same with or without re-ranking; the order and `match` ("copy" or "similar") carry
-    the verdict.
+    verified), and orders them (see order; `likeness`: each candidate's signature likeness to the query's). Each
+    result keeps its global cosine score, so `score` and min_score mean the same with or without re-ranking; the
+    order and `match` ("copy" or "similar") carry the verdict.
     """
     inliers = verify_all(candidates, query_features, load_features)
-    return order(candidates, inliers, near=near, min_inliers=min_inliers, identical=identical)
+    return order(candidates, inliers, near=near, min_inliers=min_inliers, likeness=likeness, identical=identical)
 
 
 def verify_all(candidates: list, query_features: Features, load_features) -> list:

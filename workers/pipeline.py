@@ -187,7 +187,9 @@ def rerank(job, image, vector, space, candidates):
     candidates, near = _near_duplicate(job, vector, space, candidates, query_signature)
     if not candidates:
         return []
-    return localfeatures.rerank(candidates, query_features, _stored_features, near=near,
+    features, signatures = _stored_evidence([image_id for image_id, _ in candidates])
+    likeness = signature.likeness(query_signature, [signatures.get(image_id) for image_id, _ in candidates])
+    return localfeatures.rerank(candidates, query_features, lambda ids: features, near=near, likeness=likeness,
                                 identical=services.search_job_identical(job, candidates))
 
 
@@ -206,15 +208,19 @@ def _near_duplicate(job, vector, space, candidates, query_signature):
     return [*candidates, (best, score)], near
 
 
-def _stored_features(ids):
-    """{image_id: Features} of the images' stored local features (none for a record of another version)."""
-    features = {}
-    for image_id, data in LocalFeatures.objects.filter(image_id__in=ids).values_list("image_id", "data"):
+def _stored_evidence(ids):
+    """({image_id: Features}, {image_id: signature}) of the images' stored copy evidence, in one query; no Features
+    for a record of another version, no signature for an image indexed before signatures existed."""
+    features, signatures = {}, {}
+    rows = LocalFeatures.objects.filter(image_id__in=ids).values_list("image_id", "data", "signature")
+    for image_id, data, sig in rows:
+        if sig is not None:
+            signatures[image_id] = np.asarray(sig, np.float32)
         try:
             features[image_id] = localfeatures.unpack(bytes(data))
         except ValueError:  # stored by another version: "similar" until extracted again
             pass
-    return features
+    return features, signatures
 
 
 def _query_evidence(job, image):

@@ -49,6 +49,16 @@ def similarities(query: np.ndarray, stored: np.ndarray) -> np.ndarray:
     return (np.asarray(stored, np.float32) @ orientations(query).T).max(axis=1)
 
 
+def likeness(query: np.ndarray, stored: list) -> list:
+    """Each of some stored signatures' similarity to the query (see similarities); 0.0 for one missing (None)."""
+    known = [i for i, sig in enumerate(stored) if sig is not None]
+    alike = [0.0] * len(stored)
+    if known:
+        for i, value in zip(known, similarities(query, np.stack([stored[i] for i in known]))):
+            alike[i] = float(value)
+    return alike
+
+
 def best_match(likeness) -> int | None:
     """The position of the best of some similarities if it reaches SIGNATURE_COPY, else None."""
     if len(likeness) == 0:
