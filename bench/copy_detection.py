@@ -39,7 +39,7 @@ from workers import localfeatures, signature
 from workers.imageio import ImageDecodeError
 FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
 THRESHOLDS = (6, 8, 10, 12, 15, 20, 30)
-FUSION_WEIGHTS = (0.0, 0.01, 0.02, 0.03)  # cosine per sub-threshold inlier; 0 is "non-copies keep the global order"
+FUSION_WEIGHTS = (0.0, 0.01, 0.02, 0.03)  # cosine per sub-threshold inlier; 0: the lead by cosine and signature likeness
 FUSION_CANDIDATES = (20, 30)
 
 
@@ -404,7 +404,7 @@ def run(argv=()):
     cv2.setNumThreads(args.threads)
     embedder = load_embedder()
     report = {"settings": {k: str(v) for k, v in vars(args).items()}, "scales": localfeatures.SCALES,
-              "inlier_weight": localfeatures.INLIER_WEIGHT, "sets": {}}
+              "inlier_weight": localfeatures.INLIER_WEIGHT, "signature_weight": localfeatures.SIGNATURE_WEIGHT, "sets": {}}
     for which in args.sets.split(","):
         report["sets"][which] = evaluate(embedder, args.root, which, args)
         print_report(which, report["sets"][which], args)

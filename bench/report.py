@@ -212,7 +212,8 @@ def _copies_table(c):
             lines.append(f"| {which} | {th} | {v['recall_at_1']:.3f} | {fe}/{ne} | {fu}/{nu} | {qu}/{nq} |")
     lines += ["", "What each part of the re-ranking adds, in this run (the first row is the re-ranking before signatures: "
               f"the first {k} candidates verified and ordered; the second adds the signature's near duplicate from the "
-              "whole set, as searches do):", "",
+              "whole set; the third also credits each candidate's signature likeness to the query when picking the lead "
+              "of the candidates that are not copies, as searches do):", "",
               "| set | stage | combined R@1 | all R@1 | category P@10 of unrelated queries |", "|---|---|---|---|---|"]
     for which, r in c["sets"].items():
         lines += [f"| {which} | {v['stage']} | {v['combined']:.3f} | {v['all']:.3f} | {v['precision_at_10']:.3f} |"
@@ -223,8 +224,9 @@ def _copies_table(c):
                   f"other dev images indexed beside its {scale['photos']} ({scale['images']} in all; global R@1 {scale['global']:.3f}, "
                   f"original in the global top {k} {scale['global_at_k']:.3f}):", "", "| stage | combined R@1 |", "|---|---|"]
         lines += [f"| {v['stage']} | {v['combined']:.3f} |" for v in scale["stages"]]
-    lines += ["", "The lead of the candidates that are not copies picked by cosine + weight x inliers, the others in their "
-              f"global order (the app's weight is {c.get('inlier_weight', 'n/a')}; 0 keeps the global order):", "",
+    lines += ["", "The lead of the candidates that are not copies picked by cosine + weight x inliers + "
+              f"{c.get('signature_weight', 0)} x signature likeness, the others in their global order (the app's weight is "
+              f"{c.get('inlier_weight', 'n/a')}; 0 leaves the lead to cosine and likeness):", "",
               "| set | candidates | weight | combined R@1 | all R@1 | category P@10 of unrelated queries |", "|---|---|---|---|---|---|"]
     for which, r in c["sets"].items():
         lines += [f"| {which} | {v['candidates']} | {v['weight']} | {v['combined']:.3f} | {v['all']:.3f} | {v['precision_at_10']:.3f} |"
