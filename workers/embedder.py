@@ -60,7 +60,8 @@ class Prediction:
     @property
     def auto_tags(self):
         """The image's automatic tags as IndexedImage stores them: [tag], or [] where there is none."""
-        return [self.tag] if self.tag else []
+        tag = self.tag
+        return [tag] if tag else []
 
 
 _CLASS_CATEGORY = torch.tensor(CLASS_CATEGORY)

@@ -187,9 +187,9 @@ def rerank(job, image, vector, space, candidates):
     candidates, near = _near_duplicate(job, vector, space, candidates, query_signature)
     if not candidates:
         return []
-    features, signatures = _stored_evidence([image_id for image_id, _ in candidates])
+    features, signatures = _stored_evidence([image_id for image_id, _ in candidates])  # every candidate's, at once
     likeness = signature.likeness(query_signature, [signatures.get(image_id) for image_id, _ in candidates])
-    return localfeatures.rerank(candidates, query_features, lambda ids: features, near=near, likeness=likeness,
+    return localfeatures.rerank(candidates, query_features, lambda _ids: features, near=near, likeness=likeness,
                                 identical=services.search_job_identical(job, candidates))
 
 

@@ -50,13 +50,10 @@ def similarities(query: np.ndarray, stored: np.ndarray) -> np.ndarray:
 
 
 def likeness(query: np.ndarray, stored: list) -> list:
-    """Each of some stored signatures' similarity to the query (see similarities); 0.0 for one missing (None)."""
-    known = [i for i, sig in enumerate(stored) if sig is not None]
-    alike = [0.0] * len(stored)
-    if known:
-        for i, value in zip(known, similarities(query, np.stack([stored[i] for i in known]))):
-            alike[i] = float(value)
-    return alike
+    """Each of some stored signatures' similarity to the query (see similarities); 0.0 for one missing (None),
+    which counts as a flat picture's all-zero signature."""
+    rows = [np.zeros(DIM, np.float32) if sig is None else sig for sig in stored]
+    return similarities(query, np.stack(rows)).tolist() if rows else []
 
 
 def best_match(likeness) -> int | None:
