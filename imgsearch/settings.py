@@ -190,6 +190,10 @@ IMGSEARCH_LOCAL_FEATURES = env_bool("IMGSEARCH_LOCAL_FEATURES", True)
 # Searches verify this many of the best k-NN candidates with local features (workers/localfeatures.py), so a
 # copy of the query comes first even where the global vectors rank it lower.
 IMGSEARCH_RERANK_CANDIDATES = env_number("IMGSEARCH_RERANK_CANDIDATES", 20, minimum=1, maximum=200)
+# Once this many images have local features, a vocabulary of visual words is learned from them (search/copywords.py)
+# and re-ranking also verifies the few images whose words are nearest the query's (workers/words.py): in a large
+# index a heavily edited copy's original often falls out of the global candidates.
+IMGSEARCH_WORDS_MIN_IMAGES = env_number("IMGSEARCH_WORDS_MIN_IMAGES", 200, minimum=2, maximum=10_000_000)
 # "auto": once the index holds IMGSEARCH_PROJECTION_MIN_IMAGES images, learn a projection of the vectors from it
 # (search/projection.py) and apply it in a background run; learn again when the index or its tags grow by half.
 IMGSEARCH_PROJECTION = env_str("IMGSEARCH_PROJECTION", "auto")
@@ -223,6 +227,7 @@ CELERY_BEAT_SCHEDULE = {
     "reap-searches": {"task": "workers.reap_searches", "schedule": 15.0, "options": {"expires": 15}},
     "rescan-collections": {"task": "workers.rescan_collections", "schedule": IMGSEARCH_RESCAN_MINUTES * 60.0},
     "refresh-projection": {"task": "workers.refresh_projection", "schedule": 15 * 60.0},
+    "refresh-words": {"task": "workers.refresh_words", "schedule": 15 * 60.0},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery closes the database connection around every task unless this is set; a new connection cost a search

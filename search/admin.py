@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from workers.registry import MODELS
 
 from . import collections, indexing, reindex
-from .models import Collection, Embedding, IndexedImage, ModelVersion, ReindexRun
+from .models import Collection, Embedding, IndexedImage, LocalFeatures, ModelVersion, ReindexRun, VisualWords
 
 # --- Indexed images ---------------------------------------------------------------------------------
 
@@ -252,6 +252,35 @@ class CollectionAdmin(admin.ModelAdmin):
         else:
             self.message_user(request, _("This collection has no folder to scan."), messages.WARNING)
         return redirect("admin:search_collection_change", collection.pk)
+
+
+# --- Visual words ----------------------------------------------------------------------------------
+
+
+@admin.register(VisualWords)
+class VisualWordsAdmin(admin.ModelAdmin):
+    """The vocabulary copy search finds candidates with (search/copywords.py). Learned by the beat once the index is
+    large enough; deleting it makes the beat learn a new one from the index as it is now."""
+
+    list_display = ("id", "learned_from", "images_with_words", "created_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("words")
+
+    @admin.display(description=_("learned from"))
+    def learned_from(self, vocabulary):
+        return _("%(words)s words, the keypoints of %(images)s images") % {
+            "words": vocabulary.info.get("words", "?"), "images": vocabulary.info.get("images", "?")}
+
+    @admin.display(description=_("images with words"))
+    def images_with_words(self, vocabulary):
+        return LocalFeatures.objects.exclude(words=None).count()
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 # --- Model versions ---------------------------------------------------------------------------------

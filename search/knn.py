@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
-from workers import signature
+from workers import signature, words
 from workers.registry import HNSW_MAX_DIM
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
@@ -213,16 +213,41 @@ def signature_match(query):
     return None if row is None else (row[0], float(row[1]))
 
 
+WORDS_EF_SEARCH = 100
+
+
+def words_nearest(queries, *, k):
+    """Ids of the k indexed images whose visual words (workers/words.py) are nearest any of `queries` (unit
+    vectors: the query's words as is and mirrored), best first. One statement, each query through the words'
+    HNSW index (migration 0009); images without words are not in it."""
+    one = ("(SELECT image_id, -(words <#> %s::vector({dim})) AS likeness FROM search_localfeatures"
+           " WHERE words IS NOT NULL ORDER BY words <#> %s::vector({dim}) LIMIT {k})").format(dim=words.DIM, k=int(k))
+    literals = [_exact_literal(q) for q in queries]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {WORDS_EF_SEARCH}")  # its graph is sparse (migration 0009)
+        cursor.execute(f"SELECT image_id FROM ({' UNION ALL '.join([one] * len(literals))}) AS near"
+                       f" GROUP BY image_id ORDER BY max(likeness) DESC LIMIT {int(k)}",
+                       [v for literal in literals for v in (literal, literal)])
+        return [row[0] for row in cursor.fetchall()]
+
+
 def score_of(vector, image_id, *, model_key, categories=()):
     """One image's cosine similarity to `vector` in the model's space, as nearest() scores it; None where the
     image has no vector of that model or (with categories) carries none of them."""
+    return scores_of(vector, [image_id], model_key=model_key, categories=categories).get(image_id)
+
+
+def scores_of(vector, image_ids, *, model_key, categories=()):
+    """{image_id: cosine similarity to `vector`} of those of the images with a vector of the model (and, with
+    categories, one of them), as nearest() scores them."""
+    if not image_ids:
+        return {}
     dim = len(vector)
     _check(model_key, dim)
     filters, params = _category_filter(categories)
     query = sql.SQL(
-        "SELECT 1 - ({distance}) FROM search_embedding WHERE model_key = %s AND image_id = %s{filters}"
+        "SELECT image_id, 1 - ({distance}) FROM search_embedding WHERE model_key = %s AND image_id = ANY(%s){filters}"
     ).format(distance=_distance(dim), filters=filters)
     with connection.cursor() as cursor:
-        cursor.execute(query.as_string(cursor.connection), [vector_literal(vector), model_key, image_id, *params])
-        row = cursor.fetchone()
-    return None if row is None else float(row[0])
+        cursor.execute(query.as_string(cursor.connection), [vector_literal(vector), model_key, list(image_ids), *params])
+        return {image_id: float(score) for image_id, score in cursor.fetchall()}

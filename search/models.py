@@ -137,7 +137,25 @@ class LocalFeatures(models.Model):
     image = models.OneToOneField(IndexedImage, on_delete=models.CASCADE, primary_key=True, related_name="local_features")
     data = models.BinaryField()
     signature = VectorField(dimensions=256, null=True, blank=True)
+    # The keypoints' visual words (workers.words) under the index's vocabulary (VisualWords); null before one is
+    # learned. Their own HNSW index (migration 0009) finds copy candidates the global k-NN misses.
+    words = VectorField(dimensions=1920, null=True, blank=True)
     created_at = models.DateTimeField(auto_now=True)
+
+
+class VisualWords(models.Model):
+    """The vocabulary LocalFeatures.words are computed with: learned once from the index's own descriptors when it
+    has grown to IMGSEARCH_WORDS_MIN_IMAGES images (search/copywords.py). The latest row is the one in use."""
+
+    words = models.BinaryField(editable=False)  # workers.words.dumps()
+    info = models.JSONField(default=dict, blank=True)  # what it was learned from, for people
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "visual words"
+
+    def __str__(self):
+        return f"visual words {self.id} ({self.info.get('images', '?')} images)"
 
 
 class SearchJob(models.Model):

@@ -20,7 +20,7 @@ class CountingModel:
         return np.zeros((len(tensors), 4), np.float32), [None] * len(tensors)
 
 
-def fake_decode(embedder, with_features, image):
+def fake_decode(embedder, with_features, vocabulary, image):
     """Every seventh 'image' (3, 10, 17, ...) cannot be read; the others decode to their own number."""
     if image % 7 == 3:
         return pipeline.Decoded(image, error="unreadable")

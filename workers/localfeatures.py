@@ -163,6 +163,11 @@ def _mirror_permutation():
 _MIRROR = _mirror_permutation()
 
 
+def mirrored_descriptors(descriptors):
+    """SIFT descriptors (n, 128) as the same keypoints of the image mirrored left to right would have them."""
+    return descriptors[:, _MIRROR]
+
+
 def verify(query: Features, candidate: Features) -> int:
     """RANSAC inliers of the query mapped onto the candidate, at the size where they are most; 0 if none matches."""
     return max((_verify_at(q, c) for q, c in zip(query.scales, candidate.scales)), default=0)
@@ -172,13 +177,13 @@ def _verify_at(query: LocalFeatures, candidate: LocalFeatures) -> int:
     """Inliers at one size, the query as is or mirrored; 0 below MIN_MATCHES matches."""
     if len(query) < MIN_MATCHES or len(candidate) < MIN_MATCHES:
         return 0
-    q, c = _rootsift(query.descriptors), _rootsift(candidate.descriptors)
+    q, c = rootsift(query.descriptors), rootsift(candidate.descriptors)
     direct = _inliers(query.points, q, candidate.points, c)
-    mirrored = _inliers(query.points * np.array([-1, 1], np.float32), q[:, _MIRROR], candidate.points, c)
+    mirrored = _inliers(query.points * np.array([-1, 1], np.float32), mirrored_descriptors(q), candidate.points, c)
     return max(direct, mirrored)
 
 
-def _rootsift(descriptors):
+def rootsift(descriptors):
     """RootSIFT: square roots of the L1-normalised descriptor, unit length, compared by dot product."""
     d = descriptors.astype(np.float32)
     return np.sqrt(d / np.maximum(d.sum(axis=1, keepdims=True), 1.0))
@@ -205,7 +210,7 @@ def _inliers(query_points, query_desc, cand_points, cand_desc):
 
 def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_INLIERS,
           inlier_weight: float = INLIER_WEIGHT, likeness=None, signature_weight: float = SIGNATURE_WEIGHT,
-          identical=frozenset()) -> list:
+          identical=frozenset(), verified_only=frozenset()) -> list:
     """[(image_id, score, match)], best first, of candidates [(image_id, score)] in their global order.
 
     `inliers` per candidate (None: not verified, as 0). Tiers: ids in `identical` (the query's very file), then
@@ -216,7 +221,8 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
     keeps only a few inliers, or none, while unrelated pictures mostly get none and look less alike at 16x16. Such
     weak evidence picks the likeliest source only; the others keep the order of likeness (re-sorting them all by it
     cost category precision@10 up to 0.007 on some samples, bench/copy_detection.py). Ties keep the given (global)
-    order.
+    order. Candidates at the positions in `verified_only` (found by visual words, not by the global k-NN) are left
+    out unless they are verified copies.
     """
     def tier(position, image_id, n):  # 3 identical, 2 verified copy, 1 near duplicate, 0 the rest
         if image_id in identical:
@@ -230,7 +236,7 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
     tiers = [tier(position, image_id, n) for position, ((image_id, _), n) in enumerate(zip(candidates, counts))]
     copies = sorted((p for p, t in enumerate(tiers) if t), key=lambda p: (tiers[p], counts[p] if tiers[p] == 2 else 0),
                     reverse=True)  # stable: ties stay in the given order
-    rest = [p for p, t in enumerate(tiers) if not t]
+    rest = [p for p, t in enumerate(tiers) if not t and p not in verified_only]
     if rest:
         # ties: the first
         lead = max(rest, key=lambda p: candidates[p][1] + inlier_weight * counts[p] + signature_weight * alike[p])
@@ -239,16 +245,17 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
 
 
 def rerank(candidates: list, query_features: Features, load_features, *, near=None, min_inliers: int = MIN_INLIERS,
-           likeness=None, identical=frozenset()) -> list:
+           likeness=None, identical=frozenset(), verified_only=frozenset()) -> list:
     """Re-order candidates [(image_id, cosine score)]: the global k-NN ones, best first, then possibly the
-    signature's near duplicate (`near`, its position). Verifies each against its local features, which
+    signature's near duplicate (`near`, its position) and those found by visual words (at `verified_only`). Verifies each against its local features, which
     `load_features(ids)` returns as {image_id: Features} (a candidate without them, not extracted yet, is not
     verified), and orders them (see order; `likeness`: each candidate's signature likeness to the query's). Each
     result keeps its global cosine score, so `score` and min_score mean the same with or without re-ranking; the
     order and `match` ("copy" or "similar") carry the verdict.
     """
     inliers = verify_all(candidates, query_features, load_features)
-    return order(candidates, inliers, near=near, min_inliers=min_inliers, likeness=likeness, identical=identical)
+    return order(candidates, inliers, near=near, min_inliers=min_inliers, likeness=likeness, identical=identical,
+                 verified_only=verified_only)
 
 
 def verify_all(candidates: list, query_features: Features, load_features) -> list:

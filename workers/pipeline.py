@@ -16,12 +16,12 @@ from django.core.files.base import ContentFile
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from search import indexing, knn, reindex, services
+from search import copywords, indexing, knn, reindex, services
 from search.models import Embedding, IndexedImage, LocalFeatures, ModelVersion, ReindexRun
 from search.projection import Projection
 
 from . import embedder as embedder_module
-from . import localfeatures, signature
+from . import localfeatures, signature, words
 from .imageio import ImageDecodeError, load_rgb, make_thumbnail
 
 log = logging.getLogger(__name__)
@@ -181,16 +181,18 @@ def rerank(job, image, vector, space, candidates):
     """Re-order the k-NN candidates by copy evidence: [(image_id, score, match)], copies first.
 
     The image whose signature matches the query's best in the whole index joins the candidates as the near
-    duplicate (see _near_duplicate); all of them are verified with local features.
+    duplicate (see _near_duplicate), and so do those whose visual words are nearest the query's (see
+    _word_candidates); all of them are verified with local features.
     """
     query_features, query_signature = _query_evidence(job, image)
     candidates, near = _near_duplicate(job, vector, space, candidates, query_signature)
+    candidates, found_by_words = _word_candidates(job, vector, space, candidates, query_features)
     if not candidates:
         return []
     features, signatures = _stored_evidence([image_id for image_id, _ in candidates])  # every candidate's, at once
     likeness = signature.likeness(query_signature, [signatures.get(image_id) for image_id, _ in candidates])
     return localfeatures.rerank(candidates, query_features, lambda _ids: features, near=near, likeness=likeness,
-                                identical=services.search_job_identical(job, candidates))
+                                identical=services.search_job_identical(job, candidates), verified_only=found_by_words)
 
 
 def _near_duplicate(job, vector, space, candidates, query_signature):
@@ -206,6 +208,22 @@ def _near_duplicate(job, vector, space, candidates, query_signature):
     if score is None or score < job.min_score:
         return candidates, None
     return [*candidates, (best, score)], near
+
+
+def _word_candidates(job, vector, space, candidates, query_features):
+    """(candidates, the positions of those added): the words.CANDIDATES images whose visual words are nearest the
+    query's, as is or mirrored, added with their cosine scores where they are not candidates already (and not
+    where the search's categories or min_score would leave them out). They stay in the results only if verified
+    as copies: a copy's original that the global vectors rank too low, never a picture that merely looks alike."""
+    current = copywords.vocabulary()
+    if current is None or not len(query_features):
+        return candidates, frozenset()
+    queries = [words.aggregate(query_features, current[1], mirrored=mirrored) for mirrored in (False, True)]
+    taken = {image_id for image_id, _ in candidates}
+    found = [image_id for image_id in knn.words_nearest(queries, k=words.CANDIDATES) if image_id not in taken]
+    scores = knn.scores_of(vector, found, model_key=space.key, categories=job.categories)
+    added = [(image_id, scores[image_id]) for image_id in found if scores.get(image_id, -2.0) >= job.min_score]
+    return [*candidates, *added], frozenset(range(len(candidates), len(candidates) + len(added)))
 
 
 def _stored_evidence(ids):
@@ -248,9 +266,10 @@ class Decoded:
     thumbnail: bytes | None = None  # JPEG bytes, for an image that has none yet
     features: bytes | None = None  # packed local features, when asked for
     signature: object = None  # with the features: workers.signature
+    words: object = None  # with the features, once the index has a vocabulary: workers.words
 
 
-def _decode(embedder, with_features, image):
+def _decode(embedder, with_features, vocabulary, image):
     """Decode one indexed image and prepare what the model and the store need (run in the decode threads)."""
     try:
         pil = load_rgb(image.file.path, target_size=embedder.resize_size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
@@ -258,14 +277,23 @@ def _decode(embedder, with_features, image):
         return Decoded(image, error=str(exc))
     except OSError as exc:
         return Decoded(image, error=f"cannot read the stored file: {exc}")
-    features, signature_ = _copy_evidence(pil) if image.id in with_features else (None, None)
+    features, signature_, words_ = _copy_evidence(pil, vocabulary) if image.id in with_features else (None, None, None)
     return Decoded(image, embedder.prepare(pil), thumbnail=None if image.thumbnail else make_thumbnail(pil),
-                   features=features, signature=signature_)
+                   features=features, signature=signature_, words=words_)
 
 
-def _copy_evidence(pil):
-    """(packed local features, signature) of a decoded image, as LocalFeatures stores them."""
-    return localfeatures.pack(localfeatures.extract(pil)), signature.compute(pil)
+def _copy_evidence(pil, vocabulary):
+    """(packed local features, signature, visual words or None without a vocabulary) of a decoded image, as
+    LocalFeatures stores them."""
+    features = localfeatures.extract(pil)
+    found = None if vocabulary is None else words.aggregate(features, vocabulary)
+    return localfeatures.pack(features), signature.compute(pil), found
+
+
+def _vocabulary(with_features):
+    """The index's vocabulary of visual words when features are extracted and one is learned, else None."""
+    current = copywords.vocabulary() if with_features else None
+    return None if current is None else current[1]
 
 
 def _ahead(fn, items, count, pool):
@@ -305,7 +333,8 @@ def _embed(images, embedder, *, with_features=frozenset(), store=None):
 
     try:
         pool = _feature_decoders if with_features else _decoders
-        for decoded in _ahead(partial(_decode, embedder, with_features), images, 2 * size, pool):
+        decode = partial(_decode, embedder, with_features, _vocabulary(with_features))
+        for decoded in _ahead(decode, images, 2 * size, pool):
             if decoded.tensor is None:
                 failed.append((decoded.image, decoded.error))
                 continue
@@ -335,19 +364,19 @@ def _store_vectors(space, embedded):
 
 
 def _store_features(embedded):
-    _upsert_features([(d.image, d.features, d.signature) for d, _, _ in embedded if d.features is not None])
+    _upsert_features([(d.image, d.features, d.signature, d.words) for d, _, _ in embedded if d.features is not None])
 
 
 def _upsert_features(rows):
-    """Write LocalFeatures rows [(image, packed features, signature)], replacing what an image already has; an image
-    deleted meanwhile is skipped."""
+    """Write LocalFeatures rows [(image, packed features, signature, visual words)], replacing what an image already
+    has; an image deleted meanwhile is skipped."""
     if not rows:
         return
-    kept = _existing_ids([image.id for image, _, _ in rows])
-    LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data, signature=sig) for image, data, sig in rows
-                                       if image.id in kept],
+    kept = _existing_ids([row[0].id for row in rows])
+    LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data, signature=sig, words=found)
+                                       for image, data, sig, found in rows if image.id in kept],
                                       update_conflicts=True, unique_fields=["image"],
-                                      update_fields=["data", "signature", "created_at"])
+                                      update_fields=["data", "signature", "words", "created_at"])
 
 
 def _store_ready(embedded):
@@ -433,18 +462,18 @@ def images_extract_features(image_ids):
     """Extract and store the copy evidence of images that have none, or no signature (indexed before it existed)."""
     have = LocalFeatures.objects.filter(image_id__in=image_ids, signature__isnull=False).values("image_id")
     images = list(IndexedImage.objects.filter(id__in=image_ids, status=IndexedImage.Status.READY).exclude(id__in=have))
-    decoded = list(_feature_decoders.map(_decode_features, images))
+    decoded = list(_feature_decoders.map(partial(_decode_features, _vocabulary(images)), images))
     _upsert_features([(image, *evidence) for image, evidence in decoded if evidence])
     return sum(1 for _, evidence in decoded if evidence), sum(1 for _, evidence in decoded if not evidence)
 
 
-def _decode_features(image):
-    """(image, (packed local features, signature)), or (image, None) when its file cannot be read."""
+def _decode_features(vocabulary, image):
+    """(image, (packed local features, signature, visual words)), or (image, None) when its file cannot be read."""
     try:
         pil = load_rgb(image.file.path, target_size=localfeatures.WORK_SIDE, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
     except (ImageDecodeError, OSError):
         return image, None
-    return image, _copy_evidence(pil)
+    return image, _copy_evidence(pil, vocabulary)
 
 
 # --- Reindex runs -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import logging
 
 from celery import shared_task
 
-from search import collections, reindex, services
+from search import collections, copywords, reindex, services
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +128,21 @@ def refresh_projection():
     if due:
         run, message = reindex.projection_learn()
         log.info("projection: %s (%s)", message, reason)
+
+
+@shared_task(name="workers.refresh_words", max_retries=0)
+def refresh_words():
+    """Beat: learn the index's visual words once it is large enough, then queue the images still without theirs."""
+    due, reason = copywords.words_due()
+    if due:
+        _, message = copywords.words_learn()
+        log.info("visual words: %s (%s)", message, reason)
+    missing = copywords.words_missing()
+    for start in range(0, len(missing), 1000):
+        compute_words.delay(missing[start : start + 1000])
+
+
+@shared_task(name="workers.compute_words", acks_late=True, max_retries=0)
+def compute_words(image_ids):
+    stored = copywords.words_compute(image_ids)
+    log.info("computed the visual words of %d images", stored)

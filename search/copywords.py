@@ -1,0 +1,95 @@
+"""The index's visual words (workers/words.py): the vocabulary, learned once from the index's own keypoints, and
+each image's words computed from its stored local features.
+
+Beat runs words_refresh (workers.refresh_words): once IMGSEARCH_WORDS_MIN_IMAGES images have local features it
+learns the vocabulary, and it queues the images whose words are missing (those stored before the vocabulary,
+or while it was learned) to the index worker. New images get their words as they are indexed.
+"""
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+
+from workers import localfeatures, words
+
+from .models import LocalFeatures, VisualWords
+
+_cached = (None, None)  # (VisualWords id, vocabulary) of this process
+
+
+def vocabulary():
+    """(id, the (WORDS, 128) vocabulary) in use, or None before one is learned; read once per process and row."""
+    global _cached
+    latest = VisualWords.objects.order_by("-id").values_list("id", flat=True).first()
+    if latest is None:
+        return None
+    if _cached[0] != latest:
+        _cached = (latest, words.loads(bytes(VisualWords.objects.get(id=latest).words)))
+    return _cached
+
+
+def words_due():
+    """(due, reason): whether the index should learn its vocabulary now."""
+    if not settings.IMGSEARCH_LOCAL_FEATURES:
+        return False, "Local features are off (IMGSEARCH_LOCAL_FEATURES=0)."
+    if VisualWords.objects.exists():
+        return False, "The vocabulary is learned."
+    images = LocalFeatures.objects.count()
+    if images < settings.IMGSEARCH_WORDS_MIN_IMAGES:
+        return False, f"{images} images have local features; visual words are learned from {settings.IMGSEARCH_WORDS_MIN_IMAGES}."
+    return True, f"{images} images have local features."
+
+
+def words_learn(*, seed=0):
+    """Learn the vocabulary from a sample of the index's descriptors and store it: (VisualWords, message), or
+    (None, why not)."""
+    ids = list(LocalFeatures.objects.order_by("image_id").values_list("image_id", flat=True))
+    if len(ids) > words.FIT_IMAGES:  # read only the sample's records
+        ids = sorted(np.random.default_rng(seed).choice(ids, words.FIT_IMAGES, replace=False).tolist())
+    images = _stored_features(ids)
+    try:
+        learned = words.learn_from(images, seed=seed)
+    except words.VocabularyError as exc:
+        return None, str(exc)
+    info = {"images": len(images), "words": words.WORDS}
+    with transaction.atomic():
+        LocalFeatures.objects.exclude(words=None).update(words=None)  # words of any other vocabulary mean nothing now
+        vocabulary_row = VisualWords.objects.create(words=words.dumps(learned), info=info)
+    return vocabulary_row, f"Learned {words.WORDS} visual words from the keypoints of {len(images)} images."
+
+
+def _stored_features(image_ids):
+    """The images' stored local features, in id order; records of another version are skipped."""
+    found = []
+    for start in range(0, len(image_ids), 200):
+        rows = LocalFeatures.objects.filter(image_id__in=image_ids[start : start + 200]).order_by("image_id")
+        for data in rows.values_list("data", flat=True):
+            try:
+                found.append(localfeatures.unpack(bytes(data)))
+            except ValueError:
+                continue
+    return found
+
+
+def words_missing():
+    """Ids of images with local features but no words, while a vocabulary exists."""
+    if not VisualWords.objects.exists():
+        return []
+    return list(LocalFeatures.objects.filter(words=None).order_by("image_id").values_list("image_id", flat=True))
+
+
+def words_compute(image_ids):
+    """Compute and store the images' words from their stored local features: how many were stored."""
+    current = vocabulary()
+    if current is None:
+        return 0
+    _, vocab = current
+    rows = []
+    for row in LocalFeatures.objects.filter(image_id__in=image_ids).only("image_id", "data"):
+        try:
+            row.words = words.aggregate(localfeatures.unpack(bytes(row.data)), vocab)
+        except ValueError:  # another version's record: extracted again later, words then
+            continue
+        rows.append(row)
+    LocalFeatures.objects.bulk_update(rows, ["words"])
+    return len(rows)

@@ -1,0 +1,186 @@
+"""Visual words: the index's vocabulary learned from its own keypoints, each image's words, and the copy candidates
+they add to a search that the global k-NN did not return."""
+
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from search import copywords
+from search.models import Embedding, IndexedImage, LocalFeatures, VisualWords
+from workers import localfeatures, words
+from workers.imageio import load_rgb
+
+from .conftest import search_upload
+from .test_copies import mirrored_turned_copy
+
+
+def features_of(path):
+    return localfeatures.extract(load_rgb(path, target_size=localfeatures.WORK_SIDE))
+
+
+def copy_features(path):
+    return localfeatures.extract(load_rgb(io.BytesIO(mirrored_turned_copy(path))))
+
+
+@pytest.fixture
+def photos(photo_folder):
+    """(paths, their local features, a vocabulary learned from them)."""
+    paths = sorted(photo_folder.rglob("*.png"))
+    features = [features_of(p) for p in paths]
+    return paths, features, words.learn(np.concatenate([words.descriptors(f) for f in features]))
+
+
+def test_words_are_unit_vectors_and_a_picture_without_keypoints_has_none(photos):
+    _, features, vocabulary = photos
+    assert vocabulary.shape == (words.WORDS, 128) and words.DIM <= 2000  # pgvector's limit for an HNSW index
+    vector = words.aggregate(features[0], vocabulary)
+    assert vector.shape == (words.DIM,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    empty = localfeatures.Features((localfeatures.EMPTY, localfeatures.EMPTY))
+    assert not words.aggregate(empty, vocabulary).any()
+
+
+def test_a_mirrored_turned_cropped_copy_s_words_are_nearest_its_original_s(photos):
+    """Each copy, aggregated with its descriptors as is and mirrored (as searches query), is nearest its own original
+    among the 12 pictures; without the mirrored aggregate fewer are, since mirroring changes every descriptor."""
+    paths, features, vocabulary = photos
+    index = np.stack([words.aggregate(f, vocabulary) for f in features])
+    both, direct_only = 0, 0
+    for i, path in enumerate(paths):
+        copy = copy_features(path)
+        direct = index @ words.aggregate(copy, vocabulary)
+        mirrored = index @ words.aggregate(copy, vocabulary, mirrored=True)
+        both += int(np.maximum(direct, mirrored).argmax() == i)
+        direct_only += int(direct.argmax() == i)
+    assert both >= 11 and direct_only < both
+
+
+def test_a_vocabulary_needs_enough_descriptors_and_round_trips(photos):
+    _, features, vocabulary = photos
+    with pytest.raises(words.VocabularyError, match="too few"):
+        words.learn(words.descriptors(features[0])[:10])
+    assert np.array_equal(words.loads(words.dumps(vocabulary)), vocabulary)
+    with pytest.raises(ValueError, match="bytes"):
+        words.loads(b"\0" * 100)
+
+
+def test_a_candidate_found_by_words_stays_only_when_verified():
+    """order(): candidates at verified_only positions are dropped unless they are verified copies."""
+    candidates = [(1, 0.9), (2, 0.8), (3, 0.3), (4, 0.2)]
+    ranked = localfeatures.order(candidates, [0, 0, 40, 3], verified_only=frozenset({2, 3}))
+    assert ranked == [(3, 0.3, "copy"), (1, 0.9, "similar"), (2, 0.8, "similar")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_vocabulary_is_learned_once_the_index_is_large_enough_and_every_image_gets_its_words(photos, settings):
+    paths, features, _ = photos
+    ids = []
+    for i, f in enumerate(features):
+        image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"{i}.png", status=IndexedImage.Status.READY)
+        LocalFeatures.objects.create(image=image, data=localfeatures.pack(f))
+        ids.append(image.id)
+    settings.IMGSEARCH_WORDS_MIN_IMAGES = 13
+    assert copywords.words_due() == (False, "12 images have local features; visual words are learned from 13.")
+    assert copywords.words_missing() == [] and copywords.vocabulary() is None
+    settings.IMGSEARCH_WORDS_MIN_IMAGES = 12
+    assert copywords.words_due()[0]
+    learned, message = copywords.words_learn()
+    assert message == f"Learned {words.WORDS} visual words from the keypoints of 12 images." and learned.info["images"] == 12
+    assert copywords.words_due() == (False, "The vocabulary is learned.")
+    assert copywords.words_missing() == ids
+    assert copywords.words_compute(ids) == 12 and copywords.words_missing() == []
+    vocabulary = copywords.vocabulary()[1]
+    for image_id, f in zip(ids, features):
+        stored = np.asarray(LocalFeatures.objects.get(image_id=image_id).words, np.float32)
+        assert np.allclose(stored, words.aggregate(f, vocabulary), atol=1e-6)
+    settings.IMGSEARCH_LOCAL_FEATURES = False
+    assert not copywords.words_due()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_words_bring_in_an_original_the_k_nn_did_not_return(photos):
+    """An original that is not among the k-NN candidates joins them, with its own cosine score, when its words are
+    among the nearest the copy's; the search's categories and min_score still hold for it. (In-process: the session's
+    worker would answer a search as well as any worker started with fewer candidates.)"""
+    from workers.pipeline import _word_candidates
+
+    paths, features, vocabulary = photos
+    VisualWords.objects.create(words=words.dumps(vocabulary))
+    rows = []
+    for i, f in enumerate(features):
+        image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"{i}.png", user_tags=[paths[i].parent.name],
+                                            status=IndexedImage.Status.READY)
+        LocalFeatures.objects.create(image=image, data=localfeatures.pack(f), words=words.aggregate(f, vocabulary))
+        Embedding.objects.create(image=image, model_key="test-space", vector=[0.6, 0.8, 0.0] if i == 0 else [0.0, 1.0, 0.0])
+        rows.append(image.id)
+    space = SimpleNamespace(key="test-space")
+    vector = [1.0, 0.0, 0.0]  # cosine 0.6 to the original, 0 to the rest
+    candidates = [(rows[1], 0.0)]
+    query = copy_features(paths[0])
+
+    def found(**limits):
+        job = SimpleNamespace(**{"categories": [], "min_score": 0.0, **limits})
+        return _word_candidates(job, vector, space, candidates, query)
+
+    joined, added = found()
+    assert joined[0] == candidates[0] and len(joined) == 1 + len(added) and added == frozenset(range(1, len(joined)))
+    assert len(joined) <= 1 + words.CANDIDATES
+    assert (rows[0], pytest.approx(0.6, abs=1e-6)) in joined[1:]
+    assert rows[0] in [i for i, _ in found(min_score=0.5)[0]]
+    assert rows[0] not in [i for i, _ in found(min_score=0.7)[0]]
+    other_category = next(p.parent.name for p in paths if p.parent.name != paths[0].parent.name)
+    assert rows[0] not in [i for i, _ in found(categories=[other_category])[0]]
+    VisualWords.objects.all().delete()
+    assert found() == (candidates, frozenset())
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_once_learned_new_images_get_words_as_they_are_indexed_and_copies_are_still_found(worker, client, photo_folder,
+                                                                                          tmp_path, settings):
+    """Through the real worker: the index learns its words (the beat task, here called directly), images indexed
+    afterwards get theirs in the pipeline, and a copy search with words in use still brings the original first."""
+    import time
+
+    from workers.tasks import refresh_words
+
+    first = sorted(photo_folder.rglob("*.png"))
+    later = tmp_path / "later"
+    later.mkdir()
+    for path in first[-3:]:
+        path.rename(later / path.name)
+    call_command("index_images", str(photo_folder))
+    settings.IMGSEARCH_WORDS_MIN_IMAGES = 9
+    refresh_words()  # learns, then queues the 9 images' words to the worker
+    assert VisualWords.objects.count() == 1
+    deadline = time.monotonic() + 60
+    while LocalFeatures.objects.filter(words=None).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not LocalFeatures.objects.filter(words=None).exists()
+    call_command("index_images", str(later))
+    assert LocalFeatures.objects.count() == 12 and not LocalFeatures.objects.filter(words=None).exists()
+    moved = later / first[-1].name
+    original = IndexedImage.objects.get(source_path=str(moved))
+    job = search_upload(client, mirrored_turned_copy(moved), k=5)
+    assert job["status"] == "done", job["error"]
+    assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (original.id, "copy")
+    assert len(job["results"]) == 5
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_the_vocabulary_with_how_many_images_have_words_and_can_delete_it(admin_client, photos):
+    _, features, vocabulary = photos
+    learned = VisualWords.objects.create(words=words.dumps(vocabulary), info={"images": 12, "words": words.WORDS})
+    for i, f in enumerate(features[:3]):
+        image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"{i}.png", status=IndexedImage.Status.READY)
+        LocalFeatures.objects.create(image=image, data=localfeatures.pack(f),
+                                     words=words.aggregate(f, vocabulary) if i else None)
+    page = admin_client.get("/admin/search/visualwords/").content.decode()
+    assert f"{words.WORDS} words, the keypoints of 12 images" in page
+    assert '<td class="field-images_with_words">2</td>' in page
+    assert admin_client.get("/admin/search/visualwords/add/").status_code == 403
+    admin_client.post(f"/admin/search/visualwords/{learned.id}/delete/", {"post": "yes"})
+    assert not VisualWords.objects.exists() and copywords.words_due()[1] == (
+        "3 images have local features; visual words are learned from 200.")
