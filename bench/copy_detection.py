@@ -6,9 +6,10 @@ For each set of real images (photo: the tuxpaint and desktop-base pictures that 
 many distinct colours; mixed: a sample of tuxpaint, openclipart and desktop-base), it embeds every image with
 the global model, builds edited copies (bench/copysets.py) and reports, in one run, recall@1 of the original
 for global search alone (exact cosine over the whole set) and re-ranked as searches do: signatures compared
-over the pool of global neighbours (workers/signature.py), local features verified for the first candidates
-and the near duplicate (workers/localfeatures.py), per edit type and overall, and by stage (the "stages"
-table: the first k verified alone, as before signatures, then each addition). Also: the latency the re-ranking
+over the pool of global neighbours (workers/signature.py), local features verified for the first candidates,
+the near duplicate and the images nearest in visual words (workers/localfeatures.py, workers/words.py: the
+vocabulary learned from the set's own keypoints, as an index learns it), per edit type and overall, and by stage
+(the "stages" table: the first k verified alone, as before signatures, then each addition). Also: the latency the re-ranking
 adds per query (extract the query's features and signature, compare, unpack and verify, order), the bytes
 stored per image, and how often a picture that is not the original is marked "copy": among the results of
 unrelated images (same kind, not indexed) and of edited queries, for several inlier thresholds. Run it from the
@@ -35,7 +36,7 @@ from PIL import Image
 
 from bench.common import DEV_IMAGES, RERANK_CANDIDATES
 from bench.copysets import EDIT_TYPES, build_queries, load_original
-from workers import localfeatures, signature
+from workers import localfeatures, signature, words
 from workers.imageio import ImageDecodeError
 FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
 THRESHOLDS = (6, 8, 10, 12, 15, 20, 30)
@@ -92,9 +93,9 @@ def embed_all(embedder, images, batch=32):
 @dataclass
 class Searched:
     """What the searches of a query set looked at: per query its global top (best first), the candidates
-    re-ranking may see (that top, plus the signature's near duplicate when it was not in it) with their global
-    scores, inliers and signature likeness to the query, the near duplicate's position (None), and the seconds each
-    search's re-ranking took."""
+    re-ranking may see (that top, plus the signature's near duplicate and the visual words' nearest when they were
+    not in it) with their global scores, inliers and signature likeness to the query, the near duplicate's position
+    (None), the ids the visual words found, and the seconds each search's re-ranking took."""
 
     top: np.ndarray
     candidates: list
@@ -102,77 +103,104 @@ class Searched:
     inliers: list
     likeness: list
     nears: list
+    found: list
     seconds: list
 
 
-def verify_candidates(image, top, sims, blobs, signatures, args):
-    """(candidate ids, their global scores, inliers, signature likeness, the near duplicate's position or None,
-    seconds) of one query.
+def index_words(blobs):
+    """(vocabulary, each image's words): the visual words an index of these local features learns and stores."""
+    stored = [localfeatures.unpack(b) for b in blobs]
+    vocabulary = words.learn_from(stored)
+    return vocabulary, np.stack([words.aggregate(f, vocabulary) for f in stored])
+
+
+def words_nearest(query, vocabulary_words):
+    """The words.CANDIDATES images whose words are nearest the query's, as is or mirrored (exact here, HNSW in the
+    app)."""
+    vocabulary, matrix = vocabulary_words
+    sims = np.max([matrix @ words.aggregate(query, vocabulary, mirrored=m) for m in (False, True)], axis=0)
+    return np.argsort(-sims)[: words.CANDIDATES].tolist()
+
+
+def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, args):
+    """(candidate ids, their global scores, inliers, signature likeness, the near duplicate's position or None, the
+    ids the visual words found, seconds) of one query.
 
     Timed, what a search does (workers/pipeline.py): extract the query's features and signature, find the best
-    signature match in the whole index (exact here, HNSW in the app), verify the first k candidates and the near
-    duplicate, order them. The candidates are the global top (wider than k, for the fusion table) and the near
-    duplicate after them if it is not among them; those past k are verified once the clock has stopped."""
+    signature match and the nearest visual words in the whole index (`vocabulary_words`: index_words; exact here, HNSW in the
+    app), verify the first k candidates, the near duplicate and the words' finds, order them. The candidates are
+    the global top (wider than k, for the fusion table), then the near duplicate and the words' finds where they
+    are not among them; those past k are verified once the clock has stopped."""
     started = time.perf_counter()
     query = localfeatures.extract(image)
     ids = top.tolist()
     query_signature = signature.compute(image)
     best = signature.best_match(signature.similarities(query_signature, signatures))
     ids, near = signature.with_near_duplicate(ids, best)
+    found = words_nearest(query, vocabulary_words)
+    ids += [i for i in found if i not in ids]
     scores = [float(sims[i]) for i in ids]
     alike = signature.likeness(query_signature, list(signatures[ids]))
 
     def load(wanted):
         return {i: localfeatures.unpack(blobs[i]) for i in wanted}
 
-    searched, position = candidates_at(ids, scores, near, args.k)
+    searched, position, extra = candidates_at(ids, scores, near, args.k, found)
     inliers = dict(zip((i for i, _ in searched), localfeatures.verify_all(searched, query, load)))
     likes = dict(zip(ids, alike))
     localfeatures.order(searched, [inliers[i] for i, _ in searched], near=position, min_inliers=args.min_inliers,
-                        likeness=[likes[i] for i, _ in searched])
+                        likeness=[likes[i] for i, _ in searched], verified_only=extra)
     seconds = time.perf_counter() - started
     rest = [(i, s) for i, s in zip(ids, scores) if i not in inliers]
     inliers.update(zip((i for i, _ in rest), localfeatures.verify_all(rest, query, load)))
-    return ids, scores, [inliers[i] or 0 for i in ids], alike, near, seconds
+    return ids, scores, [inliers[i] or 0 for i in ids], alike, near, found, seconds
 
 
-def candidates_at(ids, scores, near, k):
-    """(the candidates a search with k global candidates re-ranks, the near duplicate's position among them):
-    the first k, and the near duplicate after them where it is not one of them (near None: none)."""
+def candidates_at(ids, scores, near, k, found=()):
+    """(the candidates a search with k global candidates re-ranks, the near duplicate's position among them, the
+    positions of the visual words' finds): the first k, the near duplicate after them where it is not one of them
+    (near None: none), then those of `found` (ids) that are neither."""
     candidates = list(zip(ids[:k], scores[:k]))
-    if near is None or near < k:
-        return candidates, near
-    return candidates + [(ids[near], scores[near])], k
+    if near is not None and near >= k:
+        candidates.append((ids[near], scores[near]))
+        near = k
+    taken, start, score = {i for i, _ in candidates}, len(candidates), dict(zip(ids, scores))
+    candidates += [(i, score[i]) for i in dict.fromkeys(found) if i not in taken]
+    return candidates, near, frozenset(range(start, len(candidates)))
 
 
-def search(embedder, images, vectors, blobs, signatures, args):
-    """Searched for query images: the global top max(k, the fusion table's) and what re-ranking saw."""
+def search(embedder, images, vectors, blobs, signatures, vocabulary_words, args):
+    """Searched for query images: the global top max(k, the fusion table's) and what re-ranking saw (`vocabulary_words`:
+    the visual words, index_words)."""
     sims = embed_all(embedder, images) @ vectors.T
     top = np.argsort(-sims, axis=1)[:, : max(args.k, *FUSION_CANDIDATES)]
-    results = [verify_candidates(img, t, row, blobs, signatures, args) for img, t, row in zip(images, top, sims)]
+    results = [verify_candidates(img, t, row, blobs, signatures, vocabulary_words, args) for img, t, row in zip(images, top, sims)]
     return Searched(top, *(list(column) for column in zip(*results)))
 
 
 # How a search's copy evidence was built up, for the "stages" table: (name, ranked_lists options). The last is what
 # searches do.
-STAGES = (("first k verified", {"near_duplicate": False, "alike": False}),
-          ("+ signature near duplicate", {"near_duplicate": True, "alike": False}),
-          ("+ signature likeness in picking the lead (production)", {"near_duplicate": True, "alike": True}))
+STAGES = (("first k verified", {"near_duplicate": False, "alike": False, "found_by_words": False}),
+          ("+ signature near duplicate", {"near_duplicate": True, "alike": False, "found_by_words": False}),
+          ("+ signature likeness in picking the lead", {"near_duplicate": True, "alike": True, "found_by_words": False}),
+          ("+ visual words' nearest verified (production)", {"near_duplicate": True, "alike": True, "found_by_words": True}))
 
 
 def ranked_lists(searched, min_inliers, weight=localfeatures.INLIER_WEIGHT, fused=RERANK_CANDIDATES,
-                 near_duplicate=True, alike=True):
+                 near_duplicate=True, alike=True, found_by_words=True):
     """Each query's results after localfeatures.order with `fused` global candidates: [(image_id, score, match)],
-    best first. `near_duplicate` False ignores the signature's near duplicate and `alike` False its likeness to the
-    candidates (both False: the evidence before signatures)."""
+    best first. `near_duplicate` False ignores the signature's near duplicate, `alike` False its likeness to the
+    candidates (both False: the evidence before signatures), `found_by_words` False the visual words' finds."""
     out = []
-    rows = zip(searched.candidates, searched.scores, searched.inliers, searched.likeness, searched.nears)
-    for ids, scores, inliers, likeness, near in rows:
-        candidates, position = candidates_at(ids, scores, near if near_duplicate else None, fused)
+    rows = zip(searched.candidates, searched.scores, searched.inliers, searched.likeness, searched.nears, searched.found)
+    for ids, scores, inliers, likeness, near, found in rows:
+        candidates, position, extra = candidates_at(ids, scores, near if near_duplicate else None, fused,
+                                                    found if found_by_words else ())
         counts, likes = dict(zip(ids, inliers)), dict(zip(ids, likeness))
         out.append(localfeatures.order(candidates, [counts[i] for i, _ in candidates], near=position,
                                        min_inliers=min_inliers, inlier_weight=weight,
-                                       likeness=[likes[i] for i, _ in candidates] if alike else None))
+                                       likeness=[likes[i] for i, _ in candidates] if alike else None,
+                                       verified_only=extra))
     return out
 
 
@@ -191,10 +219,11 @@ def evaluate(embedder, root, which, args):
     signatures = np.stack([signature.compute(img) for img in images])
     vectors = embed_all(embedder, images)
     queries = build_queries(images, args.queries, seed=args.seed)
-    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, args)
+    vocabulary_words = index_words(blobs)
+    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, args)
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
-    u_searched = search(embedder, [img for _, img in unrelated], vectors, blobs, signatures, args)
+    u_searched = search(embedder, [img for _, img in unrelated], vectors, blobs, signatures, vocabulary_words, args)
     folders = np.array([path.parent.name for path, _ in index])
     query_folders = [p.parent.name for p, _ in unrelated]
     sides = np.array([max(images[q.source].size) for q in queries])
@@ -229,7 +258,8 @@ def evaluate_at_scale(embedder, root, args):
     signatures = np.stack([signature.compute(img) for img in images])
     vectors = embed_all(embedder, images)
     queries = build_queries(originals, args.queries, seed=args.seed, edits=("combined",))
-    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, args)
+    vocabulary_words = index_words(blobs)
+    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, args)
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
     stages = []
@@ -404,7 +434,8 @@ def run(argv=()):
     cv2.setNumThreads(args.threads)
     embedder = load_embedder()
     report = {"settings": {k: str(v) for k, v in vars(args).items()}, "scales": localfeatures.SCALES,
-              "inlier_weight": localfeatures.INLIER_WEIGHT, "signature_weight": localfeatures.SIGNATURE_WEIGHT, "sets": {}}
+              "inlier_weight": localfeatures.INLIER_WEIGHT, "signature_weight": localfeatures.SIGNATURE_WEIGHT,
+              "words": words.WORDS, "word_candidates": words.CANDIDATES, "sets": {}}
     for which in args.sets.split(","):
         report["sets"][which] = evaluate(embedder, args.root, which, args)
         print_report(which, report["sets"][which], args)

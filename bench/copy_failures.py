@@ -39,7 +39,8 @@ def failures(args):
     embedder = load_embedder()
     vectors = copy_detection.embed_all(embedder, images)
     queries = build_queries(images, args.queries, seed=args.seed, edits=tuple(args.edits.split(",")))
-    searched = copy_detection.search(embedder, [q.image for q in queries], vectors, blobs, signatures, options)
+    vocabulary_words = copy_detection.index_words(blobs)
+    searched = copy_detection.search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, options)
     ranked = copy_detection.ranked_lists(searched, options.min_inliers, fused=options.k)
     rows = []
     for query, results, top, ids, inliers in zip(queries, ranked, searched.top, searched.candidates, searched.inliers):

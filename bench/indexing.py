@@ -9,7 +9,8 @@ removed first), so every pass does the whole work.
 
 Both are measured with 1 torch thread, as `make run` and docker-compose start the index worker (a worker per
 core), and with 2, torch's default on this machine; and the pipeline with local features (the default, for
-copy detection) and without them (IMGSEARCH_LOCAL_FEATURES=0). Needs the bench database (bench.benchdb).
+copy detection, with their visual words, as in an index that has learned its vocabulary) and without them
+(IMGSEARCH_LOCAL_FEATURES=0). Needs the bench database (bench.benchdb).
 """
 
 import statistics
@@ -81,12 +82,16 @@ def run(count=512, repeats=5):
     it varied by +-0.07x."""
     from django.conf import settings
 
+    from search import copywords
     from workers.pipeline import active_space, images_embed
 
     batch, task = settings.IMGSEARCH_BATCH_SIZE, settings.IMGSEARCH_TASK_SIZE
     paths = [p for p, _ in labelled_subset(3 * (count + batch))][::3][: count + batch]
     ids = store_originals(paths)
     images_embed(ids[:batch])  # warm-up: loads the model, registers it, creates its vector index
+    # An index of IMGSEARCH_WORDS_MIN_IMAGES images or more has learned its visual words, and every image indexed
+    # afterwards gets its words in the pipeline (and into their HNSW index): learned here from the warm-up batch.
+    copywords.words_learn()
     embedder = active_space().embedder  # the very model object images_embed uses
     tensors, decode_rate = decode(embedder, paths)
     rows = []

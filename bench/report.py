@@ -213,7 +213,9 @@ def _copies_table(c):
     lines += ["", "What each part of the re-ranking adds, in this run (the first row is the re-ranking before signatures: "
               f"the first {k} candidates verified and ordered; the second adds the signature's near duplicate from the "
               "whole set; the third also credits each candidate's signature likeness to the query when picking the lead "
-              "of the candidates that are not copies, as searches do):", "",
+              "of the candidates that are not copies; the fourth also verifies the images whose visual words are nearest "
+              f"the query's ({c.get('word_candidates', 'n/a')} of them, {c.get('words', 'n/a')} words learned from the set's own keypoints), "
+              "kept only when verified as copies, as searches do once the index has its words):", "",
               "| set | stage | combined R@1 | all R@1 | category P@10 of unrelated queries |", "|---|---|---|---|---|"]
     for which, r in c["sets"].items():
         lines += [f"| {which} | {v['stage']} | {v['combined']:.3f} | {v['all']:.3f} | {v['precision_at_10']:.3f} |"

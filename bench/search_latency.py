@@ -2,7 +2,8 @@
 
 Runs on the bench database: the real images the indexing part embedded, plus synthetic rows up to `size` (an
 IndexedImage with no file, the tags of a real image, a raw vector drawn as a mixture of real embeddings, and
-the local features and signature of a real image, so re-ranking costs what it costs in production). Then, as in
+the local features, signature and visual words of a real image, so re-ranking costs what it costs in production,
+where an index of this size has its words). Then, as in
 production at that size, a projection is learned from the index and applied by a reindex run, so searches
 use the projected vectors. A real Celery worker (one torch thread, as `make run` starts it) answers; queries
 are posted with Django's test client to the real API view, and the job row is polled until done.
@@ -34,7 +35,8 @@ def fill_index(size, seeds_path, model_key, seed=0):
     missing = size - Embedding.objects.filter(model_key=model_key).count()
     rng = np.random.default_rng(seed)
     seeds, tags = np.load(seeds_path), json.loads(seeds_path.with_suffix(".tags.json").read_text())
-    blobs = [(bytes(d), s) for d, s in LocalFeatures.objects.values_list("data", "signature")]
+    index_words()
+    blobs = [(bytes(d), s, w) for d, s, w in LocalFeatures.objects.values_list("data", "signature", "words")]
     first_number = IndexedImage.objects.filter(content_hash__startswith="synthetic-").count()  # a second fill goes on
     for start in range(first_number, first_number + max(0, missing), 5000):
         count = min(5000, first_number + missing - start)
@@ -47,8 +49,19 @@ def fill_index(size, seeds_path, model_key, seed=0):
                          status=IndexedImage.Status.READY, user_tags=tags[first[i]]) for i in range(count)])
         Embedding.objects.bulk_create([Embedding(image=im, model_key=model_key, vector=v) for im, v in zip(images, vectors)])
         evidence = [blobs[i] for i in rng.integers(len(blobs), size=count)]
-        LocalFeatures.objects.bulk_create([LocalFeatures(image=im, data=d, signature=s) for im, (d, s) in zip(images, evidence)])
+        LocalFeatures.objects.bulk_create([LocalFeatures(image=im, data=d, signature=s, words=w)
+                                           for im, (d, s, w) in zip(images, evidence)])
     return max(0, missing)
+
+
+def index_words():
+    """Give the real images their visual words, as an index has them from IMGSEARCH_WORDS_MIN_IMAGES images on:
+    the vocabulary learned (unless the indexing part already did) and every image's words computed."""
+    from search import copywords
+
+    if copywords.vocabulary() is None:
+        copywords.words_learn()
+    copywords.words_compute(copywords.words_missing())
 
 
 def apply_projection(timeout=1800):
