@@ -130,7 +130,8 @@ def _copies(p):
                 passed=cat["precision_at_10_reranked"] >= cat["precision_at_10_global"]),
             row(f"Copies ({which}): re-ranking time per query ({p['settings']['k']} candidates, signatures of the whole set) / storage",
                 f"median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms / "
-                f"{size['mean'] / 1024:.1f} kB per image (max {size['max'] / 1024:.1f} kB) + {size.get('signature', 0)} B signature"),
+                f"{size['mean'] / 1024:.1f} kB per image (max {size['max'] / 1024:.1f} kB) + {size.get('signature', 0)} B signature"
+                + (f" + {p['words'] * 128 * 4} B visual words" if p.get("words") else "")),
         ]
     scale = p.get("at_scale")
     if scale:
