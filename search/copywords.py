@@ -1,7 +1,7 @@
 """The index's visual words (workers/words.py): the vocabulary, learned once from the index's own keypoints, and
 each image's words computed from its stored local features.
 
-Beat runs words_refresh (workers.refresh_words): once IMGSEARCH_WORDS_MIN_IMAGES images have local features it
+Beat runs workers.refresh_words every 15 minutes: once IMGSEARCH_WORDS_MIN_IMAGES images have local features it
 learns the vocabulary, and it queues the images whose words are missing (those stored before the vocabulary,
 or while it was learned) to the index worker. New images get their words as they are indexed.
 """

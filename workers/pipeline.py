@@ -222,7 +222,7 @@ def _word_candidates(job, vector, space, candidates, query_features):
     taken = {image_id for image_id, _ in candidates}
     found = [image_id for image_id in knn.words_nearest(queries, k=words.CANDIDATES) if image_id not in taken]
     scores = knn.scores_of(vector, found, model_key=space.key, categories=job.categories)
-    added = [(image_id, scores[image_id]) for image_id in found if scores.get(image_id, -2.0) >= job.min_score]
+    added = [(image_id, scores[image_id]) for image_id in found if image_id in scores and scores[image_id] >= job.min_score]
     return [*candidates, *added], frozenset(range(len(candidates), len(candidates) + len(added)))
 
 
