@@ -13,19 +13,20 @@ from django.db import transaction
 from workers import localfeatures, words
 
 from .models import LocalFeatures, VisualWords
+from .reindex import _send_batches
 
 _cached = (None, None)  # (VisualWords id, vocabulary) of this process
 
 
 def vocabulary():
-    """(id, the (WORDS, 128) vocabulary) in use, or None before one is learned; read once per process and row."""
+    """The (WORDS, 128) vocabulary in use, or None before one is learned; read once per process and row."""
     global _cached
     latest = VisualWords.objects.order_by("-id").values_list("id", flat=True).first()
     if latest is None:
         return None
     if _cached[0] != latest:
         _cached = (latest, words.loads(bytes(VisualWords.objects.get(id=latest).words)))
-    return _cached
+    return _cached[1]
 
 
 def words_due():
@@ -46,7 +47,7 @@ def words_learn(*, seed=0):
     ids = list(LocalFeatures.objects.order_by("image_id").values_list("image_id", flat=True))
     if len(ids) > words.FIT_IMAGES:  # read only the sample's records
         ids = sorted(np.random.default_rng(seed).choice(ids, words.FIT_IMAGES, replace=False).tolist())
-    images = _stored_features(ids)
+    images = list(_stored_features(ids).values())
     try:
         learned = words.learn_from(images, seed=seed)
     except words.VocabularyError as exc:
@@ -59,13 +60,14 @@ def words_learn(*, seed=0):
 
 
 def _stored_features(image_ids):
-    """The images' stored local features, in id order; records of another version are skipped."""
-    found = []
+    """{image_id: Features} of the images' stored local features, in id order, read 200 records at a time; records
+    of another version are skipped (extracted again later, and their words then)."""
+    found = {}
     for start in range(0, len(image_ids), 200):
         rows = LocalFeatures.objects.filter(image_id__in=image_ids[start : start + 200]).order_by("image_id")
-        for data in rows.values_list("data", flat=True):
+        for image_id, data in rows.values_list("image_id", "data"):
             try:
-                found.append(localfeatures.unpack(bytes(data)))
+                found[image_id] = localfeatures.unpack(bytes(data))
             except ValueError:
                 continue
     return found
@@ -78,18 +80,18 @@ def words_missing():
     return list(LocalFeatures.objects.filter(words=None).order_by("image_id").values_list("image_id", flat=True))
 
 
+def words_missing_send(*, batch_size=None):
+    """Queue computing the words of the images without them to the index worker: (images, tasks)."""
+    missing = words_missing()
+    return len(missing), _send_batches("workers.compute_words", missing, batch_size)
+
+
 def words_compute(image_ids):
     """Compute and store the images' words from their stored local features: how many were stored."""
-    current = vocabulary()
-    if current is None:
+    vocab = vocabulary()
+    if vocab is None:
         return 0
-    _, vocab = current
-    rows = []
-    for row in LocalFeatures.objects.filter(image_id__in=image_ids).only("image_id", "data"):
-        try:
-            row.words = words.aggregate(localfeatures.unpack(bytes(row.data)), vocab)
-        except ValueError:  # another version's record: extracted again later, words then
-            continue
-        rows.append(row)
+    rows = [LocalFeatures(image_id=image_id, words=words.aggregate(features, vocab))
+            for image_id, features in _stored_features(list(image_ids)).items()]
     LocalFeatures.objects.bulk_update(rows, ["words"])
     return len(rows)

@@ -231,12 +231,6 @@ def words_nearest(queries, *, k):
         return [row[0] for row in cursor.fetchall()]
 
 
-def score_of(vector, image_id, *, model_key, categories=()):
-    """One image's cosine similarity to `vector` in the model's space, as nearest() scores it; None where the
-    image has no vector of that model or (with categories) carries none of them."""
-    return scores_of(vector, [image_id], model_key=model_key, categories=categories).get(image_id)
-
-
 def scores_of(vector, image_ids, *, model_key, categories=()):
     """{image_id: cosine similarity to `vector`} of those of the images with a vector of the model (and, with
     categories, one of them), as nearest() scores them."""

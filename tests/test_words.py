@@ -91,7 +91,7 @@ def test_the_vocabulary_is_learned_once_the_index_is_large_enough_and_every_imag
     assert copywords.words_due() == (False, "The vocabulary is learned.")
     assert copywords.words_missing() == ids
     assert copywords.words_compute(ids) == 12 and copywords.words_missing() == []
-    vocabulary = copywords.vocabulary()[1]
+    vocabulary = copywords.vocabulary()
     for image_id, f in zip(ids, features):
         stored = np.asarray(LocalFeatures.objects.get(image_id=image_id).words, np.float32)
         assert np.allclose(stored, words.aggregate(f, vocabulary), atol=1e-6)

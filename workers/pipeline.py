@@ -204,10 +204,15 @@ def _near_duplicate(job, vector, space, candidates, query_signature):
     _, near = signature.with_near_duplicate([image_id for image_id, _ in candidates], best)
     if near != len(candidates):
         return candidates, near  # none, or already a candidate
-    score = knn.score_of(vector, best, model_key=space.key, categories=job.categories)
-    if score is None or score < job.min_score:
-        return candidates, None
-    return [*candidates, (best, score)], near
+    added = _admitted(job, vector, space, [best])
+    return [*candidates, *added], near if added else None
+
+
+def _admitted(job, vector, space, image_ids):
+    """[(image_id, cosine score)] of those images the search's categories and min_score let in, in the given order."""
+    scores = knn.scores_of(vector, image_ids, model_key=space.key, categories=job.categories)
+    return [(image_id, scores[image_id]) for image_id in image_ids
+            if image_id in scores and scores[image_id] >= job.min_score]
 
 
 def _word_candidates(job, vector, space, candidates, query_features):
@@ -215,14 +220,12 @@ def _word_candidates(job, vector, space, candidates, query_features):
     query's, as is or mirrored, added with their cosine scores where they are not candidates already (and not
     where the search's categories or min_score would leave them out). They stay in the results only if verified
     as copies: a copy's original that the global vectors rank too low, never a picture that merely looks alike."""
-    current = copywords.vocabulary()
-    if current is None or not len(query_features):
+    vocabulary = copywords.vocabulary()
+    if vocabulary is None or not len(query_features):
         return candidates, frozenset()
-    queries = [words.aggregate(query_features, current[1], mirrored=mirrored) for mirrored in (False, True)]
+    queries = [words.aggregate(query_features, vocabulary, mirrored=mirrored) for mirrored in (False, True)]
     taken = {image_id for image_id, _ in candidates}
-    found = [image_id for image_id in knn.words_nearest(queries, k=words.CANDIDATES) if image_id not in taken]
-    scores = knn.scores_of(vector, found, model_key=space.key, categories=job.categories)
-    added = [(image_id, scores[image_id]) for image_id in found if image_id in scores and scores[image_id] >= job.min_score]
+    added = _admitted(job, vector, space, [i for i in knn.words_nearest(queries, k=words.CANDIDATES) if i not in taken])
     return [*candidates, *added], frozenset(range(len(candidates), len(candidates) + len(added)))
 
 
@@ -290,10 +293,9 @@ def _copy_evidence(pil, vocabulary):
     return localfeatures.pack(features), signature.compute(pil), found
 
 
-def _vocabulary(with_features):
-    """The index's vocabulary of visual words when features are extracted and one is learned, else None."""
-    current = copywords.vocabulary() if with_features else None
-    return None if current is None else current[1]
+def _vocabulary(extracting):
+    """The index's vocabulary of visual words when local features are being extracted and one is learned, else None."""
+    return copywords.vocabulary() if extracting else None
 
 
 def _ahead(fn, items, count, pool):
@@ -333,7 +335,7 @@ def _embed(images, embedder, *, with_features=frozenset(), store=None):
 
     try:
         pool = _feature_decoders if with_features else _decoders
-        decode = partial(_decode, embedder, with_features, _vocabulary(with_features))
+        decode = partial(_decode, embedder, with_features, _vocabulary(bool(with_features)))
         for decoded in _ahead(decode, images, 2 * size, pool):
             if decoded.tensor is None:
                 failed.append((decoded.image, decoded.error))
@@ -462,7 +464,7 @@ def images_extract_features(image_ids):
     """Extract and store the copy evidence of images that have none, or no signature (indexed before it existed)."""
     have = LocalFeatures.objects.filter(image_id__in=image_ids, signature__isnull=False).values("image_id")
     images = list(IndexedImage.objects.filter(id__in=image_ids, status=IndexedImage.Status.READY).exclude(id__in=have))
-    decoded = list(_feature_decoders.map(partial(_decode_features, _vocabulary(images)), images))
+    decoded = list(_feature_decoders.map(partial(_decode_features, _vocabulary(bool(images))), images))
     _upsert_features([(image, *evidence) for image, evidence in decoded if evidence])
     return sum(1 for _, evidence in decoded if evidence), sum(1 for _, evidence in decoded if not evidence)
 

@@ -137,9 +137,9 @@ def refresh_words():
     if due:
         _, message = copywords.words_learn()
         log.info("visual words: %s (%s)", message, reason)
-    missing = copywords.words_missing()
-    for start in range(0, len(missing), 1000):
-        compute_words.delay(missing[start : start + 1000])
+    images, tasks = copywords.words_missing_send()
+    if images:
+        log.info("visual words: %d images without them, %d tasks queued", images, tasks)
 
 
 @shared_task(name="workers.compute_words", acks_late=True, max_retries=0)
