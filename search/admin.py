@@ -260,7 +260,7 @@ class CollectionAdmin(admin.ModelAdmin):
 @admin.register(VisualWords)
 class VisualWordsAdmin(admin.ModelAdmin):
     """The vocabulary copy search finds candidates with (search/copywords.py). Learned by the beat once the index is
-    large enough; deleting it makes the beat learn a new one from the index as it is now."""
+    large enough, and again as it grows; deleting it makes the beat learn a new one from the index as it is now."""
 
     list_display = ("id", "learned_from", "images_with_words", "created_at")
 
@@ -274,7 +274,7 @@ class VisualWordsAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("images with words"))
     def images_with_words(self, vocabulary):
-        return LocalFeatures.objects.exclude(words=None).count()
+        return LocalFeatures.objects.filter(words_vocabulary=vocabulary).exclude(words=None).count()
 
     def has_add_permission(self, request):
         return False

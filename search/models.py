@@ -140,12 +140,18 @@ class LocalFeatures(models.Model):
     # The keypoints' visual words (workers.words) under the index's vocabulary (VisualWords); null before one is
     # learned. Their own HNSW index (migration 0009) finds copy candidates the global k-NN misses.
     words = VectorField(dimensions=1920, null=True, blank=True)
+    # The vocabulary `words` were computed with: words of any other than the latest are missing (search/copywords.py).
+    # No database constraint: a task that computed words with a vocabulary deleted meanwhile (learned again) still
+    # stores its batch, and those words are computed again.
+    words_vocabulary = models.ForeignKey("VisualWords", on_delete=models.SET_NULL, null=True, blank=True,
+                                         related_name="+", editable=False, db_constraint=False)
     created_at = models.DateTimeField(auto_now=True)
 
 
 class VisualWords(models.Model):
-    """The vocabulary LocalFeatures.words are computed with: learned once from the index's own descriptors when it
-    has grown to IMGSEARCH_WORDS_MIN_IMAGES images (search/copywords.py). The latest row is the one in use."""
+    """The vocabulary LocalFeatures.words are computed with: learned from the index's own descriptors when it has
+    grown to IMGSEARCH_WORDS_MIN_IMAGES images, and again as it grows (search/copywords.py). The latest row is the one
+    in use."""
 
     words = models.BinaryField(editable=False)  # workers.words.dumps()
     info = models.JSONField(default=dict, blank=True)  # what it was learned from, for people

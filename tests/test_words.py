@@ -88,15 +88,57 @@ def test_the_vocabulary_is_learned_once_the_index_is_large_enough_and_every_imag
     assert copywords.words_due()[0]
     learned, message = copywords.words_learn()
     assert message == f"Learned {words.WORDS} visual words from the keypoints of 12 images." and learned.info["images"] == 12
-    assert copywords.words_due() == (False, "The vocabulary is learned.")
+    assert copywords.words_due() == (
+        False, "The vocabulary is learned from 12 images; it is learned again once 18 have local features (12 now).")
     assert copywords.words_missing() == ids
     assert copywords.words_compute(ids) == 12 and copywords.words_missing() == []
     vocabulary = copywords.vocabulary()
     for image_id, f in zip(ids, features):
         stored = np.asarray(LocalFeatures.objects.get(image_id=image_id).words, np.float32)
-        assert np.allclose(stored, words.aggregate(f, vocabulary), atol=1e-6)
+        assert np.allclose(stored, words.aggregate(f, vocabulary.centroids), atol=1e-6)
     settings.IMGSEARCH_LOCAL_FEATURES = False
     assert not copywords.words_due()[0]
+
+
+@pytest.mark.django_db
+def test_the_vocabulary_is_learned_again_as_the_index_grows_and_words_of_another_are_computed_again(photos, settings):
+    """From 8 images to 12 (half as many again) the index learns its words again and every image gets words of the new
+    vocabulary, also one a task computed with the old vocabulary after it was replaced; a vocabulary learned from
+    words.FIT_IMAGES images is kept however the index grows."""
+    _, features, _ = photos
+    ids = []
+
+    def add(batch):
+        for f in batch:
+            image = IndexedImage.objects.create(content_hash=f"h{len(ids)}", file=f"{len(ids)}.png",
+                                                status=IndexedImage.Status.READY)
+            LocalFeatures.objects.create(image=image, data=localfeatures.pack(f))
+            ids.append(image.id)
+
+    add(features[:8])
+    settings.IMGSEARCH_WORDS_MIN_IMAGES = 8
+    first, _ = copywords.words_learn()
+    copywords.words_compute(copywords.words_missing())
+    add(features[8:11])
+    assert copywords.words_due() == (
+        False, "The vocabulary is learned from 8 images; it is learned again once 12 have local features (11 now).")
+    add(features[11:])
+    assert copywords.words_due() == (True, "The index has grown from 8 to 12 images since the vocabulary was learned.")
+    old = copywords.vocabulary()
+    second, _ = copywords.words_learn()
+    assert second.info["images"] == 12 and list(VisualWords.objects.values_list("id", flat=True)) == [second.id]
+    assert copywords.words_missing() == ids  # the old vocabulary's words were cleared with it
+    late = LocalFeatures.objects.get(image_id=ids[0])  # a task that held the old vocabulary stores its words now
+    late.words, late.words_vocabulary_id = words.aggregate(features[0], old.centroids), first.id
+    late.save()
+    assert copywords.words_missing() == ids
+    assert copywords.words_compute(ids) == 12 and copywords.words_missing() == []
+    assert set(LocalFeatures.objects.values_list("words_vocabulary", flat=True)) == {second.id}
+    assert np.allclose(np.asarray(LocalFeatures.objects.get(image_id=ids[0]).words, np.float32),
+                       words.aggregate(features[0], copywords.vocabulary().centroids), atol=1e-6)
+    assert not copywords.words_due()[0]
+    VisualWords.objects.filter(id=second.id).update(info={"images": words.FIT_IMAGES, "words": words.WORDS})
+    assert copywords.words_due() == (False, f"The vocabulary is learned (from {words.FIT_IMAGES} images).")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -161,6 +203,7 @@ def test_once_learned_new_images_get_words_as_they_are_indexed_and_copies_are_st
     assert not LocalFeatures.objects.filter(words=None).exists()
     call_command("index_images", str(later))
     assert LocalFeatures.objects.count() == 12 and not LocalFeatures.objects.filter(words=None).exists()
+    assert copywords.words_missing() == []  # the pipeline stored which vocabulary it computed them with
     moved = later / first[-1].name
     original = IndexedImage.objects.get(source_path=str(moved))
     job = search_upload(client, mirrored_turned_copy(moved), k=5)
@@ -176,7 +219,8 @@ def test_the_admin_lists_the_vocabulary_with_how_many_images_have_words_and_can_
     for i, f in enumerate(features[:3]):
         image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"{i}.png", status=IndexedImage.Status.READY)
         LocalFeatures.objects.create(image=image, data=localfeatures.pack(f),
-                                     words=words.aggregate(f, vocabulary) if i else None)
+                                     words=words.aggregate(f, vocabulary) if i else None,
+                                     words_vocabulary=learned if i else None)
     page = admin_client.get("/admin/search/visualwords/").content.decode()
     assert f"{words.WORDS} words, the keypoints of 12 images" in page
     assert '<td class="field-images_with_words">2</td>' in page

@@ -223,7 +223,7 @@ def _word_candidates(job, vector, space, candidates, query_features):
     vocabulary = copywords.vocabulary()
     if vocabulary is None or not len(query_features):
         return candidates, frozenset()
-    queries = [words.aggregate(query_features, vocabulary, mirrored=mirrored) for mirrored in (False, True)]
+    queries = [words.aggregate(query_features, vocabulary.centroids, mirrored=mirrored) for mirrored in (False, True)]
     taken = {image_id for image_id, _ in candidates}
     added = _admitted(job, vector, space, [i for i in knn.words_nearest(queries, k=words.CANDIDATES) if i not in taken])
     return [*candidates, *added], frozenset(range(len(candidates), len(candidates) + len(added)))
@@ -270,6 +270,7 @@ class Decoded:
     features: bytes | None = None  # packed local features, when asked for
     signature: object = None  # with the features: workers.signature
     words: object = None  # with the features, once the index has a vocabulary: workers.words
+    words_vocabulary: int | None = None  # the VisualWords id they were computed with
 
 
 def _decode(embedder, with_features, vocabulary, image):
@@ -280,17 +281,20 @@ def _decode(embedder, with_features, vocabulary, image):
         return Decoded(image, error=str(exc))
     except OSError as exc:
         return Decoded(image, error=f"cannot read the stored file: {exc}")
-    features, signature_, words_ = _copy_evidence(pil, vocabulary) if image.id in with_features else (None, None, None)
+    features, signature_, words_, words_vocabulary = (_copy_evidence(pil, vocabulary) if image.id in with_features
+                                                      else (None, None, None, None))
     return Decoded(image, embedder.prepare(pil), thumbnail=None if image.thumbnail else make_thumbnail(pil),
-                   features=features, signature=signature_, words=words_)
+                   features=features, signature=signature_, words=words_, words_vocabulary=words_vocabulary)
 
 
 def _copy_evidence(pil, vocabulary):
-    """(packed local features, signature, visual words or None without a vocabulary) of a decoded image, as
-    LocalFeatures stores them."""
+    """(packed local features, signature, visual words, the id of their vocabulary) of a decoded image, as
+    LocalFeatures stores them; no words (None, None) without a vocabulary."""
     features = localfeatures.extract(pil)
-    found = None if vocabulary is None else words.aggregate(features, vocabulary)
-    return localfeatures.pack(features), signature.compute(pil), found
+    if vocabulary is None:
+        return localfeatures.pack(features), signature.compute(pil), None, None
+    found = words.aggregate(features, vocabulary.centroids)
+    return localfeatures.pack(features), signature.compute(pil), found, vocabulary.id
 
 
 def _vocabulary(extracting):
@@ -366,19 +370,21 @@ def _store_vectors(space, embedded):
 
 
 def _store_features(embedded):
-    _upsert_features([(d.image, d.features, d.signature, d.words) for d, _, _ in embedded if d.features is not None])
+    _upsert_features([(d.image, d.features, d.signature, d.words, d.words_vocabulary)
+                      for d, _, _ in embedded if d.features is not None])
 
 
 def _upsert_features(rows):
-    """Write LocalFeatures rows [(image, packed features, signature, visual words)], replacing what an image already
-    has; an image deleted meanwhile is skipped."""
+    """Write LocalFeatures rows [(image, packed features, signature, visual words, their vocabulary's id)], replacing
+    what an image already has; an image deleted meanwhile is skipped."""
     if not rows:
         return
     kept = _existing_ids([row[0].id for row in rows])
-    LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data, signature=sig, words=found)
-                                       for image, data, sig, found in rows if image.id in kept],
+    LocalFeatures.objects.bulk_create([LocalFeatures(image=image, data=data, signature=sig, words=found,
+                                                     words_vocabulary_id=vocabulary)
+                                       for image, data, sig, found, vocabulary in rows if image.id in kept],
                                       update_conflicts=True, unique_fields=["image"],
-                                      update_fields=["data", "signature", "words", "created_at"])
+                                      update_fields=["data", "signature", "words", "words_vocabulary", "created_at"])
 
 
 def _store_ready(embedded):
@@ -470,7 +476,8 @@ def images_extract_features(image_ids):
 
 
 def _decode_features(vocabulary, image):
-    """(image, (packed local features, signature, visual words)), or (image, None) when its file cannot be read."""
+    """(image, (packed local features, signature, visual words, their vocabulary's id)), or (image, None) when its
+    file cannot be read."""
     try:
         pil = load_rgb(image.file.path, target_size=localfeatures.WORK_SIDE, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
     except (ImageDecodeError, OSError):
