@@ -15,6 +15,8 @@ from psycopg import sql
 from workers import signature, words
 from workers.registry import HNSW_MAX_DIM
 
+from .fields import exact_text
+
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
 # docs/benchmarks.md: at 1M projected vectors m=24 / ef_construction=96 stopped at recall@10 0.92 even with
 # ef_search 800; m=32 / 200 reached 0.961 at ef_search 400 in a 3.5 ms median (build 9 minutes).
@@ -119,18 +121,6 @@ def vector_literal(vector):
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
-_EXACT_FORMATS = {}  # dimension -> "[%.9g,...]": 9 significant digits give back the very float32
-
-
-def _exact_literal(vector):
-    """A vector's text form that pgvector parses back to the same float32 values (3x faster than pgvector's own)."""
-    values = vector.tolist()
-    fmt = _EXACT_FORMATS.get(len(values))
-    if fmt is None:
-        fmt = _EXACT_FORMATS[len(values)] = "[" + ",".join(["%.9g"] * len(values)) + "]"
-    return fmt % tuple(values)
-
-
 def vectors_upsert(model_key, image_ids, vectors):
     """Store the images' vectors of a model (rows of `vectors`, a numpy array), replacing those they have; an image
     deleted meanwhile (from the admin, while a worker embedded it) is skipped.
@@ -147,7 +137,7 @@ def vectors_upsert(model_key, image_ids, vectors):
             " SELECT t.image_id, %s, t.vector::vector, now() FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, vector)"
             " JOIN search_indexedimage AS i ON i.id = t.image_id"
             " ON CONFLICT (image_id, model_key) DO UPDATE SET vector = EXCLUDED.vector",
-            [model_key, [int(i) for i in image_ids], [_exact_literal(v) for v in vectors]])
+            [model_key, [int(i) for i in image_ids], [exact_text(v) for v in vectors]])
 
 
 def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
@@ -222,7 +212,7 @@ def words_nearest(queries, *, k):
     HNSW index (migration 0009); images without words are not in it."""
     one = ("(SELECT image_id, -(words <#> %s::vector({dim})) AS likeness FROM search_localfeatures"
            " WHERE words IS NOT NULL ORDER BY words <#> %s::vector({dim}) LIMIT {k})").format(dim=words.DIM, k=int(k))
-    literals = [_exact_literal(q) for q in queries]
+    literals = [exact_text(q) for q in queries]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL hnsw.ef_search = {WORDS_EF_SEARCH}")  # its graph is sparse (migration 0009)
         cursor.execute(f"SELECT image_id FROM ({' UNION ALL '.join([one] * len(literals))}) AS near"

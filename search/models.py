@@ -8,9 +8,9 @@ from django.contrib.postgres.indexes import GinIndex
 from django.core.files.storage import FileSystemStorage
 from django.db import models
 from django.utils import timezone
-from pgvector.django import VectorField
-
 from workers.categories import MIN_TAG_PROBABILITY
+
+from .fields import Float32VectorField
 
 
 class QueryStorage(FileSystemStorage):
@@ -121,7 +121,7 @@ class Embedding(models.Model):
     model_key = models.CharField(max_length=120)
     # No fixed dimension: models differ. search.knn casts to the model's dimension, which is what
     # the per-model expression index is built on.
-    vector = VectorField()
+    vector = Float32VectorField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -136,10 +136,10 @@ class LocalFeatures(models.Model):
 
     image = models.OneToOneField(IndexedImage, on_delete=models.CASCADE, primary_key=True, related_name="local_features")
     data = models.BinaryField()
-    signature = VectorField(dimensions=256, null=True, blank=True)
+    signature = Float32VectorField(dimensions=256, null=True, blank=True)
     # The keypoints' visual words (workers.words) under the index's vocabulary (VisualWords); null before one is
     # learned. Their own HNSW index (migration 0009) finds copy candidates the global k-NN misses.
-    words = VectorField(dimensions=1920, null=True, blank=True)
+    words = Float32VectorField(dimensions=1920, null=True, blank=True)
     # The vocabulary `words` were computed with: words of any other than the latest are missing (search/copywords.py).
     # No database constraint: a task that computed words with a vocabulary deleted meanwhile (learned again) still
     # stores its batch, and those words are computed again.

@@ -143,3 +143,17 @@ def test_vectors_upsert_stores_exact_float32_values_and_replaces_old_ones():
     assert np.array_equal(np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[1]).vector, np.float32), second[0])
     with pytest.raises(ValueError):
         knn.vectors_upsert("bad key;", ids[:1], second)
+
+
+def test_vectors_written_through_the_orm_and_in_bulk_read_back_as_the_very_same_float32_values():
+    """search.fields.exact_text, which the vector columns and vectors_upsert write with, loses nothing: extreme, tiny
+    and ordinary float32 values come back bit for bit (a shorter form, e.g. 7 digits, would not)."""
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.normal(size=1914), [1e-38, -3.4e38, 3.4028235e38, 1.0000001, -0.0, 1 / 3]])
+    vector = values.astype(np.float32)
+    image = IndexedImage.objects.create(content_hash="f" * 64, file="x/f.png")
+    Embedding.objects.create(image=image, model_key="exact:1", vector=vector)
+    knn.vectors_upsert("exact:2", [image.id], vector[None, :])
+    for key in ("exact:1", "exact:2"):
+        stored = np.asarray(Embedding.objects.get(image=image, model_key=key).vector, np.float32)
+        assert stored.tobytes() == vector.tobytes()

@@ -46,8 +46,10 @@ def make_thumbnail(img: Image.Image, size: int = 320) -> bytes:
     if size < 1:
         raise ValueError(f"thumbnail size must be positive, got {size}")
     thumb = _to_rgb(img)  # always a new image, so thumbnail() cannot touch the caller's
-    # Bicubic: as sharp at thumbnail size as Lanczos and 30% cheaper (bench/indexing.py counts every ms).
-    thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
+    # Bicubic: as sharp at thumbnail size as Lanczos and 30% cheaper (bench/indexing.py counts every ms). A box
+    # reduction first to 1.5x the size, not Pillow's default 2x: on 86 dev images over 640 pixels, a third less time
+    # (4.5 -> 2.8 ms) with the thumbnail at a median 47.6 dB PSNR (min 39.0) from a Lanczos one (2x: 50.1, min 39.9).
+    thumb.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=1.5)
     out = io.BytesIO()
     thumb.save(out, "JPEG", quality=85, optimize=True, progressive=False)
     return out.getvalue()
