@@ -132,7 +132,8 @@ def refresh_projection():
 
 @shared_task(name="workers.refresh_words", max_retries=0)
 def refresh_words():
-    """Beat: learn the index's visual words once it is large enough, then queue the images still without theirs."""
+    """Beat: learn the index's visual words once it is large enough (and again as it grows), then queue the images
+    still without words of the vocabulary in use."""
     due, reason = copywords.words_due()
     if due:
         _, message = copywords.words_learn()
