@@ -66,11 +66,20 @@ def test_a_vocabulary_needs_enough_descriptors_and_round_trips(photos):
         words.loads(b"\0" * 100)
 
 
-def test_a_candidate_found_by_words_stays_only_when_verified():
-    """order(): candidates at verified_only positions are dropped unless they are verified copies."""
+def test_a_candidate_found_by_words_stays_only_when_verified_or_leading_on_its_evidence():
+    """order(): candidates at verified_only positions are dropped unless they are verified copies, or lead the rest
+    by the same measure as the global candidates (cosine plus the credit of a few inliers and of likeness)."""
     candidates = [(1, 0.9), (2, 0.8), (3, 0.3), (4, 0.2)]
     ranked = localfeatures.order(candidates, [0, 0, 40, 3], verified_only=frozenset({2, 3}))
     assert ranked == [(3, 0.3, "copy"), (1, 0.9, "similar"), (2, 0.8, "similar")]
+    candidates = [(1, 0.5), (2, 0.45), (3, 0.4), (4, 0.35)]
+    ranked = localfeatures.order(candidates, [0, 0, 0, 9], verified_only=frozenset({3}))  # 0.35 + 9 x 0.02 > 0.5
+    assert ranked == [(4, 0.35, "similar"), (1, 0.5, "similar"), (2, 0.45, "similar"), (3, 0.4, "similar")]
+    ranked = localfeatures.order(candidates, [0, 0, 0, 9], verified_only=frozenset({2, 3}),
+                                 likeness=[0.0, 0.0, 0.9, 0.0])  # 0.4 + 0.2 x 0.9 leads
+    assert ranked == [(3, 0.4, "similar"), (1, 0.5, "similar"), (2, 0.45, "similar")]
+    ranked = localfeatures.order(candidates, [0, 0, 0, 4], verified_only=frozenset({3}))  # 0.43 < 0.5: dropped
+    assert ranked == [(1, 0.5, "similar"), (2, 0.45, "similar"), (3, 0.4, "similar")]
 
 
 @pytest.mark.django_db(transaction=True)
