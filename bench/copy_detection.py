@@ -183,7 +183,7 @@ def search(embedder, images, vectors, blobs, signatures, vocabulary_words, args)
 STAGES = (("first k verified", {"near_duplicate": False, "alike": False, "found_by_words": False}),
           ("+ signature near duplicate", {"near_duplicate": True, "alike": False, "found_by_words": False}),
           ("+ signature likeness in picking the lead", {"near_duplicate": True, "alike": True, "found_by_words": False}),
-          ("+ visual words' nearest verified (production)", {"near_duplicate": True, "alike": True, "found_by_words": True}))
+          ("+ visual words' nearest, verified or leading (production)", {"near_duplicate": True, "alike": True, "found_by_words": True}))
 
 
 def ranked_lists(searched, min_inliers, weight=localfeatures.INLIER_WEIGHT, fused=RERANK_CANDIDATES,
