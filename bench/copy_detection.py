@@ -122,22 +122,30 @@ def words_nearest(query, vocabulary_words):
     return np.argsort(-sims)[: words.CANDIDATES].tolist()
 
 
+def found_in_index(query, likeness, vocabulary_words):
+    """What a search verifies from the whole index beside its candidates (workers.pipeline._found_candidates): the
+    images nearest in visual words, then the one whose signature is likest the query's (`likeness`: to each image)
+    when below SIGNATURE_COPY."""
+    lookalike = signature.lookalike(likeness)
+    return list(dict.fromkeys(words_nearest(query, vocabulary_words) + ([] if lookalike is None else [lookalike])))
+
+
 def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, args):
     """(candidate ids, their global scores, inliers, signature likeness, the near duplicate's position or None, the
-    ids the visual words found, seconds) of one query.
+    ids found in the whole index (found_in_index), seconds) of one query.
 
     Timed, what a search does (workers/pipeline.py): extract the query's features and signature, find the best
     signature match and the nearest visual words in the whole index (`vocabulary_words`: index_words; exact here, HNSW in the
-    app), verify the first k candidates, the near duplicate and the words' finds, order them. The candidates are
+    app), verify the first k candidates, the near duplicate and the finds, order them. The candidates are
     the global top (wider than k, for the fusion table), then the near duplicate and the words' finds where they
     are not among them; those past k are verified once the clock has stopped."""
     started = time.perf_counter()
     query = localfeatures.extract(image)
     ids = top.tolist()
     query_signature = signature.compute(image)
-    best = signature.best_match(signature.similarities(query_signature, signatures))
-    ids, near = signature.with_near_duplicate(ids, best)
-    found = words_nearest(query, vocabulary_words)
+    likeness = signature.similarities(query_signature, signatures)
+    ids, near = signature.with_near_duplicate(ids, signature.best_match(likeness))
+    found = found_in_index(query, likeness, vocabulary_words)
     ids += [i for i in found if i not in ids]
     scores = [float(sims[i]) for i in ids]
     alike = signature.likeness(query_signature, list(signatures[ids]))
@@ -183,7 +191,7 @@ def search(embedder, images, vectors, blobs, signatures, vocabulary_words, args)
 STAGES = (("first k verified", {"near_duplicate": False, "alike": False, "found_by_words": False}),
           ("+ signature near duplicate", {"near_duplicate": True, "alike": False, "found_by_words": False}),
           ("+ signature likeness in picking the lead", {"near_duplicate": True, "alike": True, "found_by_words": False}),
-          ("+ visual words' nearest, verified or leading (production)", {"near_duplicate": True, "alike": True, "found_by_words": True}))
+          ("+ whole-index finds (visual words' 5 nearest, the likest signature), verified or leading (production)", {"near_duplicate": True, "alike": True, "found_by_words": True}))
 
 
 def ranked_lists(searched, min_inliers, weight=localfeatures.INLIER_WEIGHT, fused=RERANK_CANDIDATES,

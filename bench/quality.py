@@ -198,12 +198,12 @@ def variant_scores(desc, labels, tags, copies, sources, edits, spec):
 
 def reranked_copy_recall(index, queries, paths, images, sources, edits, k=RERANK_CANDIDATES):
     """Copy recall@1 of the global neighbours re-ranked as searches do (the best signature match in the whole
-    index as near duplicate, the images nearest in visual words learned from the index, local features verified
-    for the first candidates and those, the signatures' likeness in picking the lead); and the ms it added per
-    query."""
+    index as near duplicate, or below it as a lookalike, the images nearest in visual words learned from the index,
+    local features verified for the first candidates and those, the signatures' likeness in picking the lead); and
+    the ms it added per query."""
     import time
 
-    from bench.copy_detection import words_nearest
+    from bench.copy_detection import found_in_index
     from workers import localfeatures, signature, words
     from workers.imageio import load_rgb
 
@@ -222,9 +222,9 @@ def reranked_copy_recall(index, queries, paths, images, sources, edits, k=RERANK
     for image, row, ids in zip(images, sims, top.tolist()):
         started = time.perf_counter()
         query, query_signature = localfeatures.extract(image), signature.compute(image)
-        best = signature.best_match(signature.similarities(query_signature, signatures))
-        ids, near = signature.with_near_duplicate(ids, best)
-        found = [i for i in words_nearest(query, index_words) if i not in ids]
+        likeness_all = signature.similarities(query_signature, signatures)
+        ids, near = signature.with_near_duplicate(ids, signature.best_match(likeness_all))
+        found = [i for i in found_in_index(query, likeness_all, index_words) if i not in ids]
         ids += found
         candidates = [(i, float(row[i])) for i in ids]
         likeness = signature.likeness(query_signature, list(signatures[ids]))

@@ -215,9 +215,10 @@ def _copies_table(c):
               f"the first {k} candidates verified and ordered; the second adds the signature's near duplicate from the "
               "whole set; the third also credits each candidate's signature likeness to the query when picking the lead "
               "of the candidates that are not copies; the fourth also verifies the images whose visual words are nearest "
-              f"the query's ({c.get('word_candidates', 'n/a')} of them, {c.get('words', 'n/a')} words learned from the set's own keypoints), "
+              f"the query's ({c.get('word_candidates', 'n/a')} of them, {c.get('words', 'n/a')} words learned from the set's own keypoints) "
+              "and the image whose signature is likest the query's where it is below the near duplicate's threshold, "
               "kept only when verified as copies or when one leads the candidates that are not copies on the same "
-              "measure, as searches do once the index has its words):", "",
+              "measure, as searches do):", "",
               "| set | stage | combined R@1 | all R@1 | category P@10 of unrelated queries |", "|---|---|---|---|---|"]
     for which, r in c["sets"].items():
         lines += [f"| {which} | {v['stage']} | {v['combined']:.3f} | {v['all']:.3f} | {v['precision_at_10']:.3f} |"

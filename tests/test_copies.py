@@ -119,6 +119,7 @@ def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(photo_folde
     search as well as any worker started with fewer candidates.)"""
     from types import SimpleNamespace
 
+    from search import knn
     from search.models import Embedding
     from workers.pipeline import _near_duplicate
 
@@ -140,7 +141,7 @@ def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(photo_folde
 
     def near(**limits):
         job = SimpleNamespace(**{"categories": [], "min_score": 0.0, **limits})
-        return _near_duplicate(job, vector, space, candidates, query)
+        return _near_duplicate(job, vector, space, candidates, knn.signature_match(query))
 
     joined, position = near()
     assert position == 1 and joined[0] == candidates[0]
@@ -148,9 +149,11 @@ def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(photo_folde
     assert near(categories=["food"]) == (candidates, None)
     assert near(min_score=0.7) == (candidates, None)
     among = [(rows["crow"], 0.6), (rows["other"], 0.8)]
-    assert _near_duplicate(SimpleNamespace(categories=[], min_score=0.0), vector, space, among, query) == (among, 0)
+    assert _near_duplicate(SimpleNamespace(categories=[], min_score=0.0), vector, space, among,
+                           knn.signature_match(query)) == (among, 0)
     flat = signature.compute(Image.new("RGB", (40, 40), "grey"))
-    assert _near_duplicate(SimpleNamespace(categories=[], min_score=0.0), vector, space, candidates, flat) == (candidates, None)
+    assert _near_duplicate(SimpleNamespace(categories=[], min_score=0.0), vector, space, candidates,
+                           knn.signature_match(flat)) == (candidates, None)
 
 
 def test_a_candidate_whose_signature_looks_like_the_query_leads_the_similar_results(photo_folder):

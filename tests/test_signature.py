@@ -75,3 +75,10 @@ def test_likeness_is_each_stored_signature_s_best_correlation_and_zero_for_one_m
     assert alike[0] == pytest.approx(float(signature.similarities(query, other[None])[0]))
     assert alike[1] == 0.0 and alike[2] > 0.99 > alike[0]
     assert signature.likeness(query, [None]) == [0.0] and signature.likeness(query, []) == []
+
+
+def test_the_likest_below_the_near_duplicate_threshold_is_a_lookalike():
+    """signature.lookalike: the best similarity's position when it is no near duplicate (those join as such)."""
+    assert signature.lookalike(np.array([0.2, 0.9, 0.5], np.float32)) == 1
+    assert signature.lookalike(np.array([0.2, signature.SIGNATURE_COPY], np.float32)) is None
+    assert signature.lookalike(np.array([], np.float32)) is None

@@ -221,8 +221,8 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
     keeps only a few inliers, or none, while unrelated pictures mostly get none and look less alike at 16x16. Such
     weak evidence picks the likeliest source only; the others keep the order of likeness (re-sorting them all by it
     cost category precision@10 up to 0.007 on some samples, bench/copy_detection.py). Ties keep the given (global)
-    order. Candidates at the positions in `verified_only` (found by visual words, not by the global k-NN) are left
-    out unless they are verified copies or that lead: with 3,000 other images indexed beside the photo set, an
+    order. Candidates at the positions in `verified_only` (found in the whole index by visual words or the signature,
+    not by the global k-NN) are left out unless they are verified copies or that lead: with 3,000 other images indexed beside the photo set, an
     original the words found with a few inliers (or a likeness) too few to verify it then still came first for 3 more
     of 300 combined-edit copies (seeds 0 to 2; the small sets' recall unchanged, their unrelated queries' category
     precision@10 within 0.002 either way), so the "similar" results stay the global neighbours but for the lead.

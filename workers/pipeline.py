@@ -181,25 +181,26 @@ def rerank(job, image, vector, space, candidates):
     """Re-order the k-NN candidates by copy evidence: [(image_id, score, match)], copies first.
 
     The image whose signature matches the query's best in the whole index joins the candidates as the near
-    duplicate (see _near_duplicate), and so do those whose visual words are nearest the query's (see
-    _word_candidates); all of them are verified with local features.
+    duplicate (see _near_duplicate), or below SIGNATURE_COPY as a lookalike, and so do those whose visual words are
+    nearest the query's (see _found_candidates); all of them are verified with local features.
     """
     query_features, query_signature = _query_evidence(job, image)
-    candidates, near = _near_duplicate(job, vector, space, candidates, query_signature)
-    candidates, found_by_words = _word_candidates(job, vector, space, candidates, query_features)
+    match = knn.signature_match(query_signature)  # (image_id, likeness) of the best in the whole index, or None
+    candidates, near = _near_duplicate(job, vector, space, candidates, match)
+    lookalike = [match[0]] if match is not None and match[1] < signature.SIGNATURE_COPY else []
+    candidates, found = _found_candidates(job, vector, space, candidates, query_features, lookalike)
     if not candidates:
         return []
     features, signatures = _stored_evidence([image_id for image_id, _ in candidates])  # every candidate's, at once
     likeness = signature.likeness(query_signature, [signatures.get(image_id) for image_id, _ in candidates])
     return localfeatures.rerank(candidates, query_features, lambda _ids: features, near=near, likeness=likeness,
-                                identical=services.search_job_identical(job, candidates), verified_only=found_by_words)
+                                identical=services.search_job_identical(job, candidates), verified_only=found)
 
 
-def _near_duplicate(job, vector, space, candidates, query_signature):
+def _near_duplicate(job, vector, space, candidates, match):
     """(candidates, the near duplicate's position among them or None): the image whose signature best matches
-    the query's, if it reaches SIGNATURE_COPY, added with its cosine score when it is not a candidate already
-    (and not when the search's categories or min_score would leave it out)."""
-    match = knn.signature_match(query_signature)
+    the query's (`match`: knn.signature_match), if it reaches SIGNATURE_COPY, added with its cosine score when it is
+    not a candidate already (and not when the search's categories or min_score would leave it out)."""
     best = match[0] if match is not None and match[1] >= signature.SIGNATURE_COPY else None
     _, near = signature.with_near_duplicate([image_id for image_id, _ in candidates], best)
     if near != len(candidates):
@@ -215,17 +216,20 @@ def _admitted(job, vector, space, image_ids):
             if image_id in scores and scores[image_id] >= job.min_score]
 
 
-def _word_candidates(job, vector, space, candidates, query_features):
+def _found_candidates(job, vector, space, candidates, query_features, lookalike):
     """(candidates, the positions of those added): the words.CANDIDATES images whose visual words are nearest the
-    query's, as is or mirrored, added with their cosine scores where they are not candidates already (and not
-    where the search's categories or min_score would leave them out). They stay in the results only if verified
-    as copies: a copy's original that the global vectors rank too low, never a picture that merely looks alike."""
+    query's, as is or mirrored, and `lookalike` (the image whose signature matches the query's best, below
+    SIGNATURE_COPY), added with their cosine scores where they are not candidates already (and not where the
+    search's categories or min_score would leave them out). They stay in the results only if verified as copies or
+    if one of them leads the rest on the evidence the candidates are ordered by (localfeatures.order): a copy's
+    original that the global vectors rank too low, never a picture that merely looks alike among the others."""
     vocabulary = copywords.vocabulary()
-    if vocabulary is None or not len(query_features):
-        return candidates, frozenset()
-    queries = [words.aggregate(query_features, vocabulary.centroids, mirrored=mirrored) for mirrored in (False, True)]
+    ids = list(lookalike)
+    if vocabulary is not None and len(query_features):
+        queries = [words.aggregate(query_features, vocabulary.centroids, mirrored=mirrored) for mirrored in (False, True)]
+        ids = knn.words_nearest(queries, k=words.CANDIDATES) + ids
     taken = {image_id for image_id, _ in candidates}
-    added = _admitted(job, vector, space, [i for i in knn.words_nearest(queries, k=words.CANDIDATES) if i not in taken])
+    added = _admitted(job, vector, space, [i for i in dict.fromkeys(ids) if i not in taken])
     return [*candidates, *added], frozenset(range(len(candidates), len(candidates) + len(added)))
 
 

@@ -64,6 +64,15 @@ def best_match(likeness) -> int | None:
     return best if likeness[best] >= SIGNATURE_COPY else None
 
 
+def lookalike(likeness) -> int | None:
+    """The position of the best of some similarities when it is below SIGNATURE_COPY (so not a near duplicate): a
+    search verifies it beside its candidates and keeps it as a copy or as the lead of the rest (localfeatures.order)."""
+    if len(likeness) == 0:
+        return None
+    best = int(np.argmax(likeness))
+    return None if likeness[best] >= SIGNATURE_COPY else best
+
+
 def with_near_duplicate(ids: list, best) -> tuple:
     """(candidate ids with the near duplicate `best` appended unless it is one of them, its position); `best`
     None (no match reached SIGNATURE_COPY): the ids unchanged and None."""
