@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 
 from workers.registry import MODELS
 
-from . import collections, indexing, reindex
+from . import collections, copywords, indexing, reindex
 from .models import Collection, Embedding, IndexedImage, LocalFeatures, ModelVersion, ReindexRun, VisualWords
 
 # --- Indexed images ---------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class VisualWordsAdmin(admin.ModelAdmin):
     """The vocabulary copy search finds candidates with (search/copywords.py). Learned by the beat once the index is
     large enough, and again as it grows; deleting it makes the beat learn a new one from the index as it is now."""
 
-    list_display = ("id", "learned_from", "images_with_words", "created_at")
+    list_display = ("id", "learned_from", "images_with_words", "next_learning", "created_at")
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("words")
@@ -275,6 +275,11 @@ class VisualWordsAdmin(admin.ModelAdmin):
     @admin.display(description=_("images with words"))
     def images_with_words(self, vocabulary):
         return LocalFeatures.objects.filter(words_vocabulary=vocabulary).exclude(words=None).count()
+
+    @admin.display(description=_("next learning"))
+    def next_learning(self, vocabulary):
+        """Whether and when the beat learns the words again (copywords.words_due), for the vocabulary in use."""
+        return copywords.words_due()[1]
 
     def has_add_permission(self, request):
         return False

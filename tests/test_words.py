@@ -238,6 +238,7 @@ def test_the_admin_lists_the_vocabulary_with_how_many_images_have_words_and_can_
     page = admin_client.get("/admin/search/visualwords/").content.decode()
     assert f"{words.WORDS} words, the keypoints of 12 images" in page
     assert '<td class="field-images_with_words">2</td>' in page
+    assert "it is learned again once 18 have local features (3 now)." in page
     assert admin_client.get("/admin/search/visualwords/add/").status_code == 403
     admin_client.post(f"/admin/search/visualwords/{learned.id}/delete/", {"post": "yes"})
     assert not VisualWords.objects.exists() and copywords.words_due()[1] == (
