@@ -203,17 +203,17 @@ def reranked_copy_recall(index, queries, paths, images, sources, edits, k=RERANK
     the ms it added per query."""
     import time
 
-    from bench.copy_detection import found_in_index
-    from workers import localfeatures, signature, words
+    from bench.copy_detection import found_in_index, index_words
+    from workers import localfeatures, signature
     from workers.imageio import load_rgb
 
     sims = queries @ index.T
     top = np.argsort(-sims, axis=1)[:, :k]
     decoded = [load_rgb(path, target_size=256) for path in paths]  # as the indexer stores them
     signatures = np.stack([signature.compute(img) for img in decoded])
-    stored = [localfeatures.unpack(localfeatures.pack(localfeatures.extract(img))) for img in decoded]  # at index time
-    vocabulary = words.learn_from(stored)
-    index_words = (vocabulary, np.stack([words.aggregate(f, vocabulary) for f in stored]))
+    blobs = [localfeatures.pack(localfeatures.extract(img)) for img in decoded]  # as the indexer stores them
+    stored = [localfeatures.unpack(blob) for blob in blobs]
+    vocabulary_words = index_words(blobs)
 
     def load_features(ids):
         return {i: stored[i] for i in ids}
@@ -224,7 +224,7 @@ def reranked_copy_recall(index, queries, paths, images, sources, edits, k=RERANK
         query, query_signature = localfeatures.extract(image), signature.compute(image)
         likeness_all = signature.similarities(query_signature, signatures)
         ids, near = signature.with_near_duplicate(ids, signature.best_match(likeness_all))
-        found = [i for i in found_in_index(query, likeness_all, index_words) if i not in ids]
+        found = [i for i in found_in_index(query, likeness_all, vocabulary_words) if i not in ids]
         ids += found
         candidates = [(i, float(row[i])) for i in ids]
         likeness = signature.likeness(query_signature, list(signatures[ids]))

@@ -30,10 +30,15 @@ class Vocabulary(NamedTuple):
 _cached = None  # this process's Vocabulary
 
 
+def _latest_id():
+    """The id of the vocabulary in use (the latest learned), or None."""
+    return VisualWords.objects.order_by("-id").values_list("id", flat=True).first()
+
+
 def vocabulary():
     """The Vocabulary in use (the latest learned), or None before one is learned; read once per process and row."""
     global _cached
-    latest = VisualWords.objects.order_by("-id").values_list("id", flat=True).first()
+    latest = _latest_id()
     if latest is None:
         return None
     if _cached is None or _cached.id != latest:
@@ -99,7 +104,7 @@ def _stored_features(image_ids):
 def words_missing():
     """Ids of images with local features but without words of the vocabulary in use, while there is one: those stored
     before it was learned, and those a task computed with the one before (learned again meanwhile)."""
-    latest = VisualWords.objects.order_by("-id").values_list("id", flat=True).first()
+    latest = _latest_id()
     if latest is None:
         return []
     return list(LocalFeatures.objects.exclude(words__isnull=False, words_vocabulary=latest).order_by("image_id")
@@ -117,7 +122,8 @@ def words_compute(image_ids):
     vocab = vocabulary()
     if vocab is None:
         return 0
-    rows = [LocalFeatures(image_id=image_id, words=words.aggregate(features, vocab.centroids), words_vocabulary_id=vocab.id)
+    rows = [LocalFeatures(image_id=image_id, words=words.aggregate(features, vocab.centroids),
+                          words_vocabulary_id=vocab.id)
             for image_id, features in _stored_features(list(image_ids)).items()]
     LocalFeatures.objects.bulk_update(rows, ["words", "words_vocabulary"])
     return len(rows)

@@ -171,7 +171,7 @@ def test_words_bring_in_an_original_the_k_nn_did_not_return(photos):
     candidates = [(rows[1], 0.0)]
     query = copy_features(paths[0])
 
-    def found(lookalike=(), **limits):
+    def found(lookalike=None, **limits):
         job = SimpleNamespace(**{"categories": [], "min_score": 0.0, **limits})
         return _found_candidates(job, vector, space, candidates, query, lookalike)
 
@@ -183,13 +183,13 @@ def test_words_bring_in_an_original_the_k_nn_did_not_return(photos):
     assert rows[0] not in [i for i, _ in found(min_score=0.7)[0]]
     other_category = next(p.parent.name for p in paths if p.parent.name != paths[0].parent.name)
     assert rows[0] not in [i for i, _ in found(categories=[other_category])[0]]
-    assert [i for i, _ in found(lookalike=[rows[0]])[0]].count(rows[0]) == 1  # found by both: joins once
+    assert [i for i, _ in found(lookalike=rows[0])[0]].count(rows[0]) == 1  # found by both: joins once
     VisualWords.objects.all().delete()
     assert found() == (candidates, frozenset())
     # The signature's best match below SIGNATURE_COPY joins the same way, with or without words; never twice.
-    assert found(lookalike=[rows[0]]) == ([*candidates, (rows[0], pytest.approx(0.6, abs=1e-6))], frozenset({1}))
-    assert found(lookalike=[rows[1]]) == (candidates, frozenset())  # a candidate already
-    assert found(lookalike=[rows[0]], min_score=0.7) == (candidates, frozenset())
+    assert found(lookalike=rows[0]) == ([*candidates, (rows[0], pytest.approx(0.6, abs=1e-6))], frozenset({1}))
+    assert found(lookalike=rows[1]) == (candidates, frozenset())  # a candidate already
+    assert found(lookalike=rows[0], min_score=0.7) == (candidates, frozenset())
 
 
 @pytest.mark.slow

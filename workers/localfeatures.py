@@ -221,11 +221,12 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
     keeps only a few inliers, or none, while unrelated pictures mostly get none and look less alike at 16x16. Such
     weak evidence picks the likeliest source only; the others keep the order of likeness (re-sorting them all by it
     cost category precision@10 up to 0.007 on some samples, bench/copy_detection.py). Ties keep the given (global)
-    order. Candidates at the positions in `verified_only` (found in the whole index by visual words or the signature,
-    not by the global k-NN) are left out unless they are verified copies or that lead: with 3,000 other images indexed beside the photo set, an
-    original the words found with a few inliers (or a likeness) too few to verify it then still came first for 3 more
-    of 300 combined-edit copies (seeds 0 to 2; the small sets' recall unchanged, their unrelated queries' category
-    precision@10 within 0.002 either way), so the "similar" results stay the global neighbours but for the lead.
+    order. Candidates at the positions in `verified_only` (found in the whole index by visual words or the
+    signature, not by the global k-NN) are left out unless they are verified copies or that lead: with 3,000 other
+    images indexed beside the photo set, an original the words found with a few inliers (or a likeness) too few to
+    verify it then still came first for 3 more of 300 combined-edit copies (seeds 0 to 2; the small sets' recall
+    unchanged, their unrelated queries' category precision@10 within 0.002 either way), so the "similar" results
+    stay the global neighbours but for the lead.
     """
     def tier(position, image_id, n):  # 3 identical, 2 verified copy, 1 near duplicate, 0 the rest
         if image_id in identical:
@@ -251,11 +252,12 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
 def rerank(candidates: list, query_features: Features, load_features, *, near=None, min_inliers: int = MIN_INLIERS,
            likeness=None, identical=frozenset(), verified_only=frozenset()) -> list:
     """Re-order candidates [(image_id, cosine score)]: the global k-NN ones, best first, then possibly the
-    signature's near duplicate (`near`, its position) and those found by visual words (at `verified_only`). Verifies each against its local features, which
-    `load_features(ids)` returns as {image_id: Features} (a candidate without them, not extracted yet, is not
-    verified), and orders them (see order; `likeness`: each candidate's signature likeness to the query's). Each
-    result keeps its global cosine score, so `score` and min_score mean the same with or without re-ranking; the
-    order and `match` ("copy" or "similar") carry the verdict.
+    signature's near duplicate (`near`, its position) and those found in the whole index (at `verified_only`).
+    Verifies each against its local features, which `load_features(ids)` returns as {image_id: Features} (a
+    candidate without them, not extracted yet, is not verified), and orders them (see order; `likeness`: each
+    candidate's signature likeness to the query's). Each result keeps its global cosine score, so `score` and
+    min_score mean the same with or without re-ranking; the order and `match` ("copy" or "similar") carry the
+    verdict.
     """
     inliers = verify_all(candidates, query_features, load_features)
     return order(candidates, inliers, near=near, min_inliers=min_inliers, likeness=likeness, identical=identical,

@@ -185,9 +185,8 @@ def rerank(job, image, vector, space, candidates):
     nearest the query's (see _found_candidates); all of them are verified with local features.
     """
     query_features, query_signature = _query_evidence(job, image)
-    match = knn.signature_match(query_signature)  # (image_id, likeness) of the best in the whole index, or None
-    candidates, near = _near_duplicate(job, vector, space, candidates, match)
-    lookalike = [match[0]] if match is not None and match[1] < signature.SIGNATURE_COPY else []
+    best, lookalike = signature.near_or_lookalike(knn.signature_match(query_signature))  # in the whole index
+    candidates, near = _near_duplicate(job, vector, space, candidates, best)
     candidates, found = _found_candidates(job, vector, space, candidates, query_features, lookalike)
     if not candidates:
         return []
@@ -197,11 +196,10 @@ def rerank(job, image, vector, space, candidates):
                                 identical=services.search_job_identical(job, candidates), verified_only=found)
 
 
-def _near_duplicate(job, vector, space, candidates, match):
-    """(candidates, the near duplicate's position among them or None): the image whose signature best matches
-    the query's (`match`: knn.signature_match), if it reaches SIGNATURE_COPY, added with its cosine score when it is
+def _near_duplicate(job, vector, space, candidates, best):
+    """(candidates, the near duplicate's position among them or None): `best`, the image whose signature best
+    matches the query's where it reaches SIGNATURE_COPY (None: none does), added with its cosine score when it is
     not a candidate already (and not when the search's categories or min_score would leave it out)."""
-    best = match[0] if match is not None and match[1] >= signature.SIGNATURE_COPY else None
     _, near = signature.with_near_duplicate([image_id for image_id, _ in candidates], best)
     if near != len(candidates):
         return candidates, near  # none, or already a candidate
@@ -219,12 +217,12 @@ def _admitted(job, vector, space, image_ids):
 def _found_candidates(job, vector, space, candidates, query_features, lookalike):
     """(candidates, the positions of those added): the words.CANDIDATES images whose visual words are nearest the
     query's, as is or mirrored, and `lookalike` (the image whose signature matches the query's best, below
-    SIGNATURE_COPY), added with their cosine scores where they are not candidates already (and not where the
+    SIGNATURE_COPY; None: none), added with their cosine scores where they are not candidates already (and not where the
     search's categories or min_score would leave them out). They stay in the results only if verified as copies or
     if one of them leads the rest on the evidence the candidates are ordered by (localfeatures.order): a copy's
     original that the global vectors rank too low, never a picture that merely looks alike among the others."""
     vocabulary = copywords.vocabulary()
-    ids = list(lookalike)
+    ids = [] if lookalike is None else [lookalike]
     if vocabulary is not None and len(query_features):
         queries = [words.aggregate(query_features, vocabulary.centroids, mirrored=mirrored) for mirrored in (False, True)]
         ids = knn.words_nearest(queries, k=words.CANDIDATES) + ids
@@ -295,10 +293,8 @@ def _copy_evidence(pil, vocabulary):
     """(packed local features, signature, visual words, the id of their vocabulary) of a decoded image, as
     LocalFeatures stores them; no words (None, None) without a vocabulary."""
     features = localfeatures.extract(pil)
-    if vocabulary is None:
-        return localfeatures.pack(features), signature.compute(pil), None, None
-    found = words.aggregate(features, vocabulary.centroids)
-    return localfeatures.pack(features), signature.compute(pil), found, vocabulary.id
+    found = None if vocabulary is None else words.aggregate(features, vocabulary.centroids)
+    return localfeatures.pack(features), signature.compute(pil), found, None if vocabulary is None else vocabulary.id
 
 
 def _vocabulary(extracting):

@@ -56,21 +56,32 @@ def likeness(query: np.ndarray, stored: list) -> list:
     return similarities(query, np.stack(rows)).tolist() if rows else []
 
 
-def best_match(likeness) -> int | None:
-    """The position of the best of some similarities if it reaches SIGNATURE_COPY, else None."""
+def near_or_lookalike(match) -> tuple:
+    """(near duplicate, lookalike) of the best match, (id, likeness) as knn.signature_match answers or None: its id
+    as the near duplicate when it reaches SIGNATURE_COPY, else as the lookalike, which a search verifies beside its
+    candidates and keeps only as a copy or as the lead of the rest (localfeatures.order); (None, None) without one."""
+    if match is None:
+        return None, None
+    image_id, likeness = match
+    return (image_id, None) if likeness >= SIGNATURE_COPY else (None, image_id)
+
+
+def _best_of(likeness):
+    """(position, likeness) of the best of some similarities, or None when there are none."""
     if len(likeness) == 0:
         return None
     best = int(np.argmax(likeness))
-    return best if likeness[best] >= SIGNATURE_COPY else None
+    return best, likeness[best]  # numpy's own type: compared with SIGNATURE_COPY as before
+
+
+def best_match(likeness) -> int | None:
+    """The position of the best of some similarities if it reaches SIGNATURE_COPY, else None."""
+    return near_or_lookalike(_best_of(likeness))[0]
 
 
 def lookalike(likeness) -> int | None:
-    """The position of the best of some similarities when it is below SIGNATURE_COPY (so not a near duplicate): a
-    search verifies it beside its candidates and keeps it as a copy or as the lead of the rest (localfeatures.order)."""
-    if len(likeness) == 0:
-        return None
-    best = int(np.argmax(likeness))
-    return None if likeness[best] >= SIGNATURE_COPY else best
+    """The position of the best of some similarities when it is below SIGNATURE_COPY (see near_or_lookalike)."""
+    return near_or_lookalike(_best_of(likeness))[1]
 
 
 def with_near_duplicate(ids: list, best) -> tuple:
