@@ -18,6 +18,7 @@ SHARED_WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v2-imagenet1k.p
 CACHE = ROOT / ".local" / "bench-run" / "cache"  # make bench keeps its own servers in .local/bench-run too
 LABELLED_SOURCES = ("openclipart", "tuxpaint")
 RERANK_CANDIDATES = 20  # the default of IMGSEARCH_RERANK_CANDIDATES: what a search verifies
+PROJECTION_MIN_IMAGES = 1000  # the default of IMGSEARCH_PROJECTION_MIN_IMAGES: from this size searches use a projection
 
 
 def weights():

@@ -1,6 +1,6 @@
 """Copy detection: does an edited copy of an indexed picture bring back its original first?
 
-    .venv/bin/python -m bench.copy_detection [--sets photo,mixed] [--limit 600] [--queries 30] [--json out.json]
+    .venv/bin/python -m bench.copy_detection [--sets photo,mixed] [--limit 600] [--queries 30] [--combined-queries N] [--json out.json]
 
 For each set of real images (photo: the tuxpaint and desktop-base pictures that look like photos, i.e. have
 many distinct colours; mixed: a sample of tuxpaint, openclipart and desktop-base), it embeds every image with
@@ -18,7 +18,8 @@ set's combined-edit copies are searched again with --distractors other dev image
 sets above hold a few hundred images; the ranking of a heavily edited copy degrades as the index grows).
 
 The global search is average pooling of the raw embedding, what searches use below IMGSEARCH_PROJECTION_MIN_IMAGES
-(1,000) indexed images, as for these sets. Recall is also split by the size of the original (its longer side),
+(1,000) indexed images, as for these sets; the at-scale index, larger, is searched through a projection learned from
+it (app_projection), as the app's would be. Recall is also split by the size of the original (its longer side),
 because many of the "photos" here are stamps of 50 to 200 pixels whose edited copies are only a few dozen.
 """
 
@@ -34,8 +35,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import DEV_IMAGES, RERANK_CANDIDATES
+from bench.common import DEV_IMAGES, PROJECTION_MIN_IMAGES, RERANK_CANDIDATES
 from bench.copysets import EDIT_TYPES, build_queries, load_original
+from search import projection
 from workers import localfeatures, signature, words
 from workers.imageio import ImageDecodeError
 FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
@@ -60,6 +62,13 @@ def thumb_vectors(img):
     return [np.asarray(t, np.float32).ravel() for t in (small, mirror)]
 
 
+def twin_of(thumbs, vectors):
+    """Whether an image (its thumb_vectors) is the same picture as one of `thumbs` (rows of earlier images' first
+    thumb vector): another size of it, or its mirror image. A set holds no two such files, since either would be a
+    right answer to the other's copies."""
+    return bool(len(thumbs)) and min(np.sqrt(((thumbs - v) ** 2).mean(axis=1)).min() for v in vectors) < 12
+
+
 def pick_images(root, which, limit, extra, seed):
     """(index, unrelated): up to `limit` distinct (path, image) pairs, and `extra` others of the same kind."""
     files = sorted(p for folder in FOLDERS[which] for p in (root / folder).rglob("*") if p.suffix in (".png", ".jpg"))
@@ -72,9 +81,8 @@ def pick_images(root, which, limit, extra, seed):
             continue
         if which == "photo" and not photo_like(img):
             continue
-        # The same picture stored twice (another size, or the mirrored stamp) would also be a right answer.
         vectors = thumb_vectors(img)
-        if len(thumbs) and min(np.sqrt(((thumbs - v) ** 2).mean(axis=1)).min() for v in vectors) < 12:
+        if twin_of(thumbs, vectors):
             continue
         chosen.append((path, img))
         thumbs = np.vstack([thumbs, vectors[0]])
@@ -83,6 +91,35 @@ def pick_images(root, which, limit, extra, seed):
     # Too few for both (the photo set): hold `extra` back, but index at least half.
     split = min(limit, max(len(chosen) - extra, len(chosen) // 2))
     return chosen[:split], chosen[split:]
+
+
+def combined_count(args):
+    """Combined-edit queries per set: --combined-queries, else --queries like every other edit type."""
+    return args.combined_queries or args.queries
+
+
+def edited_queries(images, args):
+    """--queries edited copies per single edit type, then combined_count(args) combinations of three (the first
+    --queries of them are the same either way: build_queries picks and edits each query on its own)."""
+    return (build_queries(images, args.queries, seed=args.seed, edits=EDIT_TYPES[:-1])
+            + build_queries(images, combined_count(args), seed=args.seed, edits=("combined",)))
+
+
+def app_projection(vectors):
+    """How the app's global search sees an index of these raw vectors: from PROJECTION_MIN_IMAGES images on, through
+    a projection learned from the index (search/projection.py; its PCA part alone, as for an index nobody tagged) as
+    a function of raw vectors; None below (raw vectors)."""
+    if len(vectors) < PROJECTION_MIN_IMAGES:
+        return None
+    fitted, _ = projection.fit(vectors, [[] for _ in vectors])
+    return fitted.apply
+
+
+def index_vectors(embedder, images):
+    """(the images' global vectors as the app searches them, the app_projection they went through or None)."""
+    raw = embed_all(embedder, images)
+    project = app_projection(raw)
+    return (raw if project is None else project(raw)), project
 
 
 def embed_all(embedder, images, batch=32):
@@ -177,10 +214,11 @@ def candidates_at(ids, scores, near, k, found=()):
     return candidates, near, frozenset(range(start, len(candidates)))
 
 
-def search(embedder, images, vectors, blobs, signatures, vocabulary_words, args):
+def search(embedder, images, vectors, blobs, signatures, vocabulary_words, args, project=None):
     """Searched for query images: the global top max(k, the fusion table's) and what re-ranking saw (`vocabulary_words`:
-    the visual words, index_words)."""
-    sims = embed_all(embedder, images) @ vectors.T
+    the visual words, index_words; `project`: what app_projection gives for the index, which `vectors` went through)."""
+    queries = embed_all(embedder, images)
+    sims = (queries if project is None else project(queries)) @ vectors.T
     top = np.argsort(-sims, axis=1)[:, : max(args.k, *FUSION_CANDIDATES)]
     results = [verify_candidates(img, t, row, blobs, signatures, vocabulary_words, args) for img, t, row in zip(images, top, sims)]
     return Searched(top, *(list(column) for column in zip(*results)))
@@ -225,13 +263,14 @@ def evaluate(embedder, root, which, args):
     blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
     extract_ms = 1000 * (time.perf_counter() - started) / len(images)
     signatures = np.stack([signature.compute(img) for img in images])
-    vectors = embed_all(embedder, images)
-    queries = build_queries(images, args.queries, seed=args.seed)
+    vectors, project = index_vectors(embedder, images)
+    queries = edited_queries(images, args)
     vocabulary_words = index_words(blobs)
-    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, args)
+    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, args, project)
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
-    u_searched = search(embedder, [img for _, img in unrelated], vectors, blobs, signatures, vocabulary_words, args)
+    u_searched = search(embedder, [img for _, img in unrelated], vectors, blobs, signatures, vocabulary_words, args,
+                        project)
     folders = np.array([path.parent.name for path, _ in index])
     query_folders = [p.parent.name for p, _ in unrelated]
     sides = np.array([max(images[q.source].size) for q in queries])
@@ -257,17 +296,17 @@ def evaluate_at_scale(embedder, root, args):
     recall@1 at each stage of STAGES, and where the original ranked globally. The other sets index a few hundred
     images; a real index holds thousands, where a heavily edited copy falls further down the global ranking."""
     index, _ = pick_images(root, "photo", args.limit, 0, args.seed)
-    taken = {path for path, _ in index}
+    taken = np.stack([thumb_vectors(img)[0] for _, img in index])
     others = [(p, img) for p, img in pick_images(root, "mixed", args.distractors + len(index), 0, args.seed + 1)[0]
-              if p not in taken][: args.distractors]
+              if not twin_of(taken, thumb_vectors(img))][: args.distractors]
     originals = [img for _, img in index]
     images = originals + [img for _, img in others]
     blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
     signatures = np.stack([signature.compute(img) for img in images])
-    vectors = embed_all(embedder, images)
-    queries = build_queries(originals, args.queries, seed=args.seed, edits=("combined",))
+    vectors, project = index_vectors(embedder, images)
+    queries = build_queries(originals, combined_count(args), seed=args.seed, edits=("combined",))
     vocabulary_words = index_words(blobs)
-    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, args)
+    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, args, project)
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
     stages = []
@@ -275,8 +314,10 @@ def evaluate_at_scale(embedder, root, args):
         options = {"fused": args.k, **stage}
         stages.append({"stage": name, "combined": float((rerank_top1(searched, args.min_inliers, **options) == sources).mean())})
     top = searched.top
+    sides = np.array([max(originals[q.source].size) for q in queries])
     return {"images": len(images), "photos": len(originals), "distractors": len(others), "queries": len(queries),
-            "global": float((top[:, 0] == sources).mean()),
+            "projection": project is not None,
+            "by_original_size": size_table(searched, sources, edits, sides, args), "global": float((top[:, 0] == sources).mean()),
             "global_at_k": float((top[:, : args.k] == sources[:, None]).any(axis=1).mean()), "stages": stages,
             "edits": sorted(set(edits.tolist()))}
 
@@ -405,6 +446,8 @@ def parser():
     parser.add_argument("--sets", default="photo,mixed", help="comma-separated: photo, mixed")
     parser.add_argument("--limit", type=int, default=600, help="indexed images per set")
     parser.add_argument("--queries", type=int, default=30, help="edited queries per edit type (11 types)")
+    parser.add_argument("--combined-queries", type=int, help="combined-edit queries per set (default: --queries); the "
+                        "target's figure, so worth more queries than each single edit")
     parser.add_argument("--unrelated", type=int, default=100, help="non-indexed images for the false-copy rate")
     parser.add_argument("--k", type=int, default=RERANK_CANDIDATES, help="global candidates re-ranked")
     parser.add_argument("--min-inliers", type=int, default=localfeatures.MIN_INLIERS)
@@ -453,6 +496,9 @@ def run(argv=()):
               f"copies: global R@1 {scale['global']:.3f}, original in the global top {args.k} {scale['global_at_k']:.3f}")
         for row in scale["stages"]:
             print(f"  {row['stage']:<45} combined R@1 {row['combined']:.3f}")
+        for band, rows in scale["by_original_size"].items():
+            r = rows["combined"]
+            print(f"  originals {band}: n={r['n']} global {r['global']:.3f} re-ranked {r['reranked']:.3f}")
     return report
 
 

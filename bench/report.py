@@ -115,6 +115,15 @@ def _quality(p):
     ]
 
 
+# Issue 9's target is for copies of real photos: the photo set, alone and among 3,000 other images (a real index is
+# larger than 305 images). The mixed set (drawings, symbols, icons of 60 pixels) is held to it as a stretch goal.
+COPY_TARGET = 0.95
+
+
+def _copy_target(which):
+    return f"stretch: >= {COPY_TARGET}" if which == "mixed" else f">= {COPY_TARGET}"
+
+
 def _copies(p):
     rows = []
     for which, r in p["sets"].items():
@@ -124,7 +133,8 @@ def _copies(p):
             row(f"Copies ({which}: {r['images']} images, {allr['n']} queries): recall@1, all edits", f"{allr['reranked']:.3f} re-ranked",
                 f"{allr['global']:.3f} global", f"{100 * (allr['reranked'] - allr['global']):+.1f} points"),
             row(f"Copies ({which}): recall@1, combinations of three edits ({comb['n']} queries)", f"{comb['reranked']:.3f} re-ranked",
-                f"{comb['global']:.3f} global", f"{100 * (comb['reranked'] - comb['global']):+.1f} points", ">= 0.95", comb["reranked"] >= 0.95),
+                f"{comb['global']:.3f} global", f"{100 * (comb['reranked'] - comb['global']):+.1f} points", _copy_target(which),
+                comb["reranked"] >= COPY_TARGET),
             row(f"Copies ({which}): category precision@10 of unrelated queries", f"{cat['precision_at_10_reranked']:.3f} re-ranked",
                 f"{cat['precision_at_10_global']:.3f} global", target="unchanged or better",
                 passed=cat["precision_at_10_reranked"] >= cat["precision_at_10_global"]),
@@ -138,7 +148,8 @@ def _copies(p):
         before, after = scale["stages"][0]["combined"], scale["stages"][-1]["combined"]
         rows.append(row(f"Copies at scale (photo set + {scale['distractors']} other images, {scale['images']} indexed): recall@1, "
                         f"combinations of three edits ({scale['queries']} queries)", f"{after:.3f} re-ranked",
-                        f"{before:.3f} before signatures; {scale['global']:.3f} global", f"{100 * (after - before):+.1f} points"))
+                        f"{before:.3f} before signatures; {scale['global']:.3f} global", f"{100 * (after - before):+.1f} points",
+                        _copy_target("at scale"), after >= COPY_TARGET))
     return rows
 
 
@@ -226,9 +237,18 @@ def _copies_table(c):
     scale = c.get("at_scale")
     if scale:
         lines += ["", f"At scale: the photo set's {scale['queries']} combined-edit copies searched again with {scale['distractors']} "
-                  f"other dev images indexed beside its {scale['photos']} ({scale['images']} in all; global R@1 {scale['global']:.3f}, "
+                  f"other dev images indexed beside its {scale['photos']} ({scale['images']} in all, none of them another file of the same "
+                  f"picture, as within each set"
+                  + ("; the global k-NN through a projection learned from the index, its PCA part as for an index nobody "
+                     "tagged, as the app searches from 1,000 images" if scale.get("projection") else "")
+                  + f"; global R@1 {scale['global']:.3f}, "
                   f"original in the global top {k} {scale['global_at_k']:.3f}):", "", "| stage | combined R@1 |", "|---|---|"]
         lines += [f"| {v['stage']} | {v['combined']:.3f} |" for v in scale["stages"]]
+        if scale.get("by_original_size"):
+            lines += ["", "At scale, by the original's longer side (combinations of three):", "",
+                      "| original | queries | global R@1 | re-ranked R@1 |", "|---|---|---|---|"]
+            lines += [f"| {band} | {r['combined']['n']} | {r['combined']['global']:.3f} | {r['combined']['reranked']:.3f} |"
+                      for band, r in scale["by_original_size"].items()]
     lines += ["", "The lead of the candidates that are not copies picked by cosine + weight x inliers + "
               f"{c.get('signature_weight', 0)} x signature likeness, the others in their global order (the app's weight is "
               f"{c.get('inlier_weight', 'n/a')}; 0 leaves the lead to cosine and likeness):", "",

@@ -67,6 +67,8 @@ def main():
     parser.add_argument("--only", help=f"comma-separated parts to run again ({','.join(PARTS + LARGE_PARTS)}); the "
                         "report keeps the other parts of the last one")
     parser.add_argument("--copy-queries", type=int, default=100, help="edited queries per edit type in the copies part")
+    parser.add_argument("--copy-combined-queries", type=int, default=300,
+                        help="combined-edit queries per set in the copies part (the target's figure)")
     parser.add_argument("--out", type=Path, default=DOCS)
     parser.add_argument("--knn-n", type=int, default=100_000, help="vectors for the default k-NN part")
     parser.add_argument("--search-size", type=int, default=10_000, help="indexed vectors for the search latency part")
@@ -86,7 +88,8 @@ def main():
         part("quality", results, load, quality.run, seeds_path=seeds)
     if "copies" in wanted:
         from bench import copy_detection
-        part("copies", results, load, copy_detection.run, ["--queries", str(args.copy_queries)])
+        part("copies", results, load, copy_detection.run,
+             ["--queries", str(args.copy_queries), "--combined-queries", str(args.copy_combined_queries)])
     if "gpu" in wanted:  # where torch sees no GPU this records only that
         from bench import gpu
         part("gpu", results, load, gpu.run)
