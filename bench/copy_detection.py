@@ -79,11 +79,13 @@ def twin_of(thumbs, vectors):
     return bool(len(thumbs)) and min(np.sqrt(((thumbs - v) ** 2).mean(axis=1)).min() for v in vectors) < 12
 
 
-def pick_images(root, which, limit, extra, seed):
-    """(index, unrelated): up to `limit` distinct (path, image) pairs, and `extra` others of the same kind."""
+def pick_images(root, which, limit, extra, seed, avoid=()):
+    """(index, unrelated): up to `limit` distinct (path, image) pairs, and `extra` others of the same kind; none of
+    them a twin (twin_of) of another or of an image in `avoid` (images another set already holds)."""
     files = sorted(p for folder in FOLDERS[which] for p in (root / folder).rglob("*") if p.suffix in (".png", ".jpg"))
     random.Random(seed).shuffle(files)
-    chosen, thumbs = [], np.zeros((0, 768), np.float32)
+    chosen = []
+    thumbs = np.array([thumb_vectors(img)[0] for img in avoid], np.float32).reshape(-1, 768)
     for path in files:
         try:
             img = load_original(path)
@@ -306,10 +308,8 @@ def evaluate_at_scale(embedder, root, args):
     recall@1 at each stage of STAGES, and where the original ranked globally. The other sets index a few hundred
     images; a real index holds thousands, where a heavily edited copy falls further down the global ranking."""
     index, _ = pick_images(root, "photo", args.limit, 0, args.seed)
-    taken = np.stack([thumb_vectors(img)[0] for _, img in index])
-    others = [(p, img) for p, img in pick_images(root, "mixed", args.distractors + len(index), 0, args.seed + 1)[0]
-              if not twin_of(taken, thumb_vectors(img))][: args.distractors]
     originals = [img for _, img in index]
+    others, _ = pick_images(root, "mixed", args.distractors, 0, args.seed + 1, avoid=originals)
     images = originals + [img for _, img in others]
     blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
     signatures = np.stack([signature.compute(img) for img in images])
@@ -455,8 +455,8 @@ def parser():
     parser.add_argument("--root", type=Path, default=DEV_IMAGES)
     parser.add_argument("--sets", default="photo,mixed", help="comma-separated: photo, mixed")
     parser.add_argument("--limit", type=int, default=600, help="indexed images per set")
-    parser.add_argument("--queries", type=int, default=30, help="edited queries per edit type (11 types)")
-    parser.add_argument("--combined-queries", type=int, help="combined-edit queries per set (default: --queries); the "
+    parser.add_argument("--queries", type=count, default=30, help="edited queries per edit type (11 types)")
+    parser.add_argument("--combined-queries", type=count, help="combined-edit queries per set (default: --queries); the "
                         "target's figure, so worth more queries than each single edit")
     parser.add_argument("--unrelated", type=int, default=100, help="non-indexed images for the false-copy rate")
     parser.add_argument("--k", type=int, default=RERANK_CANDIDATES, help="global candidates re-ranked")
@@ -469,6 +469,17 @@ def parser():
                         help="SIFT sizes to try instead of the app's, as SIDE:KEYPOINTS,... (e.g. 192:256,96:128)")
     parser.add_argument("--json", type=Path)
     return parser
+
+
+def count(text):
+    """--queries, --combined-queries: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("give at least 1")
+    return value
 
 
 def scales(text):
