@@ -313,7 +313,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return "-"
         tags = ngettext("%(dims)d from %(tags)d tag", "%(dims)d from %(tags)d tags", len(info["tags"])) % {
             "dims": info["lda_dims"], "tags": len(info["tags"])} if info["lda_dims"] else _("no tags")
-        return _("%(pca)d + %(tags)s, learned from %(images)d images") % {"pca": info["pca_dims"], "tags": tags, "images": info["images"]}
+        summary = _("%(pca)d + %(tags)s, learned from %(images)d images") % {"pca": info["pca_dims"], "tags": tags, "images": info["images"]}
+        if info.get("copy_dims"):
+            summary += _("; a copy space from %(pairs)d edited copies") % {"pairs": info["copy_pairs"]}
+        return summary
 
     def has_add_permission(self, request):
         return False  # workers register the models they load
@@ -332,8 +335,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Learn a projection for the active model from the index now"))
     def learn_projection(self, request, queryset):
-        run, message = reindex.projection_learn()
-        self.message_user(request, message, messages.SUCCESS if run else messages.WARNING)
+        sent, message = reindex.projection_request()
+        self.message_user(request, message, messages.SUCCESS if sent else messages.WARNING)
 
     @admin.action(description=_("Drop the embeddings of the selected inactive models"), permissions=["delete"])
     def drop_embeddings(self, request, queryset):

@@ -9,9 +9,17 @@ The projected vector joins two unit-length parts, so cosine similarity is their 
 - LDA: a tag-supervised whitening, learned from the tags people gave the images (user tags, such as the
   folder names of `index_images --tags-from-folders`): the directions that separate those tags, with the
   within-tag scatter whitened away. Weighted by `beta`, so images of tags it never saw lose nothing.
+
 bench/quality.py measured both against average pooling, PCA-whitening and query expansion, cross-fitted so
 that no query's own tags were learned from; README "Benchmarks" has the figures. Numpy only: the web
 process may import this module.
+
+Beside them, when it is given pairs of raw vectors (an indexed image and an edited copy of it, which the workers
+make: workers/edits.py), a projection learns a copy space (`copy_vectors`): the scatter of the differences within
+the pairs whitened away (what an edit does to a vector), then the main axes of the index in that space (Radenović et
+al.'s learned whitening). It ranks an image's edited copies far closer to it than the PCA part does, but categories
+worse, so searches use it only to pick the likeliest source among candidates that are not verified copies
+(workers/pipeline.py); the results and their scores stay those of the PCA and LDA parts.
 """
 
 import io
@@ -26,6 +34,8 @@ LDA_REGULARISATION = 0.3  # within-tag scatter += this x its mean eigenvalue x i
 MIN_IMAGES_PER_TAG = 10  # rarer tags carry too little to learn from
 MAX_TAG_SHARE = 0.5  # a tag on more than this share of the tagged images says little about any one of them
 MAX_FIT_VECTORS = 50_000  # a sample this large pins the covariances down; more only costs time
+COPY_DIMS = 256
+COPY_REGULARISATION = 0.3  # the edits' scatter += this x its mean eigenvalue x identity
 
 
 class ProjectionError(ValueError):
@@ -38,6 +48,7 @@ class Projection:
     pca: np.ndarray  # (D, pca_dims) float32
     lda: np.ndarray | None  # (D, lda_dims) float32; None without usable tags
     beta: float
+    copy: np.ndarray | None = None  # (D, copy_dims) float32; None: learned without edited copies
 
     @property
     def dim(self):
@@ -58,26 +69,35 @@ class Projection:
             parts = [np.sqrt(1 - self.beta) * parts[0], np.sqrt(self.beta) * _unit(x @ self.lda)]
         return np.hstack(parts).astype(np.float32)
 
+    def copy_vectors(self, raw):
+        """Unit vectors (float32) of raw embeddings in the copy space, one row each; None without one."""
+        if self.copy is None:
+            return None
+        return _unit((np.atleast_2d(np.asarray(raw, np.float32)) - self.mean) @ self.copy).astype(np.float32)
+
     def dumps(self):
         """Bytes to store with the model version (numpy's npz, no pickles)."""
         out = io.BytesIO()
         arrays = {"mean": self.mean, "pca": self.pca, "beta": np.float64(self.beta)}
-        if self.lda is not None:
-            arrays["lda"] = self.lda
+        for name in ("lda", "copy"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
         np.savez(out, **arrays)
         return out.getvalue()
 
     @classmethod
     def loads(cls, data):
         with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as arrays:
-            lda = arrays["lda"] if "lda" in arrays.files else None
-            return cls(arrays["mean"], arrays["pca"], lda, float(arrays["beta"]))
+            lda, copy = (arrays[name] if name in arrays.files else None for name in ("lda", "copy"))
+            return cls(arrays["mean"], arrays["pca"], lda, float(arrays["beta"]), copy)
 
 
-def fit(vectors, tags, *, pca_dims=PCA_DIMS, lda_dims=LDA_DIMS, beta=BETA, min_images=None, seed=0):
+def fit(vectors, tags, *, copies=None, pca_dims=PCA_DIMS, lda_dims=LDA_DIMS, beta=BETA, min_images=None, seed=0):
     """(Projection, info) learned from raw vectors (n, D) and each image's given tags (a list per image).
 
-    Raises ProjectionError when there are fewer than `min_images` vectors (default: 4 x pca_dims).
+    `copies`: (originals, edited copies), raw vectors of the same shape, row i of one an edited copy of row i of the
+    other, to learn the copy space from; None (or no rows): no copy space. Raises ProjectionError when there are
+    fewer than `min_images` vectors (default: 4 x pca_dims).
     """
     vectors = np.asarray(vectors, np.float32)
     n, dim = vectors.shape if vectors.ndim == 2 else (0, 0)
@@ -93,12 +113,16 @@ def fit(vectors, tags, *, pca_dims=PCA_DIMS, lda_dims=LDA_DIMS, beta=BETA, min_i
     pca = _top_eigenvectors(centred.T @ centred / len(centred), pca_dims)
     labels = usable_tags(tags)
     lda = _lda(centred, tags, labels, min(lda_dims, dim)) if len(labels) >= 2 else None
+    pairs = 0 if copies is None else len(copies[0])
+    copy = _copy_whitening(centred, *copies, min(COPY_DIMS, dim, n - 1)) if pairs else None
     info = {
         "images": int(len(vectors)), "input_dim": int(dim), "pca_dims": int(pca_dims),
         "lda_dims": 0 if lda is None else int(lda.shape[1]), "beta": beta if lda is not None else 0.0,
         "tags": sorted(labels), "tagged_images": int(sum(1 for t in tags if set(t) & labels)),
+        "copy_pairs": int(pairs), "copy_dims": 0 if copy is None else int(copy.shape[1]),
     }
-    return Projection(mean, pca.astype(np.float32), None if lda is None else lda.astype(np.float32), beta), info
+    as32 = (lambda m: None if m is None else m.astype(np.float32))
+    return Projection(mean, pca.astype(np.float32), as32(lda), beta, as32(copy)), info
 
 
 def usable_tags(tags):
@@ -129,6 +153,18 @@ def _lda(centred, tags, labels, dims):
     values, vectors = np.linalg.eigh(within)
     whitening = vectors / np.sqrt(np.maximum(values, 1e-12))
     return whitening @ _top_eigenvectors(whitening.T @ between @ whitening, dims)
+
+
+def _copy_whitening(centred, originals, copies, dims):
+    """The copy space: whiten the scatter of the copies' differences from their originals, then keep the main
+    axes of the (centred) index in that space."""
+    differences = np.asarray(originals, np.float64) - np.asarray(copies, np.float64)
+    scatter = differences.T @ differences / len(differences)
+    scatter += COPY_REGULARISATION * np.trace(scatter) / len(scatter) * np.eye(len(scatter))
+    values, vectors = np.linalg.eigh(scatter)
+    whitening = vectors / np.sqrt(np.maximum(values, 1e-12))
+    whitened = centred @ whitening
+    return whitening @ _top_eigenvectors(whitened.T @ whitened / len(whitened), dims)
 
 
 def _top_eigenvectors(matrix, count):

@@ -346,18 +346,23 @@ def _raw_counts(base_key):
     return rows.count(), rows.exclude(image__user_tags=[]).count()
 
 
-def projection_learn():
+def projection_learn(copy_pairs=None):
     """Learn a projection of the active model's raw vectors from the index, and start the run that applies it.
 
-    Returns (run, message); run is None when nothing was started, and the message says why.
+    `copy_pairs(base)`, given the ModelVersion of the raw vectors, returns (originals, edited copies) as raw vectors
+    for the projection's copy space (workers.pipeline.projection_copy_pairs: it needs the model, so only a worker
+    or a command passes it); None: no copy space. Returns (run, message); run is None when nothing was started, and
+    the message says why.
     """
     active = model_active()
     if active is None:
         return None, "Nothing is indexed yet."
     base = ModelVersion.objects.get(key=active.base_key) if active.base_key else active
     vectors, tags = _raw_sample(base.key)
+    minimum = settings.IMGSEARCH_PROJECTION_MIN_IMAGES
+    copies = copy_pairs(base) if copy_pairs is not None and len(vectors) >= minimum else None
     try:
-        learned, info = projection.fit(vectors, tags, min_images=settings.IMGSEARCH_PROJECTION_MIN_IMAGES)
+        learned, info = projection.fit(vectors, tags, copies=copies, min_images=minimum)
     except projection.ProjectionError as exc:
         return None, str(exc)
     data = learned.dumps()
@@ -372,8 +377,28 @@ def projection_learn():
     except ReindexError as exc:
         return None, str(exc)
     tags_used = f", {info['lda_dims']} from {len(info['tags'])} tags" if info["lda_dims"] else ""
-    return run, (f"Learned a projection from {info['images']} images ({info['pca_dims']} dimensions{tags_used}); "
-                 f"reindex run {run.id} applies it.")
+    copy_space = f", a copy space from {info['copy_pairs']} edited copies" if info["copy_dims"] else ""
+    return run, (f"Learned a projection from {info['images']} images ({info['pca_dims']} dimensions{tags_used}"
+                 f"{copy_space}); reindex run {run.id} applies it.")
+
+
+def projection_request():
+    """Ask a worker to learn a projection (with its copy space, which needs the model) and start the run that applies
+    it: (sent, message). Not sent when projection_learn would surely refuse: nothing or too little indexed, or a
+    run under way."""
+    active = model_active()
+    if active is None:
+        return False, "Nothing is indexed yet."
+    images, _ = _raw_counts(active.base_key or active.key)
+    if images < settings.IMGSEARCH_PROJECTION_MIN_IMAGES:
+        return False, (f"{images} embedded images; a projection is learned from "
+                       f"{settings.IMGSEARCH_PROJECTION_MIN_IMAGES} or more.")
+    running = ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).first()
+    if running is not None:
+        return False, f"Reindex run {running.id} is still {running.status}; wait for it or cancel it first."
+    transaction.on_commit(lambda: _send("workers.learn_projection"))
+    return True, ("A worker is learning a projection from the index (edited copies of some images are embedded "
+                  "first, a minute or so); a reindex run then applies it: see Reindex runs.")
 
 
 def _raw_sample(base_key):

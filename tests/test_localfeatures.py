@@ -223,3 +223,14 @@ def test_rerank_verifies_every_candidate_and_brings_in_a_distant_copy():
     ranked = rerank(candidates, extract(web_copy(original)), load, near=10)
     assert ranked[0] == (40, 0.5, "copy") and [m for _, _, m in ranked[1:]] == ["similar"] * 10
     assert asked == [*range(10), 40]
+
+
+def test_order_picks_the_lead_on_lead_scores_where_given_and_keeps_the_global_scores():
+    """lead_scores (the copy space's likeness) replace the global score in picking the lead only: the results keep
+    their global scores and the others their global order."""
+    candidates = [(1, 0.80), (2, 0.78), (3, 0.70), (4, 0.65)]
+    ranked = localfeatures.order(candidates, [0, 0, 2, 0], min_inliers=10, inlier_weight=0.02,
+                                 lead_scores=[0.30, 0.20, 0.25, 0.60])
+    assert ranked == [(4, 0.65, "similar"), (1, 0.80, "similar"), (2, 0.78, "similar"), (3, 0.70, "similar")]
+    # 3 has 2 inliers: 0.25 + 0.04 does not beat 4's 0.60; without lead_scores 1 leads on its global score.
+    assert [i for i, _, _ in localfeatures.order(candidates, [0, 0, 2, 0], min_inliers=10)] == [1, 2, 3, 4]

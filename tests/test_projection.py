@@ -63,6 +63,35 @@ def test_a_projection_round_trips_through_its_stored_bytes():
         back.apply(np.ones(5))
 
 
+EDIT_NOISE = np.r_[np.full(8, 4.0), np.full(56, 0.1)]  # what an edit changes: mostly directions 0-7
+
+
+def edited(x, rng):
+    """Edited copies of 64-dimensional vectors: large noise in directions 0-7, small elsewhere."""
+    return (x + rng.normal(size=x.shape) * EDIT_NOISE).astype(np.float32)
+
+
+def test_edited_copies_teach_a_copy_space_where_copies_find_their_originals():
+    """The copy space whitens away what edits change: fresh copies of other images find their originals there far
+    more often than through the PCA part, whose main axes are the edit-prone directions; it round-trips."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(200, 64)) * np.r_[np.full(8, 3.0), np.full(56, 1.0)]).astype(np.float32)
+    learned_from = rng.choice(200, 100, replace=False)
+    learned, info = projection.fit(x, [[]] * len(x), copies=(x[learned_from], edited(x[learned_from], rng)),
+                                   pca_dims=16, min_images=10)
+    assert info["copy_pairs"] == 100 and info["copy_dims"] == 64 and learned.copy.shape == (64, 64)
+    queries = edited(x, rng)  # new edits, of every image
+    pca_hits = (np.argmax(learned.apply(queries) @ learned.apply(x).T, axis=1) == np.arange(200)).mean()
+    copy_hits = (np.argmax(learned.copy_vectors(queries) @ learned.copy_vectors(x).T, axis=1) == np.arange(200)).mean()
+    assert copy_hits > 0.9 and copy_hits > pca_hits + 0.3
+    back = projection.Projection.loads(learned.dumps())
+    assert np.array_equal(back.copy_vectors(x), learned.copy_vectors(x)) and back.dim == learned.dim == 16
+    assert np.allclose(np.linalg.norm(back.copy_vectors(x[0]), axis=1), 1, atol=1e-5)
+    plain, info = projection.fit(x, [[]] * len(x), pca_dims=16, min_images=10)
+    assert plain.copy is None and plain.copy_vectors(x) is None and info["copy_pairs"] == info["copy_dims"] == 0
+    assert projection.Projection.loads(plain.dumps()).copy is None
+
+
 def test_too_few_images_are_refused_with_a_reason():
     """Below the minimum the fit raises ProjectionError saying how many it has and needs."""
     x, labels = hidden_classes(n_per_class=5)
@@ -79,11 +108,12 @@ def test_usable_tags_leave_out_rare_and_all_covering_tags():
 # --- Learning in the index, applied by a reindex run -----------------------------------------------
 
 
-def raw_index(count, dim=32, key="test:raw"):
-    """Ready images with raw vectors of an active model `key`, tagged in two groups."""
-    ModelVersion.objects.create(key=key, arch="mobilenet_v2", weights="x", dim=dim, active=True)
-    rng = np.random.default_rng(1)
-    for i in range(count):
+def raw_index(count, dim=32, key="test:raw", start=0):
+    """Ready images with raw vectors of an active model `key`, tagged in two groups (start > 0: more of them)."""
+    if not start:
+        ModelVersion.objects.create(key=key, arch="mobilenet_v2", weights="x", dim=dim, active=True)
+    rng = np.random.default_rng(1 + start)
+    for i in range(start, start + count):
         image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"x/{i}.png", title=str(i),
                                             status=IndexedImage.Status.READY, user_tags=["cats" if i % 2 else "dogs"])
         Embedding.objects.create(image=image, model_key=key, vector=unit(rng.normal(size=(1, dim)))[0])
@@ -103,6 +133,67 @@ def test_learning_stores_the_projection_with_a_new_model_version_and_starts_its_
     assert learned.input_dim == 32 and learned.dim == version.dim
     # Another run is under way: learning again is refused, with the reason.
     assert reindex.projection_learn() == (None, f"Reindex run {run.id} is still queued; wait for it or cancel it first.")
+
+
+@pytest.mark.django_db
+def test_learning_with_edited_copies_adds_a_copy_space(settings):
+    """copy_pairs is asked for the base version's (originals, copies) and the projection keeps a copy space learned
+    from them; the message says so. Too small an index never asks for copies (they cost a model and a minute)."""
+    settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
+    raw_index(20)
+    asked = []
+
+    def copy_pairs(base):
+        asked.append(base.key)
+        vectors = np.stack(list(Embedding.objects.filter(model_key=base.key).values_list("vector", flat=True)[:25]))
+        return vectors, unit(vectors + np.random.default_rng(2).normal(size=vectors.shape) * 0.1)
+
+    assert reindex.projection_learn(copy_pairs=copy_pairs) == (None, "20 embedded images; a projection is learned from 30 or more.")
+    assert asked == []
+    raw_index(20, start=20)
+    run, message = reindex.projection_learn(copy_pairs=copy_pairs)
+    assert asked == ["test:raw"] and "a copy space from 25 edited copies" in message
+    version = ModelVersion.objects.get(key=run.model_key)
+    assert version.projection_info["copy_pairs"] == 25 and projection.Projection.loads(version.projection).copy.shape == (32, 32)
+
+
+@pytest.mark.django_db
+def test_searches_pick_the_lead_on_the_copy_space_likeness_from_the_raw_vectors():
+    """_copy_scores: each candidate's cosine to the query in the copy space, from the stored raw vectors; -1 for one
+    without a raw vector; None without a copy space."""
+    from types import SimpleNamespace
+
+    from workers.pipeline import Space, _copy_scores
+
+    raw_index(40)
+    rows = dict(Embedding.objects.filter(model_key="test:raw").values_list("image_id", "vector"))
+    ids = sorted(rows)
+    x = np.stack([rows[i] for i in ids])
+    learned, _ = projection.fit(x, [[]] * len(x), copies=(x[:20], unit(x[:20] + 0.05)), min_images=10)
+    space = Space("test:raw:p-1", SimpleNamespace(key="test:raw"), learned)
+    query = x[3] + 0.01
+    scores = _copy_scores(space, query, [(ids[3], 0.5), (ids[7], 0.9), (10**9, 0.99)])
+    expected = learned.copy_vectors(x[[3, 7]]) @ learned.copy_vectors(query)[0]
+    assert np.allclose(scores[:2], expected, atol=1e-5) and scores[0] > 0.99 and scores[2] == -1.0
+    plain, _ = projection.fit(x, [[]] * len(x), min_images=10)
+    assert _copy_scores(Space("test:raw:p-2", SimpleNamespace(key="test:raw"), plain), query, [(ids[3], 0.5)]) is None
+    assert _copy_scores(space, None, [(ids[3], 0.5)]) is None
+
+
+@pytest.mark.django_db
+def test_the_admin_asks_a_worker_to_learn_a_projection_unless_it_would_be_refused(settings, django_capture_on_commit_callbacks):
+    """projection_request (the admin action) sends the learning to a worker, which has the model for the copies; too
+    small an index or a run under way is said at once instead."""
+    settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
+    assert reindex.projection_request() == (False, "Nothing is indexed yet.")
+    raw_index(20)
+    assert reindex.projection_request() == (False, "20 embedded images; a projection is learned from 30 or more.")
+    raw_index(20, start=20)
+    with django_capture_on_commit_callbacks() as callbacks:
+        sent, message = reindex.projection_request()
+    assert sent and "A worker is learning a projection" in message and len(callbacks) == 1
+    run = ReindexRun.objects.create(arch="mobilenet_v2", weights="x", model_key="test:raw")
+    assert reindex.projection_request() == (False, f"Reindex run {run.id} is still queued; wait for it or cancel it first.")
 
 
 @pytest.mark.django_db
@@ -157,6 +248,8 @@ def test_a_learned_projection_is_applied_in_the_background_and_searches_use_it(w
     assert active.base_key == raw.key and active.dim == 11  # 12 images span 11 directions; no tag has 10 images
     assert Embedding.objects.filter(model_key=active.key).count() == 12
     assert Embedding.objects.filter(model_key=raw.key).count() == 12  # kept: the next projection learns from them
+    # Edited copies of the 12 images, embedded by the command, taught it a copy space.
+    assert active.projection_info["copy_pairs"] == 12 and projection.Projection.loads(active.projection).copy is not None
     original = IndexedImage.objects.order_by("id")[5]
     from django.core.files.uploadedfile import SimpleUploadedFile
 

@@ -210,7 +210,7 @@ def _inliers(query_points, query_desc, cand_points, cand_desc):
 
 def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_INLIERS,
           inlier_weight: float = INLIER_WEIGHT, likeness=None, signature_weight: float = SIGNATURE_WEIGHT,
-          identical=frozenset(), verified_only=frozenset()) -> list:
+          identical=frozenset(), verified_only=frozenset(), lead_scores=None) -> list:
     """[(image_id, score, match)], best first, of candidates [(image_id, score)] in their global order.
 
     `inliers` per candidate (None: not verified, as 0). Tiers: ids in `identical` (the query's very file), then
@@ -226,7 +226,9 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
     images indexed beside the photo set, an original the words found with a few inliers (or a likeness) too few to
     verify it then still came first for 3 more of 300 combined-edit copies (seeds 0 to 2; the small sets' recall
     unchanged, their unrelated queries' category precision@10 within 0.002 either way), so the "similar" results
-    stay the global neighbours but for the lead.
+    stay the global neighbours but for the lead. `lead_scores` (one per candidate; None: their global scores) are
+    the likeness the lead is picked on in place of the global score: a space where edited copies lie closer to
+    their originals (search/projection.py's copy space).
     """
     def tier(position, image_id, n):  # 3 identical, 2 verified copy, 1 near duplicate, 0 the rest
         if image_id in identical:
@@ -237,6 +239,7 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
 
     counts = [n or 0 for n in inliers]
     alike = [0.0] * len(candidates) if likeness is None else likeness
+    base = [score for _, score in candidates] if lead_scores is None else lead_scores
     tiers = [tier(position, image_id, n) for position, ((image_id, _), n) in enumerate(zip(candidates, counts))]
     copies = sorted((p for p, t in enumerate(tiers) if t), key=lambda p: (tiers[p], counts[p] if tiers[p] == 2 else 0),
                     reverse=True)  # stable: ties stay in the given order
@@ -244,13 +247,13 @@ def order(candidates: list, inliers: list, *, near=None, min_inliers: int = MIN_
     rest = [p for p in others if p not in verified_only]
     if others:
         # ties: the first
-        lead = max(others, key=lambda p: candidates[p][1] + inlier_weight * counts[p] + signature_weight * alike[p])
+        lead = max(others, key=lambda p: base[p] + inlier_weight * counts[p] + signature_weight * alike[p])
         rest = [lead] + [p for p in rest if p != lead]
     return [(*candidates[p], "copy" if tiers[p] else "similar") for p in copies + rest]
 
 
 def rerank(candidates: list, query_features: Features, load_features, *, near=None, min_inliers: int = MIN_INLIERS,
-           likeness=None, identical=frozenset(), verified_only=frozenset()) -> list:
+           likeness=None, identical=frozenset(), verified_only=frozenset(), lead_scores=None) -> list:
     """Re-order candidates [(image_id, cosine score)]: the global k-NN ones, best first, then possibly the
     signature's near duplicate (`near`, its position) and those found in the whole index (at `verified_only`).
     Verifies each against its local features, which `load_features(ids)` returns as {image_id: Features} (a
@@ -261,7 +264,7 @@ def rerank(candidates: list, query_features: Features, load_features, *, near=No
     """
     inliers = verify_all(candidates, query_features, load_features)
     return order(candidates, inliers, near=near, min_inliers=min_inliers, likeness=likeness, identical=identical,
-                 verified_only=verified_only)
+                 verified_only=verified_only, lead_scores=lead_scores)
 
 
 def verify_all(candidates: list, query_features: Features, load_features) -> list:

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import random
 import sys
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from search.models import Embedding, IndexedImage, LocalFeatures, ModelVersion, 
 from search.projection import Projection
 
 from . import embedder as embedder_module
-from . import localfeatures, signature, words
+from . import edits, localfeatures, signature, words
 from .imageio import ImageDecodeError, load_rgb, make_thumbnail
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def search_execute(job):
     except embedder_module.WeightsError as exc:
         raise SearchError(f"The search model cannot be loaded: {exc}") from None
     started = time.perf_counter()
-    vector, image = query_vector(job, space)
+    vector, raw, image = query_vector(job, space)
     embedded = time.perf_counter()
     # Re-ranking looks at more candidates than asked for, so a copy outside the top k is brought in.
     rerank_on = job.rerank and settings.IMGSEARCH_LOCAL_FEATURES
@@ -145,7 +146,8 @@ def search_execute(job):
     if not candidates and not Embedding.objects.filter(model_key=space.key).exists():
         raise SearchError(f"The index holds no images embedded with {space.key} yet; index some images first.")
     if rerank_on:
-        results, rerank_ms = rerank(job, image, vector, space, candidates)[: job.k], (time.perf_counter() - queried) * 1000
+        results = rerank(job, image, (vector, raw), space, candidates)[: job.k]
+        rerank_ms = (time.perf_counter() - queried) * 1000
     else:
         results, rerank_ms = [(image_id, score, "similar") for image_id, score in candidates], None
     services.search_job_complete(job, results, model_key=space.key, embed_ms=(embedded - started) * 1000,
@@ -153,18 +155,21 @@ def search_execute(job):
 
 
 def query_vector(job, space):
-    """(the query's vector, its decoded image): an indexed image's stored vector (and no image) when it has one."""
+    """(the query's vector, its raw vector, its decoded image): an indexed image's stored vectors (and no image) when
+    it has them (its raw vector None where the version keeps none)."""
     if job.source_image_id and not job.query_image:
         stored = services.stored_vector(job.source_image_id, space.key)
         if stored is not None:
-            return stored, None
+            raw = stored if space.projection is None else services.stored_vector(job.source_image_id, space.base_key)
+            return stored, raw, None
         source = job.source_image.file
     elif job.query_image:
         source = job.query_image
     else:
         raise SearchError("The image to search with is no longer in the index.")
     image = _load_query(source, space.embedder.resize_size)
-    return space.vectors(space.embedder.embed([image])[0])[0], image
+    raw = space.embedder.embed([image])[0]  # one row
+    return space.vectors(raw)[0], raw[0], image
 
 
 def _load_query(source, size):
@@ -177,13 +182,16 @@ def _load_query(source, size):
         raise SearchError("The query image is missing on the server; please upload it again.") from None
 
 
-def rerank(job, image, vector, space, candidates):
+def rerank(job, image, vectors, space, candidates):
     """Re-order the k-NN candidates by copy evidence: [(image_id, score, match)], copies first.
 
-    The image whose signature matches the query's best in the whole index joins the candidates as the near
-    duplicate (see _near_duplicate), or below SIGNATURE_COPY as a lookalike, and so do those whose visual words are
-    nearest the query's (see _found_candidates); all of them are verified with local features.
+    `vectors`: the query's (vector, raw vector). The image whose signature matches the query's best in the whole
+    index joins the candidates as the near duplicate (see _near_duplicate), or below SIGNATURE_COPY as a lookalike,
+    and so do those whose visual words are nearest the query's (see _found_candidates); all of them are verified
+    with local features. Where the projection has a copy space, the lead of the candidates that are not copies is
+    picked on their likeness there (see _copy_scores).
     """
+    vector, raw = vectors
     query_features, query_signature = _query_evidence(job, image)
     best, lookalike = signature.near_or_lookalike(knn.signature_match(query_signature))  # in the whole index
     candidates, near = _near_duplicate(job, vector, space, candidates, best)
@@ -193,7 +201,22 @@ def rerank(job, image, vector, space, candidates):
     features, signatures = _stored_evidence([image_id for image_id, _ in candidates])  # every candidate's, at once
     likeness = signature.likeness(query_signature, [signatures.get(image_id) for image_id, _ in candidates])
     return localfeatures.rerank(candidates, query_features, lambda _ids: features, near=near, likeness=likeness,
-                                identical=services.search_job_identical(job, candidates), verified_only=found)
+                                identical=services.search_job_identical(job, candidates), verified_only=found,
+                                lead_scores=_copy_scores(space, raw, candidates))
+
+
+def _copy_scores(space, raw, candidates):
+    """Each candidate's cosine to the query in the projection's copy space (search/projection.py), from the raw
+    vectors a projected version keeps beside its own; None without a copy space or the query's raw vector. A
+    candidate without a raw vector gets -1: it cannot lead."""
+    if space.projection is None or space.projection.copy is None or raw is None:
+        return None
+    ids = [image_id for image_id, _ in candidates]
+    stored = dict(Embedding.objects.filter(model_key=space.base_key, image_id__in=ids).values_list("image_id", "vector"))
+    have = [image_id for image_id in ids if image_id in stored]
+    query = space.projection.copy_vectors(raw)[0]
+    sims = dict(zip(have, space.projection.copy_vectors([stored[i] for i in have]) @ query)) if have else {}
+    return [float(sims.get(image_id, -1.0)) for image_id in ids]
 
 
 def _near_duplicate(job, vector, space, candidates, best):
@@ -566,3 +589,31 @@ def _project_stored(space, images):
 
 def _failures(failed):
     return [{"image_id": image.id, "reason": reason[:500]} for image, reason in failed]
+
+
+# --- Projections ------------------------------------------------------------------------------------
+
+def projection_copy_pairs(base, count=edits.COPY_PAIRS):
+    """(originals, copies): the stored raw vectors of up to `count` ready images of the model version `base`, chosen
+    at random, and the raw vectors of an edited copy of each (workers/edits.py), for search.projection.fit. Images
+    whose file cannot be read any more are left out."""
+    ids = list(Embedding.objects.filter(model_key=base.key, image__status=IndexedImage.Status.READY)
+               .values_list("image_id", flat=True))
+    rng = random.Random(0)
+    ids = rng.sample(ids, min(count, len(ids)))
+    embedder = embedder_module.get_embedder(base.arch, base.weights)
+    vectors = dict(Embedding.objects.filter(model_key=base.key, image_id__in=ids).values_list("image_id", "vector"))
+    originals, copies, batch = [], [], []
+    for image in IndexedImage.objects.filter(id__in=list(vectors)).order_by("id").only("id", "file"):
+        try:
+            pil = load_rgb(image.file.path, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
+        except (ImageDecodeError, OSError):
+            continue
+        originals.append(np.asarray(vectors[image.id], np.float32))
+        batch.append(edits.edited(pil, rng))
+        if len(batch) == 32:  # embedded as they come: a big photo's copies are not all held at once
+            copies.append(embedder.embed(batch)[0])
+            batch = []
+    if batch:
+        copies.append(embedder.embed(batch)[0])
+    return (np.stack(originals), np.concatenate(copies)) if originals else None

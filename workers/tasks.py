@@ -126,8 +126,16 @@ def refresh_projection():
     """Beat: learn a projection for the active model when the index has grown enough (IMGSEARCH_PROJECTION=auto)."""
     due, reason = reindex.projection_due()
     if due:
-        run, message = reindex.projection_learn()
-        log.info("projection: %s (%s)", message, reason)
+        learn_projection(reason)
+
+
+@shared_task(name="workers.learn_projection", max_retries=0)
+def learn_projection(reason="asked for in the admin"):
+    """Learn a projection with its copy space (edited copies embedded here) and start the run that applies it."""
+    from .pipeline import projection_copy_pairs
+
+    run, message = reindex.projection_learn(copy_pairs=projection_copy_pairs)
+    log.info("projection: %s (%s)", message, reason)
 
 
 @shared_task(name="workers.refresh_words", max_retries=0)

@@ -9,13 +9,16 @@ from .reindex import Command as ReindexCommand
 
 class Command(ReindexCommand):
     help = ("Learn a projection of the active model's vectors from the index and its given tags (search/projection.py), "
-            "then apply it in a background reindex run; searches switch to it when the run is done.")
+            "with a copy space from edited copies of some indexed images (embedded here, a minute or so), then apply "
+            "it in a background reindex run; searches switch to it when the run is done.")
 
     def add_arguments(self, parser):
         parser.add_argument("--no-wait", action="store_true", help="start the run and return at once")
 
     def handle(self, no_wait, **options):
-        run, message = reindex.projection_learn()
+        from workers.pipeline import projection_copy_pairs  # the model, for the copy space's edited copies
+
+        run, message = reindex.projection_learn(copy_pairs=projection_copy_pairs)
         if run is None:
             raise CommandError(message)
         self.stdout.write(message)
