@@ -19,7 +19,9 @@ sets above hold a few hundred images; the ranking of a heavily edited copy degra
 
 The global search is average pooling of the raw embedding, what searches use below IMGSEARCH_PROJECTION_MIN_IMAGES
 (1,000) indexed images, as for these sets; the at-scale index, larger, is searched through a projection learned from
-it (app_projection), as the app's would be. Recall is also split by the size of the original (its longer side),
+it (app_projection), as the app's would be, with its copy space: learned from edited copies of 1,500 of the indexed
+images (workers/edits.py, other edits than this benchmark's), it picks the lead of the candidates that are not
+copies. Recall is also split by the size of the original (its longer side),
 because many of the "photos" here are stamps of 50 to 200 pixels whose edited copies are only a few dozen.
 """
 
@@ -39,6 +41,7 @@ from bench.common import DEV_IMAGES, PROJECTION_MIN_IMAGES, RERANK_CANDIDATES
 from bench.copysets import EDIT_TYPES, build_queries, load_original
 from search import projection
 from workers import localfeatures, signature, words
+from workers.edits import COPY_PAIRS, edited
 from workers.imageio import ImageDecodeError
 FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
 THRESHOLDS = (6, 8, 10, 12, 15, 20, 30)
@@ -117,21 +120,45 @@ def edited_queries(images, args):
             + build_queries(images, combined_count(args), seed=args.seed, edits=("combined",)))
 
 
-def app_projection(vectors):
+@dataclass
+class GlobalIndex:
     """How the app's global search sees an index of these raw vectors: from PROJECTION_MIN_IMAGES images on, through
-    a projection learned from the index (search/projection.py; its PCA part alone, as for an index nobody tagged) as
-    a function of raw vectors; None below (raw vectors)."""
-    if len(vectors) < PROJECTION_MIN_IMAGES:
+    a projection learned from the index (search/projection.py: its PCA part alone, as for an index nobody tagged,
+    and the copy space), else raw."""
+
+    raw: np.ndarray
+    projection: object = None  # search.projection.Projection or None
+
+    def __post_init__(self):
+        self.vectors = self.queries(self.raw)
+        self.copy = None if self.projection is None else self.projection.copy_vectors(self.raw)
+
+    def queries(self, raw):
+        """The vectors the index is searched with, of raw query vectors."""
+        return raw if self.projection is None else self.projection.apply(raw)
+
+    def copy_likeness(self, raw):
+        """A raw query vector's cosine to every indexed image in the copy space, or None without one."""
+        return None if self.copy is None else self.copy @ self.projection.copy_vectors(raw)[0]
+
+
+def app_projection(embedder, raw, images):
+    """The projection the app learns for an index of these images and raw vectors (None below PROJECTION_MIN_IMAGES):
+    the PCA part, and the copy space from an edited copy of each of up to COPY_PAIRS of them, as
+    workers.pipeline.projection_copy_pairs makes them."""
+    if len(raw) < PROJECTION_MIN_IMAGES:
         return None
-    fitted, _ = projection.fit(vectors, [[] for _ in vectors])
-    return fitted.apply
+    rng = random.Random(0)
+    picks = sorted(rng.sample(range(len(images)), min(COPY_PAIRS, len(images))))
+    copies = embed_all(embedder, [edited(images[i], rng) for i in picks])
+    fitted, _ = projection.fit(raw, [[] for _ in raw], copies=(raw[picks], copies))
+    return fitted
 
 
 def index_vectors(embedder, images):
-    """(the images' global vectors as the app searches them, the app_projection they went through or None)."""
+    """The GlobalIndex of these images, as the app would search it."""
     raw = embed_all(embedder, images)
-    project = app_projection(raw)
-    return (raw if project is None else project(raw)), project
+    return GlobalIndex(raw, app_projection(embedder, raw, images))
 
 
 def embed_all(embedder, images, batch=32):
@@ -144,7 +171,8 @@ class Searched:
     """What the searches of a query set looked at: per query its global top (best first), the candidates
     re-ranking may see (that top, plus the signature's near duplicate and the visual words' nearest when they were
     not in it) with their global scores, inliers and signature likeness to the query, the near duplicate's position
-    (None), the ids the visual words found, and the seconds each search's re-ranking took."""
+    (None), the ids the visual words found, the seconds each search's re-ranking took, and the candidates' copy-space
+    likeness to the query (None without a copy space; see GlobalIndex)."""
 
     top: np.ndarray
     candidates: list
@@ -154,6 +182,7 @@ class Searched:
     nears: list
     found: list
     seconds: list
+    leads: list
 
 
 def index_words(blobs):
@@ -179,9 +208,10 @@ def found_in_index(query, likeness, vocabulary_words):
     return list(dict.fromkeys(words_nearest(query, vocabulary_words) + ([] if lookalike is None else [lookalike])))
 
 
-def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, args):
+def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, args, copy_likeness=None):
     """(candidate ids, their global scores, inliers, signature likeness, the near duplicate's position or None, the
-    ids found in the whole index (found_in_index), seconds) of one query.
+    ids found in the whole index (found_in_index), seconds, their copy-space likeness or None) of one query
+    (`copy_likeness`: GlobalIndex.copy_likeness of the query).
 
     Timed, what a search does (workers/pipeline.py): extract the query's features and signature, find the best
     signature match and the nearest visual words in the whole index (`vocabulary_words`: index_words; exact here, HNSW in the
@@ -198,6 +228,7 @@ def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, arg
     ids += [i for i in found if i not in ids]
     scores = [float(sims[i]) for i in ids]
     alike = signature.likeness(query_signature, list(signatures[ids]))
+    leads = None if copy_likeness is None else [float(copy_likeness[i]) for i in ids]
 
     def load(wanted):
         return {i: localfeatures.unpack(blobs[i]) for i in wanted}
@@ -205,12 +236,14 @@ def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, arg
     searched, position, extra = candidates_at(ids, scores, near, args.k, found)
     inliers = dict(zip((i for i, _ in searched), localfeatures.verify_all(searched, query, load)))
     likes = dict(zip(ids, alike))
+    lead = None if leads is None else dict(zip(ids, leads))
     localfeatures.order(searched, [inliers[i] for i, _ in searched], near=position, min_inliers=args.min_inliers,
-                        likeness=[likes[i] for i, _ in searched], verified_only=extra)
+                        likeness=[likes[i] for i, _ in searched], verified_only=extra,
+                        lead_scores=None if lead is None else [lead[i] for i, _ in searched])
     seconds = time.perf_counter() - started
     rest = [(i, s) for i, s in zip(ids, scores) if i not in inliers]
     inliers.update(zip((i for i, _ in rest), localfeatures.verify_all(rest, query, load)))
-    return ids, scores, [inliers[i] or 0 for i in ids], alike, near, found, seconds
+    return ids, scores, [inliers[i] or 0 for i in ids], alike, near, found, seconds, leads
 
 
 def candidates_at(ids, scores, near, k, found=()):
@@ -226,39 +259,45 @@ def candidates_at(ids, scores, near, k, found=()):
     return candidates, near, frozenset(range(start, len(candidates)))
 
 
-def search(embedder, images, vectors, blobs, signatures, vocabulary_words, args, project=None):
-    """Searched for query images: the global top max(k, the fusion table's) and what re-ranking saw (`vocabulary_words`:
-    the visual words, index_words; `project`: what app_projection gives for the index, which `vectors` went through)."""
-    queries = embed_all(embedder, images)
-    sims = (queries if project is None else project(queries)) @ vectors.T
+def search(embedder, images, index, blobs, signatures, vocabulary_words, args):
+    """Searched for query images: the global top max(k, the fusion table's) and what re-ranking saw (`index`: the
+    GlobalIndex, index_vectors; `vocabulary_words`: the visual words, index_words)."""
+    raw = embed_all(embedder, images)
+    sims = index.queries(raw) @ index.vectors.T
     top = np.argsort(-sims, axis=1)[:, : max(args.k, *FUSION_CANDIDATES)]
-    results = [verify_candidates(img, t, row, blobs, signatures, vocabulary_words, args) for img, t, row in zip(images, top, sims)]
+    results = [verify_candidates(img, t, row, blobs, signatures, vocabulary_words, args, index.copy_likeness(r))
+               for img, t, row, r in zip(images, top, sims, raw)]
     return Searched(top, *(list(column) for column in zip(*results)))
 
 
 # How a search's copy evidence was built up, for the "stages" table: (name, ranked_lists options). The last is what
 # searches do.
-STAGES = (("first k verified", {"near_duplicate": False, "alike": False, "found_by_words": False}),
-          ("+ signature near duplicate", {"near_duplicate": True, "alike": False, "found_by_words": False}),
-          ("+ signature likeness in picking the lead", {"near_duplicate": True, "alike": True, "found_by_words": False}),
-          ("+ whole-index finds (visual words' 5 nearest, the likest signature), verified or leading (production)", {"near_duplicate": True, "alike": True, "found_by_words": True}))
+STAGES = (("first k verified", {"near_duplicate": False, "alike": False, "found_by_words": False, "copy_space": False}),
+          ("+ signature near duplicate", {"near_duplicate": True, "alike": False, "found_by_words": False, "copy_space": False}),
+          ("+ signature likeness in picking the lead", {"near_duplicate": True, "alike": True, "found_by_words": False, "copy_space": False}),
+          ("+ whole-index finds (visual words' 5 nearest, the likest signature), verified or leading", {"near_duplicate": True, "alike": True, "found_by_words": True, "copy_space": False}),
+          ("+ the lead picked in the projection's copy space, where it has one (production)", {"near_duplicate": True, "alike": True, "found_by_words": True, "copy_space": True}))
 
 
 def ranked_lists(searched, min_inliers, weight=localfeatures.INLIER_WEIGHT, fused=RERANK_CANDIDATES,
-                 near_duplicate=True, alike=True, found_by_words=True):
+                 near_duplicate=True, alike=True, found_by_words=True, copy_space=True):
     """Each query's results after localfeatures.order with `fused` global candidates: [(image_id, score, match)],
     best first. `near_duplicate` False ignores the signature's near duplicate, `alike` False its likeness to the
-    candidates (both False: the evidence before signatures), `found_by_words` False the visual words' finds."""
+    candidates (both False: the evidence before signatures), `found_by_words` False the visual words' finds,
+    `copy_space` False the copy space's likeness in picking the lead (the global score instead)."""
     out = []
-    rows = zip(searched.candidates, searched.scores, searched.inliers, searched.likeness, searched.nears, searched.found)
-    for ids, scores, inliers, likeness, near, found in rows:
+    rows = zip(searched.candidates, searched.scores, searched.inliers, searched.likeness, searched.nears, searched.found,
+               searched.leads)
+    for ids, scores, inliers, likeness, near, found, leads in rows:
         candidates, position, extra = candidates_at(ids, scores, near if near_duplicate else None, fused,
                                                     found if found_by_words else ())
         counts, likes = dict(zip(ids, inliers)), dict(zip(ids, likeness))
+        lead = None if leads is None or not copy_space else dict(zip(ids, leads))
         out.append(localfeatures.order(candidates, [counts[i] for i, _ in candidates], near=position,
                                        min_inliers=min_inliers, inlier_weight=weight,
                                        likeness=[likes[i] for i, _ in candidates] if alike else None,
-                                       verified_only=extra))
+                                       verified_only=extra,
+                                       lead_scores=None if lead is None else [lead[i] for i, _ in candidates]))
     return out
 
 
@@ -275,14 +314,13 @@ def evaluate(embedder, root, which, args):
     blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
     extract_ms = 1000 * (time.perf_counter() - started) / len(images)
     signatures = np.stack([signature.compute(img) for img in images])
-    vectors, project = index_vectors(embedder, images)
+    global_index = index_vectors(embedder, images)
     queries = edited_queries(images, args)
     vocabulary_words = index_words(blobs)
-    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, args, project)
+    searched = search(embedder, [q.image for q in queries], global_index, blobs, signatures, vocabulary_words, args)
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
-    u_searched = search(embedder, [img for _, img in unrelated], vectors, blobs, signatures, vocabulary_words, args,
-                        project)
+    u_searched = search(embedder, [img for _, img in unrelated], global_index, blobs, signatures, vocabulary_words, args)
     folders = np.array([path.parent.name for path, _ in index])
     query_folders = [p.parent.name for p, _ in unrelated]
     sides = np.array([max(images[q.source].size) for q in queries])
@@ -305,18 +343,20 @@ def evaluate(embedder, root, which, args):
 
 def evaluate_at_scale(embedder, root, args):
     """The photo set's combined-edit copies again, with `args.distractors` other dev images indexed beside it:
-    recall@1 at each stage of STAGES, and where the original ranked globally. The other sets index a few hundred
-    images; a real index holds thousands, where a heavily edited copy falls further down the global ranking."""
+    recall@1 at each stage of STAGES, and where the original ranked globally; and the category precision@10 of
+    --unrelated other images (not indexed), with and without the copy space picking the lead. The other sets index
+    a few hundred images; a real index holds thousands, where a heavily edited copy falls further down the global
+    ranking."""
     index, _ = pick_images(root, "photo", args.limit, 0, args.seed)
     originals = [img for _, img in index]
-    others, _ = pick_images(root, "mixed", args.distractors, 0, args.seed + 1, avoid=originals)
+    others, unrelated = pick_images(root, "mixed", args.distractors, args.unrelated, args.seed + 1, avoid=originals)
     images = originals + [img for _, img in others]
     blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
     signatures = np.stack([signature.compute(img) for img in images])
-    vectors, project = index_vectors(embedder, images)
+    global_index = index_vectors(embedder, images)
     queries = build_queries(originals, combined_count(args), seed=args.seed, edits=("combined",))
     vocabulary_words = index_words(blobs)
-    searched = search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, args, project)
+    searched = search(embedder, [q.image for q in queries], global_index, blobs, signatures, vocabulary_words, args)
     sources = np.array([q.source for q in queries])
     edits = np.array([q.edit for q in queries])
     stages = []
@@ -325,8 +365,16 @@ def evaluate_at_scale(embedder, root, args):
         stages.append({"stage": name, "combined": float((rerank_top1(searched, args.min_inliers, **options) == sources).mean())})
     top = searched.top
     sides = np.array([max(originals[q.source].size) for q in queries])
+    u_searched = search(embedder, [img for _, img in unrelated], global_index, blobs, signatures, vocabulary_words, args)
+    folders = np.array([path.parent.name for path, _ in index + others])
+    query_folders = [path.parent.name for path, _ in unrelated]
+    categories = {"unrelated": len(unrelated),
+                  **category_check(folders, query_folders, u_searched, args),
+                  "precision_at_10_reranked_without_copy_space": category_check(
+                      folders, query_folders, u_searched, args, copy_space=False)["precision_at_10_reranked"]}
     return {"images": len(images), "photos": len(originals), "distractors": len(others), "queries": len(queries),
-            "projection": project is not None,
+            "categories": categories,
+            "projection": global_index.projection is not None, "copy_space": global_index.copy is not None,
             "by_original_size": size_table(searched, sources, edits, sides, args), "global": float((top[:, 0] == sources).mean()),
             "global_at_k": float((top[:, : args.k] == sources[:, None]).any(axis=1).mean()), "stages": stages,
             "edits": sorted(set(edits.tolist()))}

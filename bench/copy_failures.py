@@ -37,11 +37,11 @@ def failures(args):
     blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
     signatures = np.stack([signature.compute(img) for img in images])
     embedder = load_embedder()
-    vectors, project = copy_detection.index_vectors(embedder, images)
+    global_index = copy_detection.index_vectors(embedder, images)
     queries = build_queries(images, args.queries, seed=args.seed, edits=tuple(args.edits.split(",")))
     vocabulary_words = copy_detection.index_words(blobs)
-    searched = copy_detection.search(embedder, [q.image for q in queries], vectors, blobs, signatures, vocabulary_words, options,
-                                     project)
+    searched = copy_detection.search(embedder, [q.image for q in queries], global_index, blobs, signatures,
+                                     vocabulary_words, options)
     ranked = copy_detection.ranked_lists(searched, options.min_inliers, fused=options.k)
     rows = []
     for query, results, top, ids, inliers in zip(queries, ranked, searched.top, searched.candidates, searched.inliers):

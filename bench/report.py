@@ -4,6 +4,7 @@ import json
 import sys
 
 from bench.knn_bench import TARGET as KNN_TARGET
+from workers.edits import COPY_PAIRS
 
 
 def row(figure, value, baseline="", ratio="", target="", passed=None):
@@ -150,6 +151,13 @@ def _copies(p):
                         f"combinations of three edits ({scale['queries']} queries)", f"{after:.3f} re-ranked",
                         f"{before:.3f} before signatures; {scale['global']:.3f} global", f"{100 * (after - before):+.1f} points",
                         _copy_target("at scale"), after >= COPY_TARGET))
+        cat = scale.get("categories")
+        if cat:
+            rows.append(row(f"Copies at scale: category precision@10 of {cat['unrelated']} unrelated queries (not indexed)",
+                            f"{cat['precision_at_10_reranked']:.3f} re-ranked ({cat['precision_at_10_reranked_without_copy_space']:.3f} "
+                            "with the lead picked by global cosine)", f"{cat['precision_at_10_global']:.3f} global",
+                            target="unchanged or better",
+                            passed=cat["precision_at_10_reranked"] >= cat["precision_at_10_global"]))
     return rows
 
 
@@ -241,6 +249,9 @@ def _copies_table(c):
                   f"picture, as within each set"
                   + ("; the global k-NN through a projection learned from the index, its PCA part as for an index nobody "
                      "tagged, as the app searches from 1,000 images" if scale.get("projection") else "")
+                  + ("; the lead of the candidates that are not copies picked in its copy space, learned from an edited "
+                     f"copy of each of {COPY_PAIRS:,} of the indexed images (workers/edits.py: other edits than these queries')"
+                     if scale.get("copy_space") else "")
                   + f"; global R@1 {scale['global']:.3f}, "
                   f"original in the global top {k} {scale['global_at_k']:.3f}):", "", "| stage | combined R@1 |", "|---|---|"]
         lines += [f"| {v['stage']} | {v['combined']:.3f} |" for v in scale["stages"]]

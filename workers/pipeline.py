@@ -607,7 +607,7 @@ def projection_copy_pairs(base, count=edits.COPY_PAIRS):
     for image in IndexedImage.objects.filter(id__in=list(vectors)).order_by("id").only("id", "file"):
         try:
             pil = load_rgb(image.file.path, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
-        except (ImageDecodeError, OSError):
+        except (ImageDecodeError, OSError, ValueError):  # ValueError: a row without a file
             continue
         originals.append(np.asarray(vectors[image.id], np.float32))
         batch.append(edits.edited(pil, rng))
