@@ -65,11 +65,15 @@ def index_words():
 
 
 def apply_projection(timeout=1800):
-    """Learn the index's projection and wait until the worker's run has made it the active model."""
+    """Learn the index's projection, with its copy space as a worker learns it (from the real images among those
+    sampled: the synthetic rows have no file to make an edited copy of), and wait until the worker's run has made it
+    the active model. Searches then pick their lead in the copy space, reading the candidates' raw vectors."""
     from search import reindex
     from search.models import ReindexRun
+    from workers.pipeline import projection_copy_pairs
 
-    run, message = reindex.projection_learn()
+    run, message = reindex.projection_learn(copy_pairs=projection_copy_pairs)
+    print(f"  {message}", flush=True)
     if run is None:
         raise RuntimeError(message)
     deadline = time.monotonic() + timeout
