@@ -63,10 +63,7 @@ class Projection:
 
     def apply(self, raw):
         """Projected unit vectors (float32) of raw embeddings, one row each (a single vector gives one row)."""
-        x = np.atleast_2d(np.asarray(raw, np.float32))
-        if x.shape[1] != self.input_dim:
-            raise ValueError(f"the projection takes {self.input_dim}-dimensional vectors, not {x.shape[1]}")
-        x = x - self.mean
+        x = self._centred(raw)
         parts = [_unit(x @ self.pca)]
         if self.lda is not None:
             parts = [np.sqrt(1 - self.beta) * parts[0], np.sqrt(self.beta) * _unit(x @ self.lda)]
@@ -76,7 +73,13 @@ class Projection:
         """Unit vectors (float32) of raw embeddings in the copy space, one row each; None without one."""
         if self.copy is None:
             return None
-        return _unit((np.atleast_2d(np.asarray(raw, np.float32)) - self.mean) @ self.copy).astype(np.float32)
+        return _unit(self._centred(raw) @ self.copy).astype(np.float32)
+
+    def _centred(self, raw):
+        x = np.atleast_2d(np.asarray(raw, np.float32))
+        if x.shape[1] != self.input_dim:
+            raise ValueError(f"the projection takes {self.input_dim}-dimensional vectors, not {x.shape[1]}")
+        return x - self.mean
 
     def dumps(self):
         """Bytes to store with the model version (numpy's npz, no pickles)."""
@@ -105,8 +108,8 @@ def fit(vectors, tags, *, copies=None, pca_dims=PCA_DIMS, lda_dims=LDA_DIMS, bet
     vectors = np.asarray(vectors, np.float32)
     n, dim = vectors.shape if vectors.ndim == 2 else (0, 0)
     min_images = 4 * min(pca_dims, dim) if min_images is None else min_images
-    if n < max(min_images, 2):
-        raise ProjectionError(f"{n} embedded images; a projection is learned from {min_images} or more.")
+    if too_few(n, min_images):
+        raise ProjectionError(too_few(n, min_images))
     pca_dims = min(pca_dims, dim, n - 1)  # n vectors span at most n - 1 directions about their mean
     if n > MAX_FIT_VECTORS:
         keep = np.sort(np.random.default_rng(seed).choice(n, MAX_FIT_VECTORS, replace=False))
@@ -126,6 +129,13 @@ def fit(vectors, tags, *, copies=None, pca_dims=PCA_DIMS, lda_dims=LDA_DIMS, bet
     }
     as32 = (lambda m: None if m is None else m.astype(np.float32))
     return Projection(mean, pca.astype(np.float32), as32(lda), beta, as32(copy)), info
+
+
+def too_few(images, min_images):
+    """Why `images` embedded images are too few to learn a projection from (at least `min_images`), or None."""
+    if images < max(min_images, 2):
+        return f"{images} embedded images; a projection is learned from {min_images} or more."
+    return None
 
 
 def usable_tags(tags):

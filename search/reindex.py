@@ -94,6 +94,12 @@ def model_versions_drop(versions=None):
 # --- Runs -------------------------------------------------------------------------------------------
 
 
+def _run_under_way():
+    """Why a new run cannot start now (another is under way), or None."""
+    current = ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).first()
+    return f"Reindex run {current.id} is still {current.status}; wait for it or cancel it first." if current else None
+
+
 def reindex_start(run):
     """Save a new run and queue its planning on an index worker; refused while another run is under way."""
     if run.arch not in MODELS:
@@ -102,9 +108,9 @@ def reindex_start(run):
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_START_LOCK])
-        current = ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).first()
-        if current:
-            raise ReindexError(f"Reindex run {current.id} is still {current.status}; wait for it or cancel it first.")
+        busy = _run_under_way()
+        if busy:
+            raise ReindexError(busy)
         run.status, run.chunk_size = Status.QUEUED, settings.IMGSEARCH_TASK_SIZE
         run.save()
         transaction.on_commit(lambda: _send_plan(run.id))
@@ -390,12 +396,9 @@ def projection_request():
     if active is None:
         return False, "Nothing is indexed yet."
     images, _ = _raw_counts(active.base_key or active.key)
-    if images < settings.IMGSEARCH_PROJECTION_MIN_IMAGES:
-        return False, (f"{images} embedded images; a projection is learned from "
-                       f"{settings.IMGSEARCH_PROJECTION_MIN_IMAGES} or more.")
-    running = ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).first()
-    if running is not None:
-        return False, f"Reindex run {running.id} is still {running.status}; wait for it or cancel it first."
+    refused = projection.too_few(images, settings.IMGSEARCH_PROJECTION_MIN_IMAGES) or _run_under_way()
+    if refused:
+        return False, refused
     transaction.on_commit(lambda: _send("workers.learn_projection"))
     return True, ("A worker is learning a projection from the index (edited copies of some images are embedded "
                   "first, a minute or so); a reindex run then applies it: see Reindex runs.")

@@ -181,6 +181,16 @@ def test_searches_pick_the_lead_on_the_copy_space_likeness_from_the_raw_vectors(
 
 
 @pytest.mark.django_db
+def test_the_command_says_so_when_the_model_for_the_edited_copies_cannot_be_loaded(settings):
+    """learn_projection embeds the copy space's edited copies with the base model: weights that do not load are a
+    message, not a traceback."""
+    settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
+    raw_index(40)  # registered with weights "x", which no model loads
+    with pytest.raises(CommandError, match="The model cannot be loaded to embed the copy space's edited copies"):
+        call_command("learn_projection", "--no-wait")
+
+
+@pytest.mark.django_db
 def test_the_admin_asks_a_worker_to_learn_a_projection_unless_it_would_be_refused(settings, django_capture_on_commit_callbacks):
     """projection_request (the admin action) sends the learning to a worker, which has the model for the copies; too
     small an index or a run under way is said at once instead."""

@@ -16,9 +16,13 @@ class Command(ReindexCommand):
         parser.add_argument("--no-wait", action="store_true", help="start the run and return at once")
 
     def handle(self, no_wait, **options):
+        from workers.embedder import WeightsError
         from workers.pipeline import projection_copy_pairs  # the model, for the copy space's edited copies
 
-        run, message = reindex.projection_learn(copy_pairs=projection_copy_pairs)
+        try:
+            run, message = reindex.projection_learn(copy_pairs=projection_copy_pairs)
+        except WeightsError as exc:
+            raise CommandError(f"The model cannot be loaded to embed the copy space's edited copies: {exc}") from None
         if run is None:
             raise CommandError(message)
         self.stdout.write(message)
