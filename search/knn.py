@@ -5,6 +5,7 @@ index on `(vector::vector(DIM))` restricted to its rows, as pgvector's docs sugg
 Queries repeat that expression and inline the model key as a literal so the planner can use the index.
 """
 
+import hashlib
 import re
 import time
 
@@ -29,6 +30,12 @@ def _check(model_key, dim):
         raise ValueError(f"unsafe model key {model_key!r}")
     if not 1 <= int(dim) <= 16000:
         raise ValueError(f"bad dimension {dim!r}")
+
+
+def copy_key(model_key):
+    """Where a projected model's copy-space vectors (search/projection.py) are kept: rows of their own, with their
+    own HNSW index, under a key made from the model's (short, so that its index name is never cut)."""
+    return "copy:" + hashlib.sha256(model_key.encode()).hexdigest()[:16]
 
 
 def index_name(model_key):

@@ -39,6 +39,9 @@ MAX_FIT_VECTORS = 50_000  # a sample this large pins the covariances down; more 
 # copies): 256 and 0.3 86 / 78 of 100, 256 and 0.1 83 / 78, 512 and 0.1 86 / 77, 128 and 0.1 83 / 73; PCA 74 / 67.
 COPY_DIMS = 256
 COPY_REGULARISATION = 0.3
+# Images a search adds to its candidates by their nearness to the query in the copy space (workers/pipeline.py), as it
+# does by visual words (the same count): at scale they brought in originals the global vectors and the words missed.
+COPY_CANDIDATES = 5
 
 
 class ProjectionError(ValueError):

@@ -72,6 +72,13 @@ def default_weights(arch):
     return settings.IMGSEARCH_WEIGHTS if arch == settings.IMGSEARCH_MODEL else "DEFAULT"
 
 
+def vector_indexes(version):
+    """[(model key, dimensions)] of the vectors a model version searches: its own, and for a projection with a copy
+    space its copy-space vectors (search/knn.copy_key)."""
+    copy_dims = (version.projection_info or {}).get("copy_dims", 0) if version.base_key else 0
+    return [(version.key, version.dim)] + ([(knn.copy_key(version.key), copy_dims)] if copy_dims else [])
+
+
 def model_versions_drop(versions=None):
     """Delete the embeddings, vector index and row of inactive models no run needs: (models, embeddings).
 
@@ -84,8 +91,9 @@ def model_versions_drop(versions=None):
     dropped = embeddings = 0
     for version in versions:
         with transaction.atomic():
-            embeddings += Embedding.objects.filter(model_key=version.key).delete()[0]
-            knn.drop_vector_index(version.key)
+            for key, _ in vector_indexes(version):
+                embeddings += Embedding.objects.filter(model_key=key).delete()[0]
+                knn.drop_vector_index(key)
             version.delete()
         dropped += 1
     return dropped, embeddings
@@ -265,9 +273,9 @@ def _finish(run):
         image.status, image.error = IndexedImage.Status.FAILED, failed[image.id][:2000]
     IndexedImage.objects.bulk_update(unreadable, ["status", "error"])
     version = ModelVersion.objects.defer("projection").get(key=run.model_key)
-    # The run's vector index is built in one go from all its vectors (cheaper than growing it one insert at a
+    # The run's vector indexes are built in one go from all its vectors (cheaper than growing them one insert at a
     # time), by a task of its own: at a million vectors it takes minutes, longer than a chunk may run.
-    if knn.needs_vector_index(version.key, version.dim):
+    if any(knn.needs_vector_index(key, dim) for key, dim in vector_indexes(version)):
         transaction.on_commit(lambda: _send("workers.reindex_build_index", run.id))
         return
     ModelVersion.objects.filter(active=True).exclude(key=run.model_key).update(active=False)
@@ -288,15 +296,16 @@ def _finish(run):
 
 
 def reindex_build_index(run_id):
-    """Build the vector index of a run whose chunks are all counted, then finish the run (switch models)."""
+    """Build the vector indexes of a run whose chunks are all counted, then finish the run (switch models)."""
     run = ReindexRun.objects.filter(id=run_id, status=Status.RUNNING).first()
     if run is None:
         return None
     ReindexRun.objects.filter(id=run_id).update(heartbeat_at=timezone.now())
-    dim = ModelVersion.objects.values_list("dim", flat=True).get(key=run.model_key)
-    # ensure_vector_index says False both for "too few vectors" and "another worker is building it": ask first.
-    if knn.needs_vector_index(run.model_key, dim) and not knn.ensure_vector_index(run.model_key, dim, wait=False):
-        return run  # another worker is building it (a resend after a long build): that one finishes the run
+    version = ModelVersion.objects.defer("projection").get(key=run.model_key)
+    for key, dim in vector_indexes(version):
+        # ensure_vector_index says False both for "too few vectors" and "another worker is building it": ask first.
+        if knn.needs_vector_index(key, dim) and not knn.ensure_vector_index(key, dim, wait=False):
+            return run  # another worker is building it (a resend after a long build): that one finishes the run
     with transaction.atomic():
         run = ReindexRun.objects.select_for_update().filter(id=run_id, status=Status.RUNNING).first()
         if run is not None and not run.chunks.filter(finished_at=None).exists():

@@ -183,7 +183,7 @@ def test_a_candidate_whose_signature_looks_like_the_query_leads_the_similar_resu
     assert signature.likeness(query, [looks_alike])[0] < signature.SIGNATURE_COPY
     candidates = [(ids["closer"], 0.80), (ids["unsigned"], 0.79), (ids["alike"], 0.70)]
     job = SimpleNamespace(categories=[], min_score=0.0, source_image_id=None, query_image=None)
-    ranked = rerank(job, crow, ([1.0, 0.0, 0.0], None), SimpleNamespace(key="test-space", projection=None), candidates)
+    ranked = rerank(job, crow, ([1.0, 0.0, 0.0], None), SimpleNamespace(key="test-space", projection=None, copy_key=None), candidates)
     assert ranked == [(ids["alike"], 0.70, "similar"), (ids["closer"], 0.80, "similar"),
                       (ids["unsigned"], 0.79, "similar")]
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
-from search import projection, reindex
+from search import knn, projection, reindex
 from search.models import Embedding, IndexedImage, ModelVersion, ReindexRun
 
 from .conftest import edited_copy, wait_for_job
@@ -157,27 +158,71 @@ def test_learning_with_edited_copies_adds_a_copy_space(settings):
     assert version.projection_info["copy_pairs"] == 25 and projection.Projection.loads(version.projection).copy.shape == (32, 32)
 
 
-@pytest.mark.django_db
-def test_searches_pick_the_lead_on_the_copy_space_likeness_from_the_raw_vectors():
-    """_copy_scores: each candidate's cosine to the query in the copy space, from the stored raw vectors; -1 for one
-    without a raw vector; None without a copy space."""
+def copy_space_index(count=40):
+    """(Space of a projection with a copy space over raw_index(count)'s vectors, image ids, their raw vectors)."""
     from types import SimpleNamespace
 
-    from workers.pipeline import Space, _copy_scores
+    from workers.pipeline import Space
 
-    raw_index(40)
+    raw_index(count)
     rows = dict(Embedding.objects.filter(model_key="test:raw").values_list("image_id", "vector"))
     ids = sorted(rows)
     x = np.stack([rows[i] for i in ids])
     learned, _ = projection.fit(x, [[]] * len(x), copies=(x[:20], unit(x[:20] + 0.05)), min_images=10)
-    space = Space("test:raw:p-1", SimpleNamespace(key="test:raw"), learned)
+    return Space("test:raw:p-1", SimpleNamespace(key="test:raw"), learned), ids, x
+
+
+@pytest.mark.django_db
+def test_searches_pick_the_lead_on_the_copy_space_likeness_from_the_stored_copy_vectors():
+    """_copy_scores: each candidate's cosine to the query in the copy space, from its stored copy-space vector, else
+    (a version applied before they were stored) from its raw vector; -1 for one with neither; None without a copy
+    space or the query's raw vector."""
+    from types import SimpleNamespace
+
+    from workers.pipeline import Space, _copy_scores, _store_projected
+
+    space, ids, x = copy_space_index()
     query = x[3] + 0.01
-    scores = _copy_scores(space, query, [(ids[3], 0.5), (ids[7], 0.9), (10**9, 0.99)])
-    expected = learned.copy_vectors(x[[3, 7]]) @ learned.copy_vectors(query)[0]
+    expected = space.projection.copy_vectors(x[[3, 7]]) @ space.projection.copy_vectors(query)[0]
+    candidates = [(ids[3], 0.5), (ids[7], 0.9), (10**9, 0.99)]
+    scores = _copy_scores(space, query, candidates)  # no copy-space vectors stored yet: from the raw ones
     assert np.allclose(scores[:2], expected, atol=1e-5) and scores[0] > 0.99 and scores[2] == -1.0
+    _store_projected(space, ids[:5], x[:5])
+    assert Embedding.objects.filter(model_key=knn.copy_key(space.key)).count() == 5
+    Embedding.objects.filter(model_key="test:raw", image_id=ids[3]).delete()  # read from its copy-space vector now
+    assert np.allclose(_copy_scores(space, query, candidates)[:2], expected, atol=1e-5)
     plain, _ = projection.fit(x, [[]] * len(x), min_images=10)
     assert _copy_scores(Space("test:raw:p-2", SimpleNamespace(key="test:raw"), plain), query, [(ids[3], 0.5)]) is None
     assert _copy_scores(space, None, [(ids[3], 0.5)]) is None
+
+
+@pytest.mark.django_db
+def test_the_copy_space_brings_in_the_originals_nearest_the_query_there():
+    """_found_candidates adds the COPY_CANDIDATES images nearest the query in the copy space (as stored with the
+    projected vectors), the nearest first, none that is a candidate already; without the query's raw vector or a
+    copy space, none."""
+    from types import SimpleNamespace
+
+    from workers import localfeatures
+    from workers.pipeline import Space, _found_candidates, _store_projected
+
+    space, ids, x = copy_space_index()
+    _store_projected(space, ids, x)
+    query = x[3] + 0.01
+    copy_nearest = [i for i, _ in knn.nearest(space.projection.copy_vectors(query)[0], model_key=space.copy_key,
+                                              k=projection.COPY_CANDIDATES, min_score=-1)]
+    assert copy_nearest[0] == ids[3] and len(copy_nearest) == projection.COPY_CANDIDATES
+    job = SimpleNamespace(categories=[], min_score=-1.0)
+    vector = space.vectors(query)[0]
+    candidates = [(ids[9], 0.1)]
+    joined, added = _found_candidates(job, (vector, query), space, candidates, localfeatures.EMPTY, None)
+    assert [i for i, _ in joined] == [ids[9]] + [i for i in copy_nearest if i != ids[9]]
+    assert added == frozenset(range(1, len(joined)))
+    assert joined[1][1] == pytest.approx(float(space.vectors(x[3])[0] @ vector), abs=1e-5)  # its global cosine
+    assert _found_candidates(job, (vector, None), space, candidates, localfeatures.EMPTY, None) == (candidates, frozenset())
+    plain = Space(space.key, space.embedder, projection.fit(x, [[]] * len(x), min_images=10)[0])
+    assert plain.copy_key is None
+    assert _found_candidates(job, (vector, query), plain, candidates, localfeatures.EMPTY, None) == (candidates, frozenset())
 
 
 @pytest.mark.django_db
@@ -236,6 +281,29 @@ def test_dropping_old_models_keeps_the_raw_vectors_of_the_active_projection():
 
 
 @pytest.mark.django_db
+def test_a_replaced_projection_goes_with_its_copy_space_vectors_and_their_index(settings):
+    """Dropping an inactive projected version drops its copy-space vectors and their HNSW index too."""
+    from workers.pipeline import _store_projected
+
+    settings.IMGSEARCH_HNSW_MIN_VECTORS = 4
+    space, ids, x = copy_space_index(12)
+    ModelVersion.objects.create(key=space.key, arch="mobilenet_v2", weights="x", dim=space.dim, base_key="test:raw",
+                                projection=space.projection.dumps(), projection_info={"copy_dims": 11})
+    _store_projected(space, ids, x)
+    assert [(key, dim) for key, dim in reindex.vector_indexes(ModelVersion.objects.get(key=space.key))] == [
+        (space.key, space.dim), (knn.copy_key(space.key), 11)]
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred FK checks
+    space.ensure_vector_indexes()
+    assert not knn.needs_vector_index(space.copy_key, 11)  # built
+    assert reindex.model_versions_drop() == (1, 24)
+    assert not Embedding.objects.filter(model_key__in=[space.key, space.copy_key]).exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s", [knn.index_name(space.copy_key)])
+        assert cursor.fetchone() is None
+
+
+@pytest.mark.django_db
 def test_the_command_says_why_nothing_was_learned(settings):
     """learn_projection with too few images stops with the reason, not a traceback."""
     settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
@@ -258,6 +326,7 @@ def test_a_learned_projection_is_applied_in_the_background_and_searches_use_it(w
     assert active.base_key == raw.key and active.dim == 11  # 12 images span 11 directions; no tag has 10 images
     assert Embedding.objects.filter(model_key=active.key).count() == 12
     assert Embedding.objects.filter(model_key=raw.key).count() == 12  # kept: the next projection learns from them
+    assert Embedding.objects.filter(model_key=knn.copy_key(active.key)).count() == 12  # its copy space's, for searches
     # Edited copies of the 12 images, embedded by the command, taught it a copy space.
     assert active.projection_info["copy_pairs"] == 12 and projection.Projection.loads(active.projection).copy is not None
     original = IndexedImage.objects.order_by("id")[5]

@@ -166,14 +166,14 @@ def test_words_bring_in_an_original_the_k_nn_did_not_return(photos):
         LocalFeatures.objects.create(image=image, data=localfeatures.pack(f), words=words.aggregate(f, vocabulary))
         Embedding.objects.create(image=image, model_key="test-space", vector=[0.6, 0.8, 0.0] if i == 0 else [0.0, 1.0, 0.0])
         rows.append(image.id)
-    space = SimpleNamespace(key="test-space")
+    space = SimpleNamespace(key="test-space", copy_key=None)  # no copy space
     vector = [1.0, 0.0, 0.0]  # cosine 0.6 to the original, 0 to the rest
     candidates = [(rows[1], 0.0)]
     query = copy_features(paths[0])
 
     def found(lookalike=None, **limits):
         job = SimpleNamespace(**{"categories": [], "min_score": 0.0, **limits})
-        return _found_candidates(job, vector, space, candidates, query, lookalike)
+        return _found_candidates(job, (vector, None), space, candidates, query, lookalike)
 
     joined, added = found()
     assert joined[0] == candidates[0] and len(joined) == 1 + len(added) and added == frozenset(range(1, len(joined)))

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from search import copywords, indexing, knn, reindex, services
 from search.models import Embedding, IndexedImage, LocalFeatures, ModelVersion, ReindexRun
-from search.projection import Projection
+from search.projection import COPY_CANDIDATES, Projection
 
 from . import embedder as embedder_module
 from . import edits, localfeatures, signature, words
@@ -86,6 +86,18 @@ class Space:
         """This version's vectors (one row each) of raw embeddings (one row each)."""
         return raw if self.projection is None else self.projection.apply(raw)
 
+    @property
+    def copy_key(self):
+        """Where this version's copy-space vectors are kept (search/knn.py); None without a copy space."""
+        has_copy_space = self.projection is not None and self.projection.copy is not None
+        return knn.copy_key(self.key) if has_copy_space else None
+
+    def ensure_vector_indexes(self):
+        """Build this version's HNSW index, and its copy space's, once there are enough vectors for them."""
+        knn.ensure_vector_index(self.key, self.dim)
+        if self.copy_key:
+            knn.ensure_vector_index(self.copy_key, self.projection.copy.shape[1])
+
 
 _spaces = {}  # model version key -> Space, loaded once per process
 
@@ -101,7 +113,7 @@ def space_for(version):
         data = ModelVersion.objects.filter(key=version.key).values_list("projection", flat=True).first()
         projection = Projection.loads(data) if data else None
         space = Space(version.key, embedder, projection)
-        knn.ensure_vector_index(space.key, space.dim)
+        space.ensure_vector_indexes()
         _spaces[version.key] = space
     return space
 
@@ -187,15 +199,15 @@ def rerank(job, image, vectors, space, candidates):
 
     `vectors`: the query's (vector, raw vector). The image whose signature matches the query's best in the whole
     index joins the candidates as the near duplicate (see _near_duplicate), or below SIGNATURE_COPY as a lookalike,
-    and so do those whose visual words are nearest the query's (see _found_candidates); all of them are verified
-    with local features. Where the projection has a copy space, the lead of the candidates that are not copies is
-    picked on their likeness there (see _copy_scores).
+    and so do those whose visual words are nearest the query's and, where the projection has a copy space, those
+    nearest it there (see _found_candidates); all of them are verified with local features. With a copy space, the
+    lead of the candidates that are not copies is picked on their likeness there (see _copy_scores).
     """
     vector, raw = vectors
     query_features, query_signature = _query_evidence(job, image)
     best, lookalike = signature.near_or_lookalike(knn.signature_match(query_signature))  # in the whole index
     candidates, near = _near_duplicate(job, vector, space, candidates, best)
-    candidates, found = _found_candidates(job, vector, space, candidates, query_features, lookalike)
+    candidates, found = _found_candidates(job, (vector, raw), space, candidates, query_features, lookalike)
     if not candidates:
         return []
     features, signatures = _stored_evidence([image_id for image_id, _ in candidates])  # every candidate's, at once
@@ -206,16 +218,21 @@ def rerank(job, image, vectors, space, candidates):
 
 
 def _copy_scores(space, raw, candidates):
-    """Each candidate's cosine to the query in the projection's copy space (search/projection.py), from the raw
-    vectors a projected version keeps beside its own; None without a copy space or the query's raw vector. A
-    candidate without a raw vector gets -1: it cannot lead."""
-    if space.projection is None or space.projection.copy is None or raw is None:
+    """Each candidate's cosine to the query in the projection's copy space (search/projection.py), from the
+    candidates' stored copy-space vectors (computed in the database), else from the raw vectors a projected version
+    keeps beside its own (a version applied before copy-space vectors were stored); None without a copy space or the
+    query's raw vector. A candidate with neither gets -1: it cannot lead."""
+    if space.copy_key is None or raw is None:
         return None
     ids = [image_id for image_id, _ in candidates]
-    stored = dict(Embedding.objects.filter(model_key=space.base_key, image_id__in=ids).values_list("image_id", "vector"))
-    have = [image_id for image_id in ids if image_id in stored]
     query = space.projection.copy_vectors(raw)[0]
-    sims = dict(zip(have, space.projection.copy_vectors([stored[i] for i in have]) @ query)) if have else {}
+    sims = knn.scores_of(query, ids, model_key=space.copy_key)
+    missing = [image_id for image_id in ids if image_id not in sims]
+    if missing:
+        stored = dict(Embedding.objects.filter(model_key=space.base_key, image_id__in=missing)
+                      .values_list("image_id", "vector"))
+        if stored:
+            sims.update(zip(stored, space.projection.copy_vectors(list(stored.values())) @ query))
     return [float(sims.get(image_id, -1.0)) for image_id in ids]
 
 
@@ -237,15 +254,22 @@ def _admitted(job, vector, space, image_ids):
             if image_id in scores and scores[image_id] >= job.min_score]
 
 
-def _found_candidates(job, vector, space, candidates, query_features, lookalike):
+def _found_candidates(job, vectors, space, candidates, query_features, lookalike):
     """(candidates, the positions of those added): the words.CANDIDATES images whose visual words are nearest the
-    query's, as is or mirrored, and `lookalike` (the image whose signature matches the query's best, below
-    SIGNATURE_COPY; None: none), added with their cosine scores where they are not candidates already (and not where the
-    search's categories or min_score would leave them out). They stay in the results only if verified as copies or
-    if one of them leads the rest on the evidence the candidates are ordered by (localfeatures.order): a copy's
-    original that the global vectors rank too low, never a picture that merely looks alike among the others."""
+    query's, as is or mirrored, `lookalike` (the image whose signature matches the query's best, below
+    SIGNATURE_COPY; None: none), and the COPY_CANDIDATES nearest the query in the projection's copy space (`vectors`:
+    the query's vector and raw vector; none without a copy space or a raw vector), added with their cosine scores where they
+    are not candidates already (and not where the search's categories or min_score would leave them out). They stay in
+    the results only if verified as copies or if one of them leads the rest on the evidence the candidates are ordered
+    by (localfeatures.order): a copy's original that the global vectors rank too low, never a picture that merely looks
+    alike among the others."""
+    vector, raw = vectors
     vocabulary = copywords.vocabulary()
     ids = [] if lookalike is None else [lookalike]
+    if space.copy_key is not None and raw is not None:
+        nearest = knn.nearest(space.projection.copy_vectors(raw)[0], model_key=space.copy_key, k=COPY_CANDIDATES,
+                              min_score=-1.0)
+        ids += [image_id for image_id, _ in nearest]
     if vocabulary is not None and len(query_features):
         queries = [words.aggregate(query_features, vocabulary.centroids, mirrored=mirrored) for mirrored in (False, True)]
         ids = knn.words_nearest(queries, k=words.CANDIDATES) + ids
@@ -387,9 +411,17 @@ def _store_vectors(space, embedded):
         return
     ids = [d.image.id for d, _, _ in embedded]
     raw = np.stack([vector for _, vector, _ in embedded])
-    knn.vectors_upsert(space.key, ids, space.vectors(raw))
+    _store_projected(space, ids, raw)
     if space.projection is not None:  # raw vectors stay complete, to learn the next projection from
         knn.vectors_upsert(space.base_key, ids, raw)
+
+
+def _store_projected(space, ids, raw):
+    """Upsert the images' vectors of the space from their raw vectors (rows), and their copy-space vectors where the
+    space's projection has a copy space."""
+    knn.vectors_upsert(space.key, ids, space.vectors(raw))
+    if space.copy_key:
+        knn.vectors_upsert(space.copy_key, ids, space.projection.copy_vectors(raw))
 
 
 def _store_features(embedded):
@@ -472,7 +504,7 @@ def images_embed(image_ids, *, overwrite=False):
     images = list(images)
     switched, failed = _embed(images, space.embedder, with_features=_feature_ids(images), store=partial(_store_active, space))
     _store_failed(failed)
-    knn.ensure_vector_index(space.key, space.dim)  # built once the index has grown enough
+    space.ensure_vector_indexes()  # built once the index has grown enough
     if any(switched):  # a reindex run made another model active while we worked: these images need its vectors
         return images_embed(image_ids)
     return len(images) - len(failed), len(failed)
@@ -561,8 +593,9 @@ def chunk_embed(run, image_ids, space):
         with transaction.atomic():
             _store_failed(failed)
             # An image that cannot be read any more should not be found by its old vector either.
-            Embedding.objects.filter(image__in=[image for image, _ in failed], model_key=space.key).delete()
-        knn.ensure_vector_index(space.key, space.dim)
+            Embedding.objects.filter(image__in=[image for image, _ in failed],
+                                     model_key__in=[space.key, space.copy_key]).delete()
+        space.ensure_vector_indexes()
         return len(images) - len(failed), _failures(failed), gone
     have = set(Embedding.objects.filter(image_id__in=image_ids, model_key=space.key).values_list("image_id", flat=True))
     todo = [image for image in images if image.id not in have]
@@ -583,7 +616,7 @@ def _project_stored(space, images):
     if not stored:
         return set()
     ids = list(stored)
-    knn.vectors_upsert(space.key, ids, space.vectors(np.stack([stored[i] for i in ids])))
+    _store_projected(space, ids, np.stack([stored[i] for i in ids]))
     return set(ids)
 
 
