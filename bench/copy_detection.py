@@ -40,6 +40,7 @@ from PIL import Image, ImageChops
 from bench.common import DEV_IMAGES, PROJECTION_MIN_IMAGES, RERANK_CANDIDATES
 from bench.copysets import EDIT_TYPES, build_queries, load_original
 from search import projection
+from search.projection import COPY_CANDIDATES
 from workers import localfeatures, signature, words
 from workers.edits import COPY_PAIRS, edited
 from workers.imageio import ImageDecodeError
@@ -171,8 +172,9 @@ class Searched:
     """What the searches of a query set looked at: per query its global top (best first), the candidates
     re-ranking may see (that top, plus the signature's near duplicate and the visual words' nearest when they were
     not in it) with their global scores, inliers and signature likeness to the query, the near duplicate's position
-    (None), the ids the visual words found, the seconds each search's re-ranking took, and the candidates' copy-space
-    likeness to the query (None without a copy space; see GlobalIndex)."""
+    (None), the ids the visual words found (and the likest signature), the seconds each search's re-ranking took, the
+    candidates' copy-space likeness to the query (None without a copy space; see GlobalIndex), and the ids nearest
+    the query in the copy space (COPY_CANDIDATES of them; none without one)."""
 
     top: np.ndarray
     candidates: list
@@ -183,6 +185,7 @@ class Searched:
     found: list
     seconds: list
     leads: list
+    copy_found: list
 
 
 def index_words(blobs):
@@ -210,14 +213,15 @@ def found_in_index(query, likeness, vocabulary_words):
 
 def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, args, copy_likeness=None):
     """(candidate ids, their global scores, inliers, signature likeness, the near duplicate's position or None, the
-    ids found in the whole index (found_in_index), seconds, their copy-space likeness or None) of one query
-    (`copy_likeness`: GlobalIndex.copy_likeness of the query).
+    ids found in the whole index (found_in_index), seconds, their copy-space likeness or None, the COPY_CANDIDATES
+    ids nearest in the copy space) of one query (`copy_likeness`: GlobalIndex.copy_likeness of the query, to every
+    indexed image).
 
     Timed, what a search does (workers/pipeline.py): extract the query's features and signature, find the best
-    signature match and the nearest visual words in the whole index (`vocabulary_words`: index_words; exact here, HNSW in the
-    app), verify the first k candidates, the near duplicate and the finds, order them. The candidates are
-    the global top (wider than k, for the fusion table), then the near duplicate and the words' finds where they
-    are not among them; those past k are verified once the clock has stopped."""
+    signature match, the nearest visual words and the nearest in the copy space in the whole index (`vocabulary_words`:
+    index_words; exact here, HNSW in the app), verify the first k candidates, the near duplicate and the finds, order
+    them. The candidates are the global top (wider than k, for the fusion table), then the near duplicate and the
+    finds where they are not among them; those past k are verified once the clock has stopped."""
     started = time.perf_counter()
     query = localfeatures.extract(image)
     ids = top.tolist()
@@ -225,7 +229,9 @@ def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, arg
     likeness = signature.similarities(query_signature, signatures)
     ids, near = signature.with_near_duplicate(ids, signature.best_match(likeness))
     found = found_in_index(query, likeness, vocabulary_words)
-    ids += [i for i in found if i not in ids]
+    copy_found = [] if copy_likeness is None else np.argsort(-copy_likeness)[:COPY_CANDIDATES].tolist()
+    finds = list(dict.fromkeys(found + copy_found))
+    ids += [i for i in finds if i not in ids]
     scores = [float(sims[i]) for i in ids]
     alike = signature.likeness(query_signature, list(signatures[ids]))
     leads = None if copy_likeness is None else [float(copy_likeness[i]) for i in ids]
@@ -233,7 +239,7 @@ def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, arg
     def load(wanted):
         return {i: localfeatures.unpack(blobs[i]) for i in wanted}
 
-    searched, position, extra = candidates_at(ids, scores, near, args.k, found)
+    searched, position, extra = candidates_at(ids, scores, near, args.k, finds)
     inliers = dict(zip((i for i, _ in searched), localfeatures.verify_all(searched, query, load)))
     likes = dict(zip(ids, alike))
     lead = None if leads is None else dict(zip(ids, leads))
@@ -243,7 +249,7 @@ def verify_candidates(image, top, sims, blobs, signatures, vocabulary_words, arg
     seconds = time.perf_counter() - started
     rest = [(i, s) for i, s in zip(ids, scores) if i not in inliers]
     inliers.update(zip((i for i, _ in rest), localfeatures.verify_all(rest, query, load)))
-    return ids, scores, [inliers[i] or 0 for i in ids], alike, near, found, seconds, leads
+    return ids, scores, [inliers[i] or 0 for i in ids], alike, near, found, seconds, leads, copy_found
 
 
 def candidates_at(ids, scores, near, k, found=()):
@@ -272,25 +278,27 @@ def search(embedder, images, index, blobs, signatures, vocabulary_words, args):
 
 # How a search's copy evidence was built up, for the "stages" table: (name, ranked_lists options). The last is what
 # searches do.
-STAGES = (("first k verified", {"near_duplicate": False, "alike": False, "found_by_words": False, "copy_space": False}),
-          ("+ signature near duplicate", {"near_duplicate": True, "alike": False, "found_by_words": False, "copy_space": False}),
-          ("+ signature likeness in picking the lead", {"near_duplicate": True, "alike": True, "found_by_words": False, "copy_space": False}),
-          ("+ whole-index finds (visual words' 5 nearest, the likest signature), verified or leading", {"near_duplicate": True, "alike": True, "found_by_words": True, "copy_space": False}),
-          ("+ the lead picked in the projection's copy space, where it has one (production)", {"near_duplicate": True, "alike": True, "found_by_words": True, "copy_space": True}))
+STAGES = (("first k verified", {"near_duplicate": False, "alike": False, "found_by_words": False, "copy_space": False, "copy_finds": False}),
+          ("+ signature near duplicate", {"near_duplicate": True, "alike": False, "found_by_words": False, "copy_space": False, "copy_finds": False}),
+          ("+ signature likeness in picking the lead", {"near_duplicate": True, "alike": True, "found_by_words": False, "copy_space": False, "copy_finds": False}),
+          ("+ whole-index finds (visual words' 5 nearest, the likest signature), verified or leading", {"near_duplicate": True, "alike": True, "found_by_words": True, "copy_space": False, "copy_finds": False}),
+          ("+ the lead picked in the projection's copy space, where it has one", {"near_duplicate": True, "alike": True, "found_by_words": True, "copy_space": True, "copy_finds": False}),
+          (f"+ the copy space's {COPY_CANDIDATES} nearest, verified or leading (production)", {"near_duplicate": True, "alike": True, "found_by_words": True, "copy_space": True, "copy_finds": True}))
 
 
 def ranked_lists(searched, min_inliers, weight=localfeatures.INLIER_WEIGHT, fused=RERANK_CANDIDATES,
-                 near_duplicate=True, alike=True, found_by_words=True, copy_space=True):
+                 near_duplicate=True, alike=True, found_by_words=True, copy_space=True, copy_finds=True):
     """Each query's results after localfeatures.order with `fused` global candidates: [(image_id, score, match)],
     best first. `near_duplicate` False ignores the signature's near duplicate, `alike` False its likeness to the
     candidates (both False: the evidence before signatures), `found_by_words` False the visual words' finds,
-    `copy_space` False the copy space's likeness in picking the lead (the global score instead)."""
+    `copy_space` False the copy space's likeness in picking the lead (the global score instead), `copy_finds` False
+    the copy space's nearest."""
     out = []
     rows = zip(searched.candidates, searched.scores, searched.inliers, searched.likeness, searched.nears, searched.found,
-               searched.leads)
-    for ids, scores, inliers, likeness, near, found, leads in rows:
-        candidates, position, extra = candidates_at(ids, scores, near if near_duplicate else None, fused,
-                                                    found if found_by_words else ())
+               searched.leads, searched.copy_found)
+    for ids, scores, inliers, likeness, near, found, leads, copy_found in rows:
+        finds = (list(found) if found_by_words else []) + (list(copy_found) if copy_finds else [])
+        candidates, position, extra = candidates_at(ids, scores, near if near_duplicate else None, fused, finds)
         counts, likes = dict(zip(ids, inliers)), dict(zip(ids, likeness))
         lead = None if leads is None or not copy_space else dict(zip(ids, leads))
         out.append(localfeatures.order(candidates, [counts[i] for i, _ in candidates], near=position,
@@ -371,7 +379,7 @@ def evaluate_at_scale(embedder, root, args):
     categories = {"unrelated": len(unrelated),
                   **category_check(folders, query_folders, u_searched, args),
                   "precision_at_10_reranked_without_copy_space": category_check(
-                      folders, query_folders, u_searched, args, copy_space=False)["precision_at_10_reranked"]}
+                      folders, query_folders, u_searched, args, copy_space=False, copy_finds=False)["precision_at_10_reranked"]}
     return {"images": len(images), "photos": len(originals), "distractors": len(others), "queries": len(queries),
             "categories": categories,
             "projection": global_index.projection is not None, "copy_space": global_index.copy is not None,

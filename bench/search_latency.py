@@ -67,7 +67,8 @@ def index_words():
 def apply_projection(timeout=1800):
     """Learn the index's projection, with its copy space as a worker learns it (from the real images among those
     sampled: the synthetic rows have no file to make an edited copy of), and wait until the worker's run has made it
-    the active model. Searches then pick their lead in the copy space, reading the candidates' raw vectors."""
+    the active model. The run stores each image's copy-space vector beside its projected one, and searches then
+    verify the copy space's nearest too and pick their lead there."""
     from search import reindex
     from search.models import ReindexRun
     from workers.pipeline import projection_copy_pairs
