@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 
 from workers.registry import MODELS
 
-from . import collections, copywords, indexing, reindex
+from . import collections, copywords, indexing, knn, reindex
 from .models import Collection, Embedding, IndexedImage, LocalFeatures, ModelVersion, ReindexRun, VisualWords
 
 # --- Indexed images ---------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ class IndexedImageAdmin(admin.ModelAdmin):
         keys = getattr(image, "model_keys", None)
         if keys is None:
             keys = sorted(set(image.embeddings.values_list("model_key", flat=True)))
-        return ", ".join(k for k in keys if k) or "-"
+        return ", ".join(k for k in keys if k and not knn.is_copy_key(k)) or "-"  # copy-space vectors are a model's own
 
     @admin.display(description=_("last error"))
     def short_error(self, image):

@@ -43,6 +43,11 @@ def copy_key(model_key):
     return _COPY_PREFIX + hashlib.sha256(model_key.encode()).hexdigest()[:16]
 
 
+def is_copy_key(model_key):
+    """Whether a key holds a projection's copy-space vectors (copy_key), not a model's own."""
+    return model_key.startswith(_COPY_PREFIX)
+
+
 def index_name(model_key):
     return "emb_hnsw_" + re.sub(r"[^a-z0-9]+", "_", model_key.lower())[:50]
 
@@ -60,7 +65,7 @@ def ensure_vector_index(model_key, dim, *, wait=True):
     if dim > HNSW_MAX_DIM:
         return False  # pgvector 0.6 cannot index it; search scans exactly instead
     name = index_name(model_key)
-    graph = COPY_HNSW if model_key.startswith(_COPY_PREFIX) else (HNSW_M, HNSW_EF_CONSTRUCTION)
+    graph = COPY_HNSW if is_copy_key(model_key) else (HNSW_M, HNSW_EF_CONSTRUCTION)
     statement = sql.SQL(
         "CREATE INDEX IF NOT EXISTS {name} ON search_embedding USING hnsw ((vector::vector({dim})) vector_cosine_ops)"
         " WITH (m = {m}, ef_construction = {ef_construction}) WHERE model_key = {key}"

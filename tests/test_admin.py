@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
+from search import knn
 from search.models import Collection, Embedding, IndexedImage, ModelVersion, ReindexRun
 
 from .conftest import ROOT, jpeg_bytes
@@ -87,10 +88,12 @@ def test_the_image_list_shows_thumbnails_tags_models_and_errors(staff):
     """Each row has the thumbnail, given and automatic tags, the models that embedded it and the last error."""
     image = stored_image()
     IndexedImage.objects.filter(id=image.id).update(error="truncated file")
+    copy_key = knn.copy_key("mobilenet_v2:test")  # a projection's copy-space vectors: not a model of their own
+    Embedding.objects.create(image=image, model_key=copy_key, vector=[1.0, 0.0, 0.0])
     html = staff.get("/admin/search/indexedimage/").content.decode()
     assert f'<img src="/media/{image.thumbnail.name}"' in html
     assert '<span class="index-tag">pets</span>' in html and '<span class="index-tag index-tag-auto">cat</span>' in html
-    assert "mobilenet_v2:test" in html and "truncated file" in html
+    assert "mobilenet_v2:test" in html and "truncated file" in html and copy_key not in html
     assert staff.get(f"/admin/search/indexedimage/{image.id}/change/").status_code == 200
 
 
