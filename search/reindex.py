@@ -397,6 +397,34 @@ def projection_learn(copy_pairs=None):
                  f"{copy_space}); reindex run {run.id} applies it.")
 
 
+def copy_vectors_fill(batch=5000):
+    """Store the active projection's copy-space vectors of images that have its projected vectors but none there (a
+    projection applied before copy-space vectors were stored), from their raw vectors: no model needed. Returns how
+    many were stored. Cheap when nothing is missing: two counts."""
+    version = model_active()
+    if version is None or not version.base_key:
+        return 0
+    dims = dict(vector_indexes(version))
+    key = knn.copy_key(version.key)
+    if key not in dims:
+        return 0
+    have = Embedding.objects.filter(model_key=key)
+    if have.count() >= Embedding.objects.filter(model_key=version.key).count():
+        return 0
+    learned = projection.Projection.loads(ModelVersion.objects.values_list("projection", flat=True).get(key=version.key))
+    missing = list(Embedding.objects.filter(model_key=version.key).exclude(image_id__in=have.values("image_id"))
+                   .values_list("image_id", flat=True))
+    stored = 0
+    for start in range(0, len(missing), batch):
+        raw = dict(Embedding.objects.filter(model_key=version.base_key, image_id__in=missing[start : start + batch])
+                   .values_list("image_id", "vector"))
+        if raw:
+            knn.vectors_upsert(key, list(raw), learned.copy_vectors(list(raw.values())))
+            stored += len(raw)
+    knn.ensure_vector_index(key, dims[key])
+    return stored
+
+
 def projection_request():
     """Ask a worker to learn a projection (with its copy space, which needs the model) and start the run that applies
     it: (sent, message). Not sent when projection_learn would surely refuse: nothing or too little indexed, or a

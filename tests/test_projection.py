@@ -281,6 +281,34 @@ def test_dropping_old_models_keeps_the_raw_vectors_of_the_active_projection():
 
 
 @pytest.mark.django_db
+def test_a_projection_applied_before_copy_vectors_were_stored_gets_them_from_the_raw_vectors(settings):
+    """copy_vectors_fill (the beat): the active projection's images without a copy-space vector get one, projected
+    from their raw vectors; nothing to do afterwards, nor for an active model without a copy space."""
+    from workers.pipeline import Space, _copy_scores
+
+    settings.IMGSEARCH_HNSW_MIN_VECTORS = 4
+    space, ids, x = copy_space_index(12)
+    assert reindex.copy_vectors_fill() == 0  # the raw model is active: no projection
+    ModelVersion.objects.update(active=False)
+    ModelVersion.objects.create(key=space.key, arch="mobilenet_v2", weights="x", dim=space.dim, base_key="test:raw", active=True,
+                                projection=space.projection.dumps(), projection_info={"copy_dims": 11})
+    knn.vectors_upsert(space.key, ids, space.vectors(x))  # projected vectors only, as before this change
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred FK checks
+    assert reindex.copy_vectors_fill(batch=5) == 12
+    stored = dict(Embedding.objects.filter(model_key=space.copy_key).values_list("image_id", "vector"))
+    assert np.allclose(np.stack([stored[i] for i in ids]), space.projection.copy_vectors(x), atol=1e-6)
+    assert not knn.needs_vector_index(space.copy_key, 11)  # and their index is built
+    assert reindex.copy_vectors_fill() == 0
+    Embedding.objects.filter(model_key="test:raw").delete()  # searches now read the copy-space vectors themselves
+    assert _copy_scores(space, x[3], [(ids[3], 0.5)])[0] > 0.99
+    plain = projection.fit(x, [[]] * len(x), min_images=10)[0]
+    ModelVersion.objects.filter(key=space.key).update(projection=plain.dumps(), projection_info={})
+    Embedding.objects.filter(model_key=space.copy_key).delete()
+    assert reindex.copy_vectors_fill() == 0 and Space(space.key, space.embedder, plain).copy_key is None
+
+
+@pytest.mark.django_db
 def test_a_replaced_projection_goes_with_its_copy_space_vectors_and_their_index(settings):
     """Dropping an inactive projected version drops its copy-space vectors and their HNSW index too."""
     from workers.pipeline import _store_projected

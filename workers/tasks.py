@@ -123,7 +123,11 @@ def extract_features(image_ids):
 
 @shared_task(name="workers.refresh_projection", max_retries=0)
 def refresh_projection():
-    """Beat: learn a projection for the active model when the index has grown enough (IMGSEARCH_PROJECTION=auto)."""
+    """Beat: learn a projection for the active model when the index has grown enough (IMGSEARCH_PROJECTION=auto).
+    First, an active projection applied before copy-space vectors were stored gets them (reindex.copy_vectors_fill)."""
+    filled = reindex.copy_vectors_fill()
+    if filled:
+        log.info("stored the copy-space vectors of %d images", filled)
     due, reason = reindex.projection_due()
     if due:
         learn_projection(reason)
