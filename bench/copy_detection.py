@@ -21,7 +21,7 @@ The global search is average pooling of the raw embedding, what searches use bel
 (1,000) indexed images, as for these sets; the at-scale index, larger, is searched through a projection learned from
 it (app_projection), as the app's would be, with its copy space: learned from edited copies of 1,500 of the indexed
 images (workers/edits.py, other edits than this benchmark's), it picks the lead of the candidates that are not
-copies. Recall is also split by the size of the original (its longer side),
+copies, and its COPY_CANDIDATES nearest are verified beside them. Recall is also split by the size of the original (its longer side),
 because many of the "photos" here are stamps of 50 to 200 pixels whose edited copies are only a few dozen.
 """
 

@@ -402,12 +402,10 @@ def copy_vectors_fill(batch=5000):
     projection applied before copy-space vectors were stored), from their raw vectors: no model needed. Returns how
     many were stored. Cheap when nothing is missing: two counts."""
     version = model_active()
-    if version is None or not version.base_key:
+    copy_space = vector_indexes(version)[1:] if version is not None else []  # [(its key, its dimensions)] or none
+    if not copy_space:
         return 0
-    dims = dict(vector_indexes(version))
-    key = knn.copy_key(version.key)
-    if key not in dims:
-        return 0
+    [(key, dim)] = copy_space
     have = Embedding.objects.filter(model_key=key)
     if have.count() >= Embedding.objects.filter(model_key=version.key).count():
         return 0
@@ -421,7 +419,7 @@ def copy_vectors_fill(batch=5000):
         if raw:
             knn.vectors_upsert(key, list(raw), learned.copy_vectors(list(raw.values())))
             stored += len(raw)
-    knn.ensure_vector_index(key, dims[key])
+    knn.ensure_vector_index(key, dim)
     return stored
 
 

@@ -593,8 +593,8 @@ def chunk_embed(run, image_ids, space):
         with transaction.atomic():
             _store_failed(failed)
             # An image that cannot be read any more should not be found by its old vector either.
-            Embedding.objects.filter(image__in=[image for image, _ in failed],
-                                     model_key__in=[space.key, space.copy_key]).delete()
+            keys = [key for key in (space.key, space.copy_key) if key]
+            Embedding.objects.filter(image__in=[image for image, _ in failed], model_key__in=keys).delete()
         space.ensure_vector_indexes()
         return len(images) - len(failed), _failures(failed), gone
     have = set(Embedding.objects.filter(image_id__in=image_ids, model_key=space.key).values_list("image_id", flat=True))
