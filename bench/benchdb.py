@@ -58,3 +58,11 @@ def drop():
     url = os.environ["DATABASE_URL"]
     with psycopg.connect(_server_url(url, "postgres"), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
+
+
+def use_once():
+    """use_bench_database(), unless this process's Django is set up already (bench/run.py did it)."""
+    from django.apps import apps
+
+    if not apps.ready:
+        use_bench_database()

@@ -1,6 +1,7 @@
 """Which edited copies re-ranking still misses, and why: one line per query whose original is not first.
 
-    .venv/bin/python -m bench.copy_failures [--set photo] [--seed 0] [--queries 100] [--edits combined]
+    .venv/bin/python -m imgsearch.embedded exec -- .venv/bin/python -m bench.copy_failures [--set photo] [--seed 0]
+        [--queries 100] [--edits combined]
 
 Builds the same set and queries as bench/copy_detection.py (same seed, same picks) and searches them as the app
 does. For each failure it prints the edits, the original (path and size), where the original ranked globally
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import copy_detection
+from bench import copy_detection  # first: it points Django at the bench database
+from bench.appindex import AppIndex
 from bench.common import DEV_IMAGES
 from bench.copysets import EDIT_TYPES, build_queries
-from workers import localfeatures, signature
+from workers.ranking import signature
 
 
 def failures(args):
@@ -34,25 +36,22 @@ def failures(args):
     options = copy_detection.parser().parse_args(["--seed", str(args.seed), "--limit", str(args.limit)])
     index, _ = copy_detection.pick_images(args.root, args.set, options.limit, options.unrelated, args.seed)
     images = [img for _, img in index]
-    blobs = [localfeatures.pack(localfeatures.extract(img)) for img in images]
-    signatures = np.stack([signature.compute(img) for img in images])
     embedder = load_embedder()
-    global_index = copy_detection.index_vectors(embedder, images)
+    app = AppIndex.build(embedder, images, copy_detection.embed_all(embedder, images), names=[p.name for p, _ in index])
+    signatures = np.stack([signature.compute(img) for img in images])
     queries = build_queries(images, args.queries, seed=args.seed, edits=tuple(args.edits.split(",")))
-    vocabulary_words = copy_detection.index_words(blobs)
-    searched = copy_detection.search(embedder, [q.image for q in queries], global_index, blobs, signatures,
-                                     vocabulary_words, options)
+    searched = copy_detection.search(embedder, app, [q.image for q in queries], options, wanted=(options.k,))
     ranked = copy_detection.ranked_lists(searched, options.min_inliers, fused=options.k)
     rows = []
-    for query, results, top, ids, inliers in zip(queries, ranked, searched.top, searched.candidates, searched.inliers):
+    for query, results, top, one in zip(queries, ranked, searched.top, searched.searched):
         first, _, match = results[0]
         if first == query.source:
             continue
-        counts = dict(zip(ids, inliers))
-        rank = np.nonzero(top == query.source)[0]
+        counts = {app.position[row.image_id]: row.inliers for row in one.first.candidates}
+        rank = top.index(query.source) if query.source in top else None
         likeness = float(signature.similarities(signatures[query.source], signatures[first : first + 1])[0])
-        rows.append((query, index[query.source][0], images[query.source].size, int(rank[0]) if len(rank) else None,
-                     counts.get(query.source), index[first][0], match, counts.get(first), likeness, len(top)))
+        rows.append((query, index[query.source][0], images[query.source].size, rank, counts.get(query.source),
+                     index[first][0], match, counts.get(first), likeness, len(top)))
     return rows, len(queries)
 
 

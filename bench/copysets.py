@@ -14,9 +14,9 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
-from workers.imageio import load_rgb
+from workers.imageio import ImageDecodeError, load_rgb
 
 _WORDS = ("found", "on", "the", "web", "repost", "credit", "photo", "meme", "share", "2024", "via", "look")
 _RESAMPLING = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
@@ -141,3 +141,67 @@ def _sources(count, wanted, rng):
     while len(picks) < wanted:
         picks += rng.sample(range(count), min(count, wanted - len(picks)))
     return picks
+
+
+# --- The sets: which dev images a copy benchmark indexes ---------------------------------------------------------
+
+FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
+
+
+def photo_like(img):
+    """A heuristic: photos have many distinct colours, drawings and smooth wallpapers few."""
+    thumb = img.copy()
+    thumb.thumbnail((128, 128))
+    px = np.asarray(thumb) // 4
+    codes = (px[..., 0].astype(np.int32) << 12) | (px[..., 1].astype(np.int32) << 6) | px[..., 2]
+    return len(np.unique(codes)) >= 600
+
+
+def thumb_vectors(img):
+    """16x16 colour thumbnails of the image, its margins trimmed, and of its mirror image, for spotting duplicates."""
+    small = trimmed(img).resize((16, 16), Image.Resampling.BOX)
+    mirror = small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return [np.asarray(t, np.float32).ravel() for t in (small, mirror)]
+
+
+def trimmed(img):
+    """The image without its margin: the rows and columns at its edges of the top-left pixel's colour (within 24 grey
+    levels). The dev images hold some drawings twice, on canvases of other sizes (a tuxpaint stamp, an openclipart
+    icon with more padding), which whole-canvas thumbnails did not match."""
+    background = Image.new(img.mode, img.size, img.getpixel((0, 0)))
+    box = ImageChops.difference(img, background).convert("L").point(lambda v: 255 if v > 24 else 0).getbbox()
+    return img if box is None else img.crop(box)
+
+
+def twin_of(thumbs, vectors):
+    """Whether an image (its thumb_vectors) is the same picture as one of `thumbs` (rows of earlier images' first
+    thumb vector): another size of it, on another canvas, or its mirror image. A set holds no two such files, since
+    either would be a right answer to the other's copies (on distinct pictures the distance is far above 12: colour
+    variants of one symbol 162, two flags of three stripes 89; on the same drawing twice 1 to 5)."""
+    return bool(len(thumbs)) and min(np.sqrt(((thumbs - v) ** 2).mean(axis=1)).min() for v in vectors) < 12
+
+
+def pick_images(root, which, limit, extra, seed, avoid=()):
+    """(index, unrelated): up to `limit` distinct (path, image) pairs, and `extra` others of the same kind; none of
+    them a twin (twin_of) of another or of an image in `avoid` (images another set already holds)."""
+    files = sorted(p for folder in FOLDERS[which] for p in (root / folder).rglob("*") if p.suffix in (".png", ".jpg"))
+    random.Random(seed).shuffle(files)
+    chosen = []
+    thumbs = np.array([thumb_vectors(img)[0] for img in avoid], np.float32).reshape(-1, 768)
+    for path in files:
+        try:
+            img = load_original(path)
+        except ImageDecodeError:  # the indexer skips these too (e.g. over the pixel limit)
+            continue
+        if which == "photo" and not photo_like(img):
+            continue
+        vectors = thumb_vectors(img)
+        if twin_of(thumbs, vectors):
+            continue
+        chosen.append((path, img))
+        thumbs = np.vstack([thumbs, vectors[0]])
+        if len(chosen) == limit + extra:
+            break
+    # Too few for both (the photo set): hold `extra` back, but index at least half.
+    split = min(limit, max(len(chosen) - extra, len(chosen) // 2))
+    return chosen[:split], chosen[split:]

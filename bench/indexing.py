@@ -1,7 +1,7 @@
 """Indexing throughput: the worker's full pipeline against the model's bare batched forward pass.
 
 Baseline: `_features` on pre-decoded, pre-processed tensors, batch IMGSEARCH_BATCH_SIZE (32). Pipeline: the real
-`workers.pipeline.images_embed` on the same images in tasks of IMGSEARCH_TASK_SIZE (256), as index_images
+`workers.indexing.jobs.images_embed` on the same images in tasks of IMGSEARCH_TASK_SIZE (256), as index_images
 sends them: decoding, resizing, thumbnails and local features in its decode threads, ahead of the model;
 embedding; vectors, local features, tags and status written to PostgreSQL by its store thread while the model
 embeds the next batch. Each image is new to the index for every timed pass (its rows and thumbnail are
@@ -65,7 +65,7 @@ def forget(ids):
 
 def pipeline(ids, task_size):
     """Images/s of images_embed over tasks of ids, as the index worker runs them."""
-    from workers.pipeline import images_embed
+    from workers.indexing.jobs import images_embed
 
     forget(ids)
     tasks = [ids[i : i + task_size] for i in range(0, len(ids), task_size)]
@@ -82,8 +82,9 @@ def run(count=512, repeats=5):
     it varied by +-0.07x."""
     from django.conf import settings
 
-    from search import copywords
-    from workers.pipeline import active_space, images_embed
+    from workers.indexing.jobs import images_embed
+    from workers.learning import words_learn
+    from workers.spaces import active_space
 
     batch, task = settings.IMGSEARCH_BATCH_SIZE, settings.IMGSEARCH_TASK_SIZE
     paths = [p for p, _ in labelled_subset(3 * (count + batch))][::3][: count + batch]
@@ -91,7 +92,7 @@ def run(count=512, repeats=5):
     images_embed(ids[:batch])  # warm-up: loads the model, registers it, creates its vector index
     # An index of IMGSEARCH_WORDS_MIN_IMAGES images or more has learned its visual words, and every image indexed
     # afterwards gets its words in the pipeline (and into their HNSW index): learned here from the warm-up batch.
-    copywords.words_learn()
+    words_learn()
     embedder = active_space().embedder  # the very model object images_embed uses
     tensors, decode_rate = decode(embedder, paths)
     rows = []

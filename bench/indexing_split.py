@@ -31,17 +31,18 @@ class Clock:
 
 @contextmanager
 def instrumented(store):
-    """Time the model's and the store's calls in workers.pipeline; with store=False, write nothing."""
-    from workers import embedder, pipeline
+    """Time the model's and the store's calls in the indexing pipeline; with store=False, write nothing."""
+    from workers import embedder
+    from workers.indexing import embed
 
     model, writes = Clock(), Clock()
-    saved = embedder.Embedder.embed_prepared, pipeline._store_in_thread
+    saved = embedder.Embedder.embed_prepared, embed._store_in_thread
     embedder.Embedder.embed_prepared = model.wrap(saved[0])
-    pipeline._store_in_thread = writes.wrap(saved[1] if store else lambda store, rows: False)
+    embed._store_in_thread = writes.wrap(saved[1] if store else lambda store, rows: False)
     try:
         yield model, writes
     finally:
-        embedder.Embedder.embed_prepared, pipeline._store_in_thread = saved
+        embedder.Embedder.embed_prepared, embed._store_in_thread = saved
 
 
 def run(count=512, repeats=3):
@@ -50,7 +51,8 @@ def run(count=512, repeats=3):
 
     from bench.common import labelled_subset
     from bench.indexing import bare_forward, decode, forget, store_originals
-    from workers.pipeline import active_space, images_embed
+    from workers.indexing.jobs import images_embed
+    from workers.spaces import active_space
 
     torch.set_num_threads(1)
     settings.IMGSEARCH_LOCAL_FEATURES = False

@@ -1,7 +1,7 @@
 """k-NN at scale through bench/knn_scale.py: pgvector HNSW settings against exact search, on real-embedding mixtures.
 
 The vectors are two-way mixtures of the quality subset's real GAP embeddings (saved by bench/quality.py), put
-through the projection learned from that subset and its folder tags (search/projection.py), so their
+through the projection learned from that subset and its folder tags (workers/projection.py), so their
 dimension and distribution are those of a production index of that size (raw 1280-dimensional vectors are
 only searched below IMGSEARCH_PROJECTION_MIN_IMAGES images). `raw=True` keeps the raw vectors.
 Runs on the server DATABASE_URL names (table bench_knn).
@@ -21,7 +21,7 @@ TARGET = {"recall": 0.95, "median_ms": 10.0}
 
 def vectors(seeds_path, n, queries, seed=0, raw=False):
     """(data, queries) drawn as knn_scale's real mixtures, projected as production projects them unless raw."""
-    from search.projection import Projection
+    from workers.projection import Projection
 
     rng = np.random.default_rng(seed)
     seeds = np.load(seeds_path).astype(np.float32)

@@ -1,9 +1,9 @@
 """Retrieval quality of global descriptors: average pooling (GAP) against GeM, PCA-whitening, alpha-QE and the
-production projection (search/projection.py: learned PCA plus tag-supervised LDA), in one run.
+production projection (workers/projection.py: learned PCA plus tag-supervised LDA), in one run.
 
 On a labelled subset of the dev images (category = `<source>/<top folder>`): category precision@10 and mAP,
 leave-one-out, and copy-detection recall@1 of edited copies (bench/copysets.py) against the same index, for
-the global descriptor alone and re-ranked by local features as searches do (workers/localfeatures.py).
+the global descriptor alone and ranked by the app itself (workers/ranking, over an index built as the app builds it).
 
 The projection learns from the tags `index_images --tags-from-folders` gives (`<source>` and `<top folder>`).
 It is cross-fitted: the index is cut into 5 folds and each fold's queries are ranked by a projection learned
@@ -18,13 +18,13 @@ import numpy as np
 
 from bench.common import CACHE, DEV_IMAGES, RERANK_CANDIDATES, labelled_subset, load_embedder, timed
 from bench.copysets import build_queries, load_original
-from search import projection
+from workers import projection
 
 GEM_P = 3.0
 SHRINK = 10.0  # whitening divides by sqrt(eigenvalue + SHRINK * mean eigenvalue); 10 beat 0.1 and 1 (P@10) on the dev set
 QE = {"alpha": 3.0, "n": 3}  # n=3 was best of 2, 3, 5, 10 on the dev set
 PRODUCTION = "GAP + learned PCA256 + tag LDA128 (production)"
-VARIANTS = (  # (name, descriptor, whitening dims, "pca" or "production" (search/projection.py), or None; query expansion)
+VARIANTS = (  # (name, descriptor, whitening dims, "pca" or "production" (workers/projection.py), or None; query expansion)
     ("GAP (baseline)", "gap", None, False), ("GeM p=3", "gem", None, False), ("multi-scale GeM", "msgem", None, False),
     ("GAP + PCAw128", "gap", 128, False), ("GAP + PCAw512", "gap", 512, False), ("GeM + PCAw128", "gem", 128, False),
     ("GeM + PCAw512", "gem", 512, False), ("GAP + aQE", "gap", None, True), ("GeM + aQE", "gem", None, True),
@@ -196,46 +196,23 @@ def variant_scores(desc, labels, tags, copies, sources, edits, spec):
             "copy_recall_by_edit": per_edit}
 
 
-def reranked_copy_recall(index, queries, paths, images, sources, edits, k=RERANK_CANDIDATES):
-    """Copy recall@1 of the global neighbours re-ranked as searches do (the best signature match in the whole
-    index as near duplicate, or below it as a lookalike, the images nearest in visual words learned from the index,
-    local features verified for the first candidates and those, the signatures' likeness in picking the lead); and
-    the ms it added per query."""
-    import time
-
-    from bench.copy_detection import found_in_index, index_words
-    from workers import localfeatures, signature
+def reranked_copy_recall(index, queries, paths, images, sources, edits, tags, embedder, k=RERANK_CANDIDATES):
+    """Copy recall@1 of the app's whole ranking (workers/ranking) over the subset indexed as the app indexes it
+    (bench/appindex.py: the raw vectors `index`, the copy evidence of each image, the visual words, and the projection
+    the app learns at this size from the given tags, with its copy space), for the edited copies `images` with their
+    raw vectors `queries`; and the ms its stages after the global k-NN took per query."""
+    from bench.appindex import KNN_STAGE, AppIndex
     from workers.imageio import load_rgb
 
-    sims = queries @ index.T
-    top = np.argsort(-sims, axis=1)[:, :k]
-    decoded = [load_rgb(path, target_size=256) for path in paths]  # as the indexer stores them
-    signatures = np.stack([signature.compute(img) for img in decoded])
-    blobs = [localfeatures.pack(localfeatures.extract(img)) for img in decoded]  # as the indexer stores them
-    stored = [localfeatures.unpack(blob) for blob in blobs]
-    vocabulary_words = index_words(blobs)
-
-    def load_features(ids):
-        return {i: stored[i] for i in ids}
-
-    hits, seconds = [], []
-    for image, row, ids in zip(images, sims, top.tolist()):
-        started = time.perf_counter()
-        query, query_signature = localfeatures.extract(image), signature.compute(image)
-        likeness_all = signature.similarities(query_signature, signatures)
-        ids, near = signature.with_near_duplicate(ids, signature.best_match(likeness_all))
-        found = [i for i in found_in_index(query, likeness_all, vocabulary_words) if i not in ids]
-        ids += found
-        candidates = [(i, float(row[i])) for i in ids]
-        likeness = signature.likeness(query_signature, list(signatures[ids]))
-        ranked = localfeatures.rerank(candidates, query, load_features, near=near, likeness=likeness,
-                                      verified_only=frozenset(range(len(ids) - len(found), len(ids))))
-        seconds.append(time.perf_counter() - started)
-        hits.append(ranked[0][0])
-    hits = np.array(hits) == sources
+    decoded = [load_rgb(path, target_size=256) for path in paths]  # as the indexer decodes them
+    app = AppIndex.build(embedder, decoded, index, tags=tags, projection=True, names=[p.name for p in paths])
+    searched = app.search(images, queries, k=k, wanted=(k,))
+    firsts = [app.position[s.first.results[0][0]] if s.first.results else -1 for s in searched]
+    seconds = [sum(ms for stage, ms in s.timings.items() if stage != KNN_STAGE) for s in searched]
+    hits = np.array(firsts) == sources
     per_edit = {e: round(float(hits[edits == e].mean()), 4) for e in sorted(set(edits))}
     return {"copy_recall_at_1": float(hits.mean()), "copy_recall_by_edit": per_edit, "candidates": k,
-            "rerank_ms_median": round(1000 * float(np.median(seconds)), 1)}
+            "rerank_ms_median": round(float(np.median(seconds)), 1)}
 
 
 def copy_queries(paths, count_per_edit, seed=0):
@@ -267,8 +244,7 @@ def run(max_images=1200, per_edit=30, seeds_path=None):
         rows.append({"variant": spec[0], **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}})
         print(f"  {spec[0]:44s} P@10 {scores['precision_at_10']:.3f}  mAP {scores['map']:.3f}  "
               f"copy R@1 {scores['copy_recall_at_1']:.3f}", flush=True)
-    index, queries = learned(l2n(desc["gap"]), tags, l2n(copies["gap"]))
-    reranked = reranked_copy_recall(index, queries, paths, images, sources, edits)
+    reranked = reranked_copy_recall(l2n(desc["gap"]), l2n(copies["gap"]), paths, images, sources, edits, tags, embedder)
     print(f"  production + local-feature re-ranking: copy R@1 {reranked['copy_recall_at_1']:.3f}", flush=True)
     return {
         "model": embedder.key, "images": len(paths), "categories": len(set(labels)), "copy_queries": len(images),

@@ -4,8 +4,7 @@ import json
 import sys
 
 from bench.knn_bench import TARGET as KNN_TARGET
-from search.projection import COPY_CANDIDATES
-from workers.edits import COPY_PAIRS
+from workers.ranking.tunables import COPY_PAIRS, COPY_SPACE_FOUND
 
 
 def row(figure, value, baseline="", ratio="", target="", passed=None):
@@ -189,7 +188,7 @@ def _quality_table(q):
     lines += [f"| {v['variant']} | {v['precision_at_10']:.3f} | {v['map']:.3f} | {v['copy_recall_at_1']:.3f} |" for v in q["variants"]]
     b, pr, u = q["best"], q["projection"], q["untagged_kinds"]
     r = q["production_reranked"]
-    lines += ["", f"Production: **{q['production']}** (search/projection.py), learned from the index: PCA to {pr['pca_dims']} "
+    lines += ["", f"Production: **{q['production']}** (workers/projection.py), learned from the index: PCA to {pr['pca_dims']} "
               f"dimensions plus an LDA of {pr['lda_dims']} dimensions learned from the images' given tags ({pr['tags']}), "
               f"weighted {pr['beta']} in the cosine. Its category figures are cross-fitted over {pr['folds']} folds: each "
               "query was ranked by a projection learned with its fold's tags hidden. With the tags of "
@@ -252,7 +251,7 @@ def _copies_table(c):
                      "tagged, as the app searches from 1,000 images" if scale.get("projection") else "")
                   + ("; its copy space, learned from an edited copy of each of "
                      f"{COPY_PAIRS:,} of the indexed images (workers/edits.py: other edits than these queries'), picks the lead "
-                     f"of the candidates that are not copies and brings in its {COPY_CANDIDATES} nearest the query, kept as "
+                     f"of the candidates that are not copies and brings in its {COPY_SPACE_FOUND} nearest the query, kept as "
                      "the words' finds are" if scale.get("copy_space") else "")
                   + f"; global R@1 {scale['global']:.3f}, "
                   f"original in the global top {k} {scale['global_at_k']:.3f}):", "", "| stage | combined R@1 |", "|---|---|"]

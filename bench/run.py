@@ -7,7 +7,7 @@
 A default run keeps the large parts of the last report (each part states its own date and commit).
 
 Runs against DATABASE_URL / REDIS_URL (make starts embedded servers under .local/bench-run); every part
-that needs the database uses a throw-away database `imgsearch_bench` on that server. A part that fails is
+uses a throw-away database `imgsearch_bench` on that server (the copies and quality parts index into it too). A part that fails is
 recorded in the report with its error and the others still run.
 """
 
@@ -83,6 +83,7 @@ def main():
     results, load = rep["parts"], rep["load"]
     seeds = common.CACHE / "seeds.npy"
 
+    benchdb.use_bench_database()  # Django on a fresh database: the parts index and search as the app does
     if "quality" in wanted or not seeds.with_suffix(".projection.npz").is_file():
         from bench import quality
         part("quality", results, load, quality.run, seeds_path=seeds)
@@ -90,10 +91,12 @@ def main():
         from bench import copy_detection
         part("copies", results, load, copy_detection.run,
              ["--queries", str(args.copy_queries), "--combined-queries", str(args.copy_combined_queries)])
+    from bench import appindex
+
+    appindex.reset()  # the index the copies and quality parts left: the other parts build their own
     if "gpu" in wanted:  # where torch sees no GPU this records only that
         from bench import gpu
         part("gpu", results, load, gpu.run)
-    benchdb.use_bench_database()  # Django on a fresh database from here on
     if "memory" in wanted:
         from bench import memory
         part("memory", results, load, memory.run)

@@ -57,11 +57,13 @@ def fill_index(size, seeds_path, model_key, seed=0):
 def index_words():
     """Give the real images their visual words, as an index has them from IMGSEARCH_WORDS_MIN_IMAGES images on:
     the vocabulary learned (unless the indexing part already did) and every image's words computed."""
-    from search import copywords
+    from search import vocabulary
+    from workers import learning
+    from workers.ranking import words
 
-    if copywords.vocabulary() is None:
-        copywords.words_learn()
-    copywords.words_compute(copywords.words_missing())
+    if words.vocabulary() is None:
+        learning.words_learn()
+    learning.words_compute(vocabulary.words_missing())
 
 
 def apply_projection(timeout=1800):
@@ -69,11 +71,10 @@ def apply_projection(timeout=1800):
     sampled: the synthetic rows have no file to make an edited copy of), and wait until the worker's run has made it
     the active model. The run stores each image's copy-space vector beside its projected one, and searches then
     verify the copy space's nearest too and pick their lead there."""
-    from search import reindex
     from search.models import ReindexRun
-    from workers.pipeline import projection_copy_pairs
+    from workers.learning import projection_learn
 
-    run, message = reindex.projection_learn(copy_pairs=projection_copy_pairs)
+    run, message = projection_learn()
     print(f"  {message}", flush=True)
     if run is None:
         raise RuntimeError(message)
@@ -170,14 +171,14 @@ def run(seeds_path, size=10_000, searches=40):
     """Figures at `size` indexed vectors, with and without re-ranking; needs the indexing part's model and images."""
     from django.conf import settings
 
-    from search import reindex
+    from search import versions
 
-    active = reindex.model_active()
+    active = versions.model_active()
     added = fill_index(size, seeds_path, active.base_key or active.key)  # raw vectors, as the index worker stores them
     worker = start_worker()
     try:
         apply_projection()
-        active = reindex.model_active()
+        active = versions.model_active()
         paths = [p for p, _ in labelled_subset(1200)][1::4][: searches + 3]  # not the indexing part's images
         result = {"indexed": size, "synthetic_rows_added": added, "model": active.key, "dim": active.dim,
                   "rerank_candidates": settings.IMGSEARCH_RERANK_CANDIDATES}

@@ -10,7 +10,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from workers.registry import MODELS
+from .backbones import MODELS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "search",
     "favorites",
+    "accounts",
     "workers",
 ]
 
@@ -184,18 +185,18 @@ IMGSEARCH_WAIT_SLOTS = env_number("IMGSEARCH_WAIT_SLOTS", 4, minimum=0, maximum=
 IMGSEARCH_MAX_WAIT_SECONDS = 10
 IMGSEARCH_DEFAULT_K = 20
 IMGSEARCH_MAX_K = 100
-# Local features (workers/localfeatures.py) are extracted at index time so that searches can verify copies; off,
+# Local features (workers/ranking/verification.py) are extracted at index time so that searches can verify copies; off,
 # indexing does about half the work (bench/indexing.py) and no search marks a copy.
 IMGSEARCH_LOCAL_FEATURES = env_bool("IMGSEARCH_LOCAL_FEATURES", True)
-# Searches verify this many of the best k-NN candidates with local features (workers/localfeatures.py), so a
+# Searches verify this many of the best k-NN candidates with local features (workers/ranking/verification.py), so a
 # copy of the query comes first even where the global vectors rank it lower.
 IMGSEARCH_RERANK_CANDIDATES = env_number("IMGSEARCH_RERANK_CANDIDATES", 20, minimum=1, maximum=200)
-# Once this many images have local features, a vocabulary of visual words is learned from them (search/copywords.py)
-# and re-ranking also verifies the few images whose words are nearest the query's (workers/words.py): in a large
+# Once this many images have local features, a vocabulary of visual words is learned from them (search/vocabulary.py)
+# and re-ranking also verifies the few images whose words are nearest the query's (workers/ranking/words.py): in a large
 # index a heavily edited copy's original often falls out of the global candidates.
 IMGSEARCH_WORDS_MIN_IMAGES = env_number("IMGSEARCH_WORDS_MIN_IMAGES", 200, minimum=2, maximum=10_000_000)
 # "auto": once the index holds IMGSEARCH_PROJECTION_MIN_IMAGES images, learn a projection of the vectors from it
-# (search/projection.py) and apply it in a background run; learn again when the index or its tags grow by half.
+# (workers/projection.py) and apply it in a background run; learn again when the index or its tags grow by half.
 IMGSEARCH_PROJECTION = env_str("IMGSEARCH_PROJECTION", "auto")
 if IMGSEARCH_PROJECTION not in ("auto", "off"):
     raise ImproperlyConfigured(f"IMGSEARCH_PROJECTION={IMGSEARCH_PROJECTION!r} must be auto or off.")

@@ -9,7 +9,7 @@ from django.views.static import serve
 urlpatterns = [
     path("", include("search.urls")),
     path("", include("favorites.urls")),
-    path("accounts/", include("imgsearch.accounts_urls")),
+    path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),  # set_language: the header's language switch
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),

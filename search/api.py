@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import openapi, services
+from . import indexing, jobs, openapi
 from .models import IndexedImage, SearchJob
 from .uploads import UploadRejected, validate_upload
 
@@ -38,7 +38,8 @@ class SearchRequestSerializer(serializers.Serializer):
 
     def validate_image(self, image):
         try:
-            validate_upload(image, **services.upload_limits())
+            validate_upload(image, max_bytes=settings.IMGSEARCH_MAX_UPLOAD_BYTES,
+                            max_pixels=settings.IMGSEARCH_MAX_PIXELS)
         except UploadRejected as exc:
             raise ValidationError(exc.message) from None
         return image
@@ -59,7 +60,7 @@ class SearchRequestSerializer(serializers.Serializer):
             if data["source_image"] is None:
                 raise ValidationError({"image_id": "No indexed image has this id."})
         if "from_search" in data:
-            data["from_job"] = services.visible_jobs(self.context["request"]).filter(id=data.pop("from_search")).first()
+            data["from_job"] = jobs.visible_jobs(self.context["request"]).filter(id=data.pop("from_search")).first()
             if data["from_job"] is None:
                 raise ValidationError({"from_search": "No search of yours has this id."})
         return data
@@ -78,7 +79,7 @@ def result_json(request, image, score, match):
 
 
 def job_json(request, job):
-    results = [result_json(request, *result) for result in services.search_job_results(job)]
+    results = [result_json(request, *result) for result in jobs.search_job_results(job)]
     return {
         "id": str(job.id),
         "status": job.status,
@@ -168,7 +169,7 @@ def search_create(request):
     serializer.is_valid(raise_exception=True)
     if not request.session.session_key:
         request.session.save()
-    job = services.search_job_create(
+    job = jobs.search_job_create(
         **serializer.validated_data,
         owner=request.user if request.user.is_authenticated else None,
         session_key=request.session.session_key,
@@ -187,7 +188,7 @@ def search_refusal(request):
         limit = settings.IMGSEARCH_MAX_UPLOAD_BYTES // (1024 * 1024)
         return Response({"detail": f"The upload is too large; the limit is {limit} MB."},
                         status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-    if services.search_queue_full():
+    if jobs.search_queue_full():
         return Response({"detail": "The search queue is full right now; please try again in a few seconds."},
                         status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
     return None
@@ -224,11 +225,11 @@ class SearchWaitSerializer(serializers.Serializer):
 )
 @api_view(["GET"])
 def search_detail(request, job_id):
-    job = get_object_or_404(services.visible_jobs(request), id=job_id)
+    job = get_object_or_404(jobs.visible_jobs(request), id=job_id)
     params = SearchWaitSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
     if params.validated_data["wait"] and job.status in (SearchJob.Status.PENDING, SearchJob.Status.RUNNING):
-        services.search_job_wait(job, params.validated_data["wait"])
+        jobs.search_job_wait(job, params.validated_data["wait"])
     return Response(job_json(request, job))
 
 
@@ -247,7 +248,7 @@ _QUERY_IMAGE_TYPES = {"JPEG": ("image/jpeg", "jpg"), "MPO": ("image/jpeg", "jpg"
 @api_view(["GET"])
 def search_query_image(request, job_id):
     """The uploaded query image of a search, to its owner (and staff) only."""
-    job = get_object_or_404(services.visible_jobs(request), id=job_id)
+    job = get_object_or_404(jobs.visible_jobs(request), id=job_id)
     if not job.query_image:
         raise Http404("This search has no uploaded image.")
     try:
@@ -276,7 +277,7 @@ def search_query_image(request, job_id):
 @api_view(["GET"])
 def tag_list(request):
     """Every tag in the index with its number of images, most common first."""
-    return Response(services.tag_counts())
+    return Response(indexing.tag_counts())
 
 
 def first_message(errors):

@@ -13,11 +13,11 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from . import indexing
+from . import indexing, queue
 from .models import Collection, IndexedImage
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,7 @@ def folder_check(path):
 
 def collection_scan_enqueue(collection):
     """Scan the collection's folder on an index worker once the current transaction commits."""
-    from imgsearch.celery import app
-
-    transaction.on_commit(lambda: app.send_task("workers.collection_scan", args=(collection.id,)))
+    queue.send(queue.COLLECTION_SCAN, collection.id)
 
 
 def collections_rescan():
@@ -112,8 +110,6 @@ def summary(report, queued):
 
 def upload_store(collection, files):
     """Keep uploaded files (images or zips) in a fresh folder under INCOMING_ROOT and queue their import."""
-    from imgsearch.celery import app
-
     folder = uuid.uuid4().hex
     for number, upload in enumerate(files):
         # A generated folder per file: the client's name is kept (for the title) but never trusted as a path.
@@ -122,7 +118,7 @@ def upload_store(collection, files):
         with open(target, "wb") as out:
             for piece in upload.chunks():
                 out.write(piece)
-    transaction.on_commit(lambda: app.send_task("workers.collection_import", args=(collection.id, folder)))
+    queue.send(queue.COLLECTION_IMPORT, collection.id, folder)
     return folder
 
 

@@ -1,4 +1,5 @@
-"""Adding image files to the index: probe, de-duplicate by content, store, queue for embedding."""
+"""The index's images: add files (probe, de-duplicate by content, store, queue for embedding), remove them, record
+what the workers made of them, queue their maintenance, and count their tags."""
 
 import hashlib
 import os
@@ -10,8 +11,10 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
+from django.db.models import Q
 from PIL import Image, UnidentifiedImageError
 
+from . import queue
 from .models import IndexedImage
 from .uploads import SUPPORTED_FORMATS
 
@@ -149,12 +152,43 @@ def pending_image_ids():
     return list(IndexedImage.objects.filter(status=IndexedImage.Status.PENDING).values_list("id", flat=True))
 
 
-def embed_enqueue(image_ids, batch_size):
+def embed_enqueue(image_ids, batch_size=None):
     """Queue embedding work in batches; returns the number of tasks sent."""
-    from workers.tasks import embed_images
+    return queue.send_batches(queue.EMBED_IMAGES, image_ids, batch_size)
 
-    ids = list(image_ids)
-    batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
-    for batch in batches:
-        embed_images.delay(batch)
-    return len(batches)
+
+def images_fail(rows):
+    """Mark images [(image_id, reason)] that could not be read as failed, with their reason."""
+    IndexedImage.objects.bulk_update([IndexedImage(id=image_id, status=IndexedImage.Status.FAILED, error=reason[:2000])
+                                      for image_id, reason in rows], ["status", "error"])
+
+
+# --- Maintenance (admin actions and commands) ---------------------------------------------------------------------
+
+
+def images_reembed(image_ids, *, batch_size=None):
+    """Queue embedding of the images with the active model, overwriting their vectors, thumbnails and tags."""
+    return queue.send_batches(queue.EMBED_IMAGES, image_ids, batch_size, overwrite=True)
+
+
+def images_retag(image_ids, *, batch_size=None):
+    """Queue recomputing the images' automatic tags with the active model's classifier."""
+    return queue.send_batches(queue.RETAG_IMAGES, image_ids, batch_size)
+
+
+def images_extract_missing_features(*, batch_size=None):
+    """Queue copy-evidence extraction for ready images that have none, or no signature: (images, tasks)."""
+    missing = Q(local_features__isnull=True) | Q(local_features__signature__isnull=True)
+    ids = list(IndexedImage.objects.filter(missing, status=IndexedImage.Status.READY)
+               .order_by("id").values_list("id", flat=True))
+    return len(ids), queue.send_batches(queue.EXTRACT_FEATURES, ids, batch_size)
+
+
+def tag_counts():
+    """Every tag on a ready image with its number of images, most common first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tag, count(DISTINCT id) FROM search_indexedimage, unnest(user_tags || auto_tags) AS tag"
+            " WHERE status = 'ready' GROUP BY tag ORDER BY count(DISTINCT id) DESC, tag"
+        )
+        return [{"tag": tag, "count": count} for tag, count in cursor.fetchall()]

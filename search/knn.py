@@ -13,11 +13,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
-from workers import signature, words
-from workers.registry import HNSW_MAX_DIM
-
 from .fields import exact_text
+from .models import Embedding
 
+# pgvector 0.6 builds HNSW indexes for vectors of up to 2,000 dimensions; wider ones are searched exactly.
+HNSW_MAX_DIM = 2000
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
 # docs/benchmarks.md: at 1M projected vectors m=24 / ef_construction=96 stopped at recall@10 0.92 even with
 # ef_search 800; m=32 / 200 reached 0.961 at ef_search 400 in a 3.5 ms median (build 9 minutes).
@@ -38,7 +38,7 @@ def _check(model_key, dim):
 
 
 def copy_key(model_key):
-    """Where a projected model's copy-space vectors (search/projection.py) are kept: rows of their own, with their
+    """Where a projected model's copy-space vectors (workers/projection.py) are kept: rows of their own, with their
     own HNSW index (COPY_HNSW), under a key made from the model's (short, so that its index name is never cut)."""
     return _COPY_PREFIX + hashlib.sha256(model_key.encode()).hexdigest()[:16]
 
@@ -206,39 +206,6 @@ def _category_filter(categories):
     ), [list(categories), list(categories)]
 
 
-def signature_match(query):
-    """The indexed image whose signature (workers/signature.py) best matches `query` turned or mirrored any way:
-    (image_id, correlation), or None when no image has one. One statement: the best of each orientation, each
-    found through the signatures' HNSW index (migration 0007), by inner product since signatures are unit vectors."""
-    one = ("(SELECT image_id, -(signature <#> %s::vector({dim})) AS likeness FROM search_localfeatures"
-           " ORDER BY signature <#> %s::vector({dim}) LIMIT 1)").format(dim=signature.DIM)
-    literals = [vector_literal(v) for v in signature.orientations(query)]
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT image_id, likeness FROM ({' UNION ALL '.join([one] * len(literals))}) AS best"
-                       " WHERE likeness IS NOT NULL ORDER BY likeness DESC LIMIT 1",
-                       [v for literal in literals for v in (literal, literal)])
-        row = cursor.fetchone()
-    return None if row is None else (row[0], float(row[1]))
-
-
-WORDS_EF_SEARCH = 100
-
-
-def words_nearest(queries, *, k):
-    """Ids of the k indexed images whose visual words (workers/words.py) are nearest any of `queries` (unit
-    vectors: the query's words as is and mirrored), best first. One statement, each query through the words'
-    HNSW index (migration 0009); images without words are not in it."""
-    one = ("(SELECT image_id, -(words <#> %s::vector({dim})) AS likeness FROM search_localfeatures"
-           " WHERE words IS NOT NULL ORDER BY words <#> %s::vector({dim}) LIMIT {k})").format(dim=words.DIM, k=int(k))
-    literals = [exact_text(q) for q in queries]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {WORDS_EF_SEARCH}")  # its graph is sparse (migration 0009)
-        cursor.execute(f"SELECT image_id FROM ({' UNION ALL '.join([one] * len(literals))}) AS near"
-                       f" GROUP BY image_id ORDER BY max(likeness) DESC LIMIT {int(k)}",
-                       [v for literal in literals for v in (literal, literal)])
-        return [row[0] for row in cursor.fetchall()]
-
-
 def scores_of(vector, image_ids, *, model_key, categories=()):
     """{image_id: cosine similarity to `vector`} of those of the images with a vector of the model (and, with
     categories, one of them), as nearest() scores them."""
@@ -253,3 +220,13 @@ def scores_of(vector, image_ids, *, model_key, categories=()):
     with connection.cursor() as cursor:
         cursor.execute(query.as_string(cursor.connection), [vector_literal(vector), model_key, list(image_ids), *params])
         return {image_id: float(score) for image_id, score in cursor.fetchall()}
+
+
+def stored_vector(image_id, model_key):
+    """An indexed image's vector of the model, or None."""
+    return Embedding.objects.filter(image_id=image_id, model_key=model_key).values_list("vector", flat=True).first()
+
+
+def has_vectors(model_key):
+    """Whether any image has a vector of the model."""
+    return Embedding.objects.filter(model_key=model_key).exists()

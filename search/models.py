@@ -8,7 +8,6 @@ from django.contrib.postgres.indexes import GinIndex
 from django.core.files.storage import FileSystemStorage
 from django.db import models
 from django.utils import timezone
-from workers.categories import MIN_TAG_PROBABILITY
 
 from .fields import Float32VectorField
 
@@ -74,7 +73,7 @@ class IndexedImage(models.Model):
                                   help_text="The classifier's likeliest ImageNet class within its likeliest category.")
     auto_score = models.FloatField(null=True, blank=True, help_text=(
         "The classifier's probability of its likeliest category (its classes added up); the category becomes the "
-        f"automatic tag at {MIN_TAG_PROBABILITY} or more."))
+        "automatic tag at 0.5 or more."))
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -101,9 +100,9 @@ class ModelVersion(models.Model):
     dim = models.PositiveIntegerField()
     active = models.BooleanField(default=False)  # the model searches embed with; exactly one once indexed
     # A projected version maps the raw vectors of its base version (same arch and weights) through a projection
-    # learned from the index (search.projection): its vectors are shorter and rank categories better.
+    # learned from the index (workers/projection.py): its vectors are shorter and rank categories better.
     base_key = models.CharField(max_length=120, blank=True)
-    projection = models.BinaryField(null=True, blank=True, editable=False)  # search.projection.Projection.dumps()
+    projection = models.BinaryField(null=True, blank=True, editable=False)  # workers.projection.Projection.dumps()
     projection_info = models.JSONField(default=dict, blank=True)  # what it was learned from, for people
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -130,17 +129,17 @@ class Embedding(models.Model):
 
 
 class LocalFeatures(models.Model):
-    """An image's copy-detection evidence: its SIFT keypoints, packed (workers.localfeatures.pack), and its
-    16x16 grey signature (workers.signature; null for rows extracted before it existed), compared at search time.
+    """An image's copy-detection evidence: its SIFT keypoints, packed (workers/ranking/verification.py), and
+    its 16x16 grey signature (workers/ranking/signature.py; null for rows extracted before it existed), compared at search time.
     The signatures have an HNSW index of their own (migration 0007), searched by inner product (search/knn.py)."""
 
     image = models.OneToOneField(IndexedImage, on_delete=models.CASCADE, primary_key=True, related_name="local_features")
     data = models.BinaryField()
     signature = Float32VectorField(dimensions=256, null=True, blank=True)
-    # The keypoints' visual words (workers.words) under the index's vocabulary (VisualWords); null before one is
+    # The keypoints' visual words (workers/ranking/words.py) under the index's vocabulary (VisualWords); null before one is
     # learned. Their own HNSW index (migration 0009) finds copy candidates the global k-NN misses.
     words = Float32VectorField(dimensions=1920, null=True, blank=True)
-    # The vocabulary `words` were computed with: words of any other than the latest are missing (search/copywords.py).
+    # The vocabulary `words` were computed with: words of any other than the latest are missing (search/vocabulary.py).
     # No database constraint: a task that computed words with a vocabulary deleted meanwhile (learned again) still
     # stores its batch, and those words are computed again.
     words_vocabulary = models.ForeignKey("VisualWords", on_delete=models.SET_NULL, null=True, blank=True,
@@ -150,10 +149,10 @@ class LocalFeatures(models.Model):
 
 class VisualWords(models.Model):
     """The vocabulary LocalFeatures.words are computed with: learned from the index's own descriptors when it has
-    grown to IMGSEARCH_WORDS_MIN_IMAGES images, and again as it grows (search/copywords.py). The latest row is the one
+    grown to IMGSEARCH_WORDS_MIN_IMAGES images, and again as it grows (search/vocabulary.py). The latest row is the one
     in use."""
 
-    words = models.BinaryField(editable=False)  # workers.words.dumps()
+    words = models.BinaryField(editable=False)  # workers.ranking.words.dumps()
     info = models.JSONField(default=dict, blank=True)  # what it was learned from, for people
     created_at = models.DateTimeField(auto_now_add=True)
 

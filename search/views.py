@@ -7,7 +7,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
 
-from . import services
+from . import indexing
 from .models import IndexedImage
 
 SAMPLES = 6  # images of the index offered on the fresh page, to try a search without a file at hand
@@ -15,7 +15,7 @@ SAMPLES = 6  # images of the index offered on the fresh page, to try a search wi
 
 def home(request):
     """The search page; `?job=<id>` shows that search's results again (the page fetches them)."""
-    tags = services.tag_counts()
+    tags = indexing.tag_counts()
     ready = IndexedImage.objects.filter(status=IndexedImage.Status.READY)
     return render(request, "search/home.html", {
         "index_count": ready.count(),

@@ -175,3 +175,20 @@ def wait_for_job(client, url, timeout=60):
             return body
         time.sleep(0.1)
     raise AssertionError(f"job still {body['status']} after {timeout}s")
+
+
+def candidates_table(scored, *, inliers=None, near=None, identical=(), likeness=None, lead=None, found=()):
+    """A candidates table (workers/ranking/candidates.py) as the stages leave it: rows (image_id, score) in the order
+    they were found, from the global k-NN but the near duplicate at position `near` and the whole-index finds at the
+    positions in `found`; with inliers, signature likeness and lead scores per row, and the query's very file."""
+    from workers.ranking.candidates import GLOBAL, NEAR, Candidates
+
+    table = Candidates(query=None)
+    for position, (image_id, score) in enumerate(scored):
+        source = NEAR if position == near else "words" if position in found else GLOBAL
+        row = table.add(image_id, score, source)
+        row.inliers = None if inliers is None else inliers[position]
+        row.likeness = None if likeness is None else likeness[position]
+        row.lead_score = None if lead is None else lead[position]
+        row.identical = image_id in identical
+    return table

@@ -19,7 +19,7 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from search.models import IndexedImage, SearchJob
-from search.services import search_job_enqueue
+from search.jobs import search_job_enqueue
 
 from .conftest import ROOT, edited_copy
 

@@ -8,8 +8,8 @@ from django.core.management import call_command
 from PIL import Image, ImageDraw, ImageFilter
 
 from search.models import IndexedImage, LocalFeatures
-from workers import localfeatures, signature
 from workers.imageio import load_rgb
+from workers.ranking import signature, tunables, verification
 
 from .conftest import jpeg_bytes, search_upload, wait_for_job
 
@@ -31,8 +31,8 @@ def test_indexing_stores_local_features_of_every_image(worker, photo_folder):
     rows = LocalFeatures.objects.all()
     assert rows.count() == IndexedImage.objects.count() == 12
     for row in rows:
-        features = localfeatures.unpack(bytes(row.data))
-        assert 0 < len(features) <= localfeatures.MAX_KEYPOINTS
+        features = verification.unpack(bytes(row.data))
+        assert 0 < len(features) <= verification.max_keypoints()
 
 
 def test_a_copy_is_marked_and_comes_first_even_where_its_global_score_is_lower(worker, client, photo_folder):
@@ -73,7 +73,7 @@ def test_the_very_file_uploaded_is_a_copy_even_with_too_few_keypoints_to_verify(
     disc = Image.new("RGB", (96, 96), "white")
     ImageDraw.Draw(disc).ellipse((8, 8, 88, 88), fill="black")
     disc = disc.filter(ImageFilter.GaussianBlur(2))
-    assert localfeatures.verify(localfeatures.extract(disc), localfeatures.extract(disc)) < localfeatures.MIN_INLIERS
+    assert verification.verify(verification.extract(disc), verification.extract(disc)) < tunables.MIN_INLIERS
     disc.save(photo_folder / "disc.png")
     call_command("index_images", str(photo_folder))
     data = (photo_folder / "disc.png").read_bytes()
@@ -98,9 +98,9 @@ def test_a_copy_too_small_to_verify_is_found_by_its_signature(worker, client, ph
     for original in IndexedImage.objects.order_by("id"):
         copy = load_rgb(io.BytesIO(jpeg_bytes(blurred_thumbnail(original.source_path), quality=70)))
         full = load_rgb(original.source_path)
-        if localfeatures.verify(localfeatures.extract(copy), localfeatures.extract(full)) >= localfeatures.MIN_INLIERS:
+        if verification.verify(verification.extract(copy), verification.extract(full)) >= tunables.MIN_INLIERS:
             continue  # local features alone find this one
-        if signature.similarities(signature.compute(copy), signature.compute(full)[None])[0] < signature.SIGNATURE_COPY:
+        if signature.similarities(signature.compute(copy), signature.compute(full)[None])[0] < tunables.SIGNATURE_COPY:
             continue  # too far gone for its signature too
         tried += 1
         job = search_upload(client, jpeg_bytes(copy), k=5)
@@ -119,9 +119,8 @@ def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(photo_folde
     search as well as any worker started with fewer candidates.)"""
     from types import SimpleNamespace
 
-    from search import knn
     from search.models import Embedding
-    from workers.pipeline import _near_duplicate
+    from workers.ranking.candidates import GLOBAL, NEAR, Candidates
 
     crow_path = next(photo_folder.glob("animals/*.png"))
     crow = load_rgb(crow_path)
@@ -131,61 +130,68 @@ def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(photo_folde
         image = IndexedImage.objects.create(content_hash=name, file=f"{name}.png", title=name, user_tags=[tag],
                                             status=IndexedImage.Status.READY)
         Embedding.objects.create(image=image, model_key="test-space", vector=vector)
-        LocalFeatures.objects.create(image=image, data=localfeatures.pack(localfeatures.extract(img)),
+        LocalFeatures.objects.create(image=image, data=verification.pack(verification.extract(img)),
                                      signature=signature.compute(img))
         rows[name] = image.id
-    space = SimpleNamespace(key="test-space")
-    query = signature.compute(blurred_thumbnail(crow_path))
-    vector = [0.6, 0.8, 0.0]  # cosine 0.6 to the crow, 0.8 to the other
-    candidates = [(rows["other"], 0.8)]
+    query_signature = signature.compute(blurred_thumbnail(crow_path))
 
-    def best(query_signature):  # the near duplicate's id, as a search splits the signature's best match
-        return signature.near_or_lookalike(knn.signature_match(query_signature))[0]
+    def near(candidates=((rows["other"], 0.8),), query_signature=query_signature, categories=(), min_score=0.0):
+        """[(image_id, score, is the near duplicate)] after the signature's stage, the global k-NN having returned
+        `candidates`; the query's cosine is 0.6 to the crow, 0.8 to the other."""
+        query = SimpleNamespace(vector=[0.6, 0.8, 0.0], space=SimpleNamespace(key="test-space"),
+                                categories=categories, min_score=min_score,
+                                signature_match=signature.best_in_index(query_signature))
+        table = Candidates(query)
+        for image_id, score in candidates:
+            table.add(image_id, score, GLOBAL)
+        signature.near_duplicate(query, table)
+        return [(row.image_id, row.score, NEAR in row.sources) for row in table]
 
-    def near(**limits):
-        job = SimpleNamespace(**{"categories": [], "min_score": 0.0, **limits})
-        return _near_duplicate(job, vector, space, candidates, best(query))
-
-    joined, position = near()
-    assert position == 1 and joined[0] == candidates[0]
-    assert joined[1][0] == rows["crow"] and joined[1][1] == pytest.approx(0.6, abs=1e-6)
-    assert near(categories=["food"]) == (candidates, None)
-    assert near(min_score=0.7) == (candidates, None)
+    joined = near()
+    assert joined[0] == (rows["other"], 0.8, False)
+    assert joined[1] == (rows["crow"], pytest.approx(0.6, abs=1e-6), True) and len(joined) == 2
+    assert near(categories=["food"]) == [(rows["other"], 0.8, False)]
+    assert near(min_score=0.7) == [(rows["other"], 0.8, False)]
     among = [(rows["crow"], 0.6), (rows["other"], 0.8)]
-    assert _near_duplicate(SimpleNamespace(categories=[], min_score=0.0), vector, space, among,
-                           best(query)) == (among, 0)
+    assert near(among) == [(rows["crow"], 0.6, True), (rows["other"], 0.8, False)]
     flat = signature.compute(Image.new("RGB", (40, 40), "grey"))
-    assert _near_duplicate(SimpleNamespace(categories=[], min_score=0.0), vector, space, candidates,
-                           best(flat)) == (candidates, None)
+    assert near(query_signature=flat) == [(rows["other"], 0.8, False)]
 
 
 def test_a_candidate_whose_signature_looks_like_the_query_leads_the_similar_results(photo_folder):
-    """Re-ranking as searches do, with the candidates' signatures read beside their keypoints: without inliers and
-    below the near-duplicate threshold, the candidate most like the query at 16x16 leads the "similar" results
-    ahead of a slightly closer one; an image without a signature gets no credit. (In-process, as above.)"""
+    """Ranked as searches are, every stage, the candidates' signatures read beside their keypoints: without inliers
+    and below the near-duplicate threshold, the candidate most like the query at 16x16 leads the "similar" results
+    ahead of a slightly closer one; an image without a signature gets no credit; without re-ranking (the global k-NN
+    alone) the order is the cosine's. (In-process, as above.)"""
     from types import SimpleNamespace
 
     import numpy as np
 
-    from workers.pipeline import rerank
+    from search.models import Embedding
+    from workers.ranking.query import Query
+    from workers.ranking.stages import PLAIN, STAGES, rank
 
     crow = load_rgb(next(photo_folder.glob("animals/*.png")))
-    query = signature.compute(crow)
+    query_signature = signature.compute(crow)
     noise = np.random.default_rng(0).normal(size=(2, signature.DIM)).astype(np.float32)
-    looks_alike = signature._unit(query + 0.5 * signature._unit(noise[0]))  # correlation about 0.9: no near duplicate
-    no_keypoints = localfeatures.pack(localfeatures.Features((localfeatures.EMPTY, localfeatures.EMPTY)))
+    looks_alike = signature._unit(query_signature + 0.5 * signature._unit(noise[0]))  # about 0.9: no near duplicate
+    no_keypoints = verification.pack(verification.Features((verification.EMPTY, verification.EMPTY)))
     ids = {}
-    for name, sig in (("closer", signature._unit(noise[1])), ("unsigned", None), ("alike", looks_alike)):
+    for name, sig, vector in (("closer", signature._unit(noise[1]), [0.8, 0.6, 0.0]),
+                              ("unsigned", None, [0.79, 0.0, (1 - 0.79**2) ** 0.5]),
+                              ("alike", looks_alike, [0.7, -(1 - 0.7**2) ** 0.5, 0.0])):
         image = IndexedImage.objects.create(content_hash=name, file=f"{name}.png", title=name,
                                             status=IndexedImage.Status.READY)
         LocalFeatures.objects.create(image=image, data=no_keypoints, signature=sig)
+        Embedding.objects.create(image=image, model_key="test-space", vector=vector)
         ids[name] = image.id
-    assert signature.likeness(query, [looks_alike])[0] < signature.SIGNATURE_COPY
-    candidates = [(ids["closer"], 0.80), (ids["unsigned"], 0.79), (ids["alike"], 0.70)]
-    job = SimpleNamespace(categories=[], min_score=0.0, source_image_id=None, query_image=None)
-    ranked = rerank(job, crow, ([1.0, 0.0, 0.0], None), SimpleNamespace(key="test-space", projection=None, copy_key=None), candidates)
-    assert ranked == [(ids["alike"], 0.70, "similar"), (ids["closer"], 0.80, "similar"),
-                      (ids["unsigned"], 0.79, "similar")]
+    assert signature.similarities(query_signature, looks_alike[None])[0] < tunables.SIGNATURE_COPY
+    space = SimpleNamespace(key="test-space", projection=None, copy_key=None, vectors=lambda raw: raw)
+    query = Query.of_image(crow, [[1.0, 0.0, 0.0]], space, k=3)
+    ranked = [(i, round(score, 4), match) for i, score, match in rank(query).results]
+    assert ranked == [(ids["alike"], 0.7, "similar"), (ids["closer"], 0.8, "similar"), (ids["unsigned"], 0.79, "similar")]
+    assert [i for i, _, _ in rank(query, PLAIN).results] == [ids["closer"], ids["unsigned"], ids["alike"]]
+    assert len(STAGES) > len(PLAIN)
 
 
 def test_images_indexed_without_features_get_them_from_the_command(worker, client, photo_folder, capsys):
@@ -218,19 +224,19 @@ def test_images_indexed_without_features_get_them_from_the_command(worker, clien
 
 def test_with_local_features_off_indexing_extracts_none(settings):
     """IMGSEARCH_LOCAL_FEATURES=0: the pipeline asks for no image's features (and searches do not re-rank)."""
-    from workers.pipeline import _feature_ids
+    from workers.indexing.features import feature_ids
 
     images = [IndexedImage(id=1), IndexedImage(id=2)]
-    assert _feature_ids(images) == {1, 2}
+    assert feature_ids(images) == {1, 2}
     settings.IMGSEARCH_LOCAL_FEATURES = False
-    assert _feature_ids(images) == frozenset()
+    assert feature_ids(images) == frozenset()
 
 
 def test_missing_copy_evidence_is_extracted_for_ready_images_only(photo_folder):
     """`extract_local_features`' task: ready images without a record (or its signature) get one, as indexing
     stores it; pending images and complete records are left alone, and an unreadable file is counted, not raised."""
     from search.indexing import ScanReport, image_add
-    from workers.pipeline import images_extract_features
+    from workers.indexing.jobs import images_extract_features
 
     report = ScanReport()
     images = [image_add(path, report=report) for path in sorted(photo_folder.rglob("*.png"))[:5]]
@@ -243,8 +249,8 @@ def test_missing_copy_evidence_is_extracted_for_ready_images_only(photo_folder):
     assert images_extract_features([image.id for image in images]) == (2, 1)
     for image in (ready, no_signature):
         row = LocalFeatures.objects.get(image=image)
-        decoded = load_rgb(image.file.path, target_size=localfeatures.WORK_SIDE)
-        assert bytes(row.data) == localfeatures.pack(localfeatures.extract(decoded))
+        decoded = load_rgb(image.file.path, target_size=tunables.WORK_SIDE)
+        assert bytes(row.data) == verification.pack(verification.extract(decoded))
         assert row.signature is not None and len(row.signature) == signature.DIM
     assert bytes(LocalFeatures.objects.get(image=complete).data) == b"kept"
     assert not LocalFeatures.objects.filter(image__in=[pending, unreadable]).exists()

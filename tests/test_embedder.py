@@ -6,7 +6,7 @@ import torchvision.models._api
 from PIL import Image
 
 from workers.embedder import Embedder, WeightsError, check_weights
-from workers.registry import MODELS
+from imgsearch.backbones import MODELS
 
 from .conftest import WEIGHTS
 

@@ -5,7 +5,7 @@ from django.core.management import call_command
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from search.models import Embedding, IndexedImage, ModelVersion, SearchJob
-from workers import localfeatures
+from workers.ranking import tunables
 
 from .conftest import edited_copy, search_upload, wait_for_job
 
@@ -29,7 +29,7 @@ def test_cropped_reencoded_copy_finds_its_original_first(worker, client, photo_f
         # a copy's may lift one of them to their head, past others at most that much closer.
         assert [r["match"] for r in job["results"]] == ["copy"] + ["similar"] * (job["count"] - 1)
         rest = [r["score"] for r in job["results"][1:]]
-        most = localfeatures.INLIER_WEIGHT * (localfeatures.MIN_INLIERS - 1)
+        most = tunables.INLIER_WEIGHT * (tunables.MIN_INLIERS - 1)
         assert rest[1:] == sorted(rest[1:], reverse=True) and rest[0] + most >= max(rest)
         assert set(job["timings"]) == {"queued_ms", "embed_ms", "query_ms", "rerank_ms", "total_ms"}
 
@@ -72,7 +72,7 @@ def test_a_query_that_breaks_in_the_worker_fails_with_a_reason_and_the_worker_li
     job.query_image.save("query", SimpleUploadedFile("x.jpg", b"\xff\xd8\xff\xe0 truncated"), save=True)
     from django.db import transaction
 
-    from search.services import search_job_enqueue
+    from search.jobs import search_job_enqueue
 
     transaction.on_commit(lambda: search_job_enqueue(job.id))
     body = wait_for_job(client, f"/api/v1/searches/{job.id}/")

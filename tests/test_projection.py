@@ -1,11 +1,15 @@
-"""Projections learned from the index (search/projection.py): fitting, storing, and applying them blue/green."""
+"""Projections learned from the index (workers/projection.py): fitting, storing, and applying them blue/green."""
 
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from search import knn, projection, reindex
+from search import knn, projections, reindex, versions
+from workers import learning, projection
+from workers.indexing import store
+from workers.ranking import tunables
+from workers.spaces import Space
 from search.models import Embedding, IndexedImage, ModelVersion, ReindexRun
 
 from .conftest import edited_copy, wait_for_job
@@ -125,7 +129,7 @@ def test_learning_stores_the_projection_with_a_new_model_version_and_starts_its_
     """The projection is kept with a version based on the active one; a run to it is queued."""
     settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
     raw_index(40)
-    run, message = reindex.projection_learn()
+    run, message = learning.projection_learn(copy_pairs=None)
     assert run is not None and "Learned a projection from 40 images" in message
     version = ModelVersion.objects.get(base_key="test:raw")
     assert version.key.startswith("test:raw:p-") and run.model_key == version.key and run.status == "queued"
@@ -133,7 +137,7 @@ def test_learning_stores_the_projection_with_a_new_model_version_and_starts_its_
     learned = projection.Projection.loads(version.projection)
     assert learned.input_dim == 32 and learned.dim == version.dim
     # Another run is under way: learning again is refused, with the reason.
-    assert reindex.projection_learn() == (None, f"Reindex run {run.id} is still queued; wait for it or cancel it first.")
+    assert learning.projection_learn(copy_pairs=None) == (None, f"Reindex run {run.id} is still queued; wait for it or cancel it first.")
 
 
 @pytest.mark.django_db
@@ -149,10 +153,10 @@ def test_learning_with_edited_copies_adds_a_copy_space(settings):
         vectors = np.stack(list(Embedding.objects.filter(model_key=base.key).values_list("vector", flat=True)[:25]))
         return vectors, unit(vectors + np.random.default_rng(2).normal(size=vectors.shape) * 0.1)
 
-    assert reindex.projection_learn(copy_pairs=copy_pairs) == (None, "20 embedded images; a projection is learned from 30 or more.")
+    assert learning.projection_learn(copy_pairs=copy_pairs) == (None, "20 embedded images; a projection is learned from 30 or more.")
     assert asked == []
     raw_index(20, start=20)
-    run, message = reindex.projection_learn(copy_pairs=copy_pairs)
+    run, message = learning.projection_learn(copy_pairs=copy_pairs)
     assert asked == ["test:raw"] and "a copy space from 25 edited copies" in message
     version = ModelVersion.objects.get(key=run.model_key)
     assert version.projection_info["copy_pairs"] == 25 and projection.Projection.loads(version.projection).copy.shape == (32, 32)
@@ -162,8 +166,6 @@ def copy_space_index(count=40):
     """(Space of a projection with a copy space over raw_index(count)'s vectors, image ids, their raw vectors)."""
     from types import SimpleNamespace
 
-    from workers.pipeline import Space
-
     raw_index(count)
     rows = dict(Embedding.objects.filter(model_key="test:raw").values_list("image_id", "vector"))
     ids = sorted(rows)
@@ -172,57 +174,80 @@ def copy_space_index(count=40):
     return Space("test:raw:p-1", SimpleNamespace(key="test:raw"), learned), ids, x
 
 
-@pytest.mark.django_db
-def test_searches_pick_the_lead_on_the_copy_space_likeness_from_the_stored_copy_vectors():
-    """_copy_scores: each candidate's cosine to the query in the copy space, from its stored copy-space vector, else
-    (a version applied before they were stored) from its raw vector; -1 for one with neither; None without a copy
-    space or the query's raw vector."""
+def lead_scores(space, raw, candidates):
+    """The copy space's stage over a table of `candidates` [(image_id, score)] for a query with this raw vector:
+    each row's lead score, or None where the stage gave none."""
     from types import SimpleNamespace
 
-    from workers.pipeline import Space, _copy_scores, _store_projected
+    from workers.ranking import copy_space
+    from workers.ranking.candidates import GLOBAL, Candidates
+
+    query = SimpleNamespace(space=space, copy_vector=None if space.copy_key is None or raw is None
+                            else space.projection.copy_vectors(raw)[0])
+    table = Candidates(query)
+    for image_id, score in candidates:
+        table.add(image_id, score, GLOBAL)
+    copy_space.lead_scores(query, table)
+    return [row.lead_score for row in table]
+
+
+@pytest.mark.django_db
+def test_searches_pick_the_lead_on_the_copy_space_likeness_from_the_stored_copy_vectors():
+    """The lead scores: each candidate's cosine to the query in the copy space, from its stored copy-space vector,
+    else (a version applied before they were stored) from its raw vector; -1 for one with neither; none without a
+    copy space or the query's raw vector."""
+    from types import SimpleNamespace
 
     space, ids, x = copy_space_index()
     query = x[3] + 0.01
     expected = space.projection.copy_vectors(x[[3, 7]]) @ space.projection.copy_vectors(query)[0]
     candidates = [(ids[3], 0.5), (ids[7], 0.9), (10**9, 0.99)]
-    scores = _copy_scores(space, query, candidates)  # no copy-space vectors stored yet: from the raw ones
+    scores = lead_scores(space, query, candidates)  # no copy-space vectors stored yet: from the raw ones
     assert np.allclose(scores[:2], expected, atol=1e-5) and scores[0] > 0.99 and scores[2] == -1.0
-    _store_projected(space, ids[:5], x[:5])
+    store.projected(space, ids[:5], x[:5])
     assert Embedding.objects.filter(model_key=knn.copy_key(space.key)).count() == 5
     Embedding.objects.filter(model_key="test:raw", image_id=ids[3]).delete()  # read from its copy-space vector now
-    assert np.allclose(_copy_scores(space, query, candidates)[:2], expected, atol=1e-5)
+    assert np.allclose(lead_scores(space, query, candidates)[:2], expected, atol=1e-5)
     plain, _ = projection.fit(x, [[]] * len(x), min_images=10)
-    assert _copy_scores(Space("test:raw:p-2", SimpleNamespace(key="test:raw"), plain), query, [(ids[3], 0.5)]) is None
-    assert _copy_scores(space, None, [(ids[3], 0.5)]) is None
+    assert lead_scores(Space("test:raw:p-2", SimpleNamespace(key="test:raw"), plain), query, [(ids[3], 0.5)]) == [None]
+    assert lead_scores(space, None, [(ids[3], 0.5)]) == [None]
 
 
 @pytest.mark.django_db
 def test_the_copy_space_brings_in_the_originals_nearest_the_query_there():
-    """_found_candidates adds the COPY_CANDIDATES images nearest the query in the copy space (as stored with the
-    projected vectors), the nearest first, none that is a candidate already; without the query's raw vector or a
-    copy space, none."""
+    """The copy space's stage adds the COPY_SPACE_FOUND images nearest the query there (as stored with the projected
+    vectors), the nearest first, none that is a candidate already, with their global cosines; without the query's
+    raw vector or a copy space, none."""
     from types import SimpleNamespace
 
-    from workers import localfeatures
-    from workers.pipeline import Space, _found_candidates, _store_projected
+    from workers.ranking import copy_space
+    from workers.ranking.candidates import GLOBAL, Candidates
 
     space, ids, x = copy_space_index()
-    _store_projected(space, ids, x)
-    query = x[3] + 0.01
-    copy_nearest = [i for i, _ in knn.nearest(space.projection.copy_vectors(query)[0], model_key=space.copy_key,
-                                              k=projection.COPY_CANDIDATES, min_score=-1)]
-    assert copy_nearest[0] == ids[3] and len(copy_nearest) == projection.COPY_CANDIDATES
-    job = SimpleNamespace(categories=[], min_score=-1.0)
-    vector = space.vectors(query)[0]
-    candidates = [(ids[9], 0.1)]
-    joined, added = _found_candidates(job, (vector, query), space, candidates, localfeatures.EMPTY, None)
-    assert [i for i, _ in joined] == [ids[9]] + [i for i in copy_nearest if i != ids[9]]
-    assert added == frozenset(range(1, len(joined)))
-    assert joined[1][1] == pytest.approx(float(space.vectors(x[3])[0] @ vector), abs=1e-5)  # its global cosine
-    assert _found_candidates(job, (vector, None), space, candidates, localfeatures.EMPTY, None) == (candidates, frozenset())
+    store.projected(space, ids, x)
+    raw = x[3] + 0.01
+    copy_nearest = [i for i, _ in knn.nearest(space.projection.copy_vectors(raw)[0], model_key=space.copy_key,
+                                              k=tunables.COPY_SPACE_FOUND, min_score=-1)]
+    assert copy_nearest[0] == ids[3] and len(copy_nearest) == tunables.COPY_SPACE_FOUND
+    vector = space.vectors(raw)[0]
+
+    def found(space, raw):
+        query = SimpleNamespace(vector=vector, space=space, categories=(), min_score=-1.0,
+                                copy_vector=None if raw is None or space.copy_key is None
+                                else space.projection.copy_vectors(raw)[0])
+        table = Candidates(query)
+        table.add(ids[9], 0.1, GLOBAL)
+        copy_space.nearest(query, table)
+        return table
+
+    joined = found(space, raw)
+    assert [row.image_id for row in joined] == [ids[9]] + [i for i in copy_nearest if i != ids[9]]
+    assert [row.found_elsewhere for row in joined] == [False] + [True] * (len(joined) - 1)
+    assert joined.rows[1].score == pytest.approx(float(space.vectors(x[3])[0] @ vector), abs=1e-5)  # its global cosine
+    assert found(space, None).ids == [ids[9]]
     plain = Space(space.key, space.embedder, projection.fit(x, [[]] * len(x), min_images=10)[0])
     assert plain.copy_key is None
-    assert _found_candidates(job, (vector, query), plain, candidates, localfeatures.EMPTY, None) == (candidates, frozenset())
+    assert found(plain, raw).ids == [ids[9]]
 
 
 @pytest.mark.django_db
@@ -240,15 +265,15 @@ def test_the_admin_asks_a_worker_to_learn_a_projection_unless_it_would_be_refuse
     """projection_request (the admin action) sends the learning to a worker, which has the model for the copies; too
     small an index or a run under way is said at once instead."""
     settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
-    assert reindex.projection_request() == (False, "Nothing is indexed yet.")
+    assert projections.projection_request() == (False, "Nothing is indexed yet.")
     raw_index(20)
-    assert reindex.projection_request() == (False, "20 embedded images; a projection is learned from 30 or more.")
+    assert projections.projection_request() == (False, "20 embedded images; a projection is learned from 30 or more.")
     raw_index(20, start=20)
     with django_capture_on_commit_callbacks() as callbacks:
-        sent, message = reindex.projection_request()
+        sent, message = projections.projection_request()
     assert sent and "A worker is learning a projection" in message and len(callbacks) == 1
     run = ReindexRun.objects.create(arch="mobilenet_v2", weights="x", model_key="test:raw")
-    assert reindex.projection_request() == (False, f"Reindex run {run.id} is still queued; wait for it or cancel it first.")
+    assert projections.projection_request() == (False, f"Reindex run {run.id} is still queued; wait for it or cancel it first.")
 
 
 @pytest.mark.django_db
@@ -256,17 +281,17 @@ def test_a_projection_is_due_once_the_index_is_big_enough_and_again_when_it_has_
     """auto: due from IMGSEARCH_PROJECTION_MIN_IMAGES on; with a projection, only after 50% growth; never when off."""
     settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
     raw_index(20)
-    assert reindex.projection_due() == (False, "20 images are indexed; a projection is learned from 30.")
+    assert projections.projection_due() == (False, "20 images are indexed; a projection is learned from 30.")
     for i in range(20, 40):
         image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"x/{i}.png", title=str(i), status="ready")
         Embedding.objects.create(image=image, model_key="test:raw", vector=np.ones(32) / np.sqrt(32))
-    assert reindex.projection_due()[0] is True
+    assert projections.projection_due()[0] is True
     ModelVersion.objects.filter(key="test:raw").update(active=False)
     ModelVersion.objects.create(key="test:raw:p-1", arch="mobilenet_v2", weights="x", dim=8, active=True, base_key="test:raw",
                                 projection=b"x", projection_info={"images": 35, "tagged_images": 20})
-    assert reindex.projection_due() == (False, "The projection is up to date.")
+    assert projections.projection_due() == (False, "The projection is up to date.")
     settings.IMGSEARCH_PROJECTION = "off"
-    assert reindex.projection_due()[0] is False
+    assert projections.projection_due()[0] is False
 
 
 @pytest.mark.django_db
@@ -276,7 +301,7 @@ def test_dropping_old_models_keeps_the_raw_vectors_of_the_active_projection():
     ModelVersion.objects.filter(key="test:raw").update(active=False)
     ModelVersion.objects.create(key="test:raw:p-1", arch="mobilenet_v2", weights="x", dim=8, active=True, base_key="test:raw")
     ModelVersion.objects.create(key="test:other", arch="resnet50", weights="x", dim=8)
-    assert reindex.model_versions_drop() == (1, 0)
+    assert versions.model_versions_drop() == (1, 0)
     assert set(ModelVersion.objects.values_list("key", flat=True)) == {"test:raw", "test:raw:p-1"}
 
 
@@ -284,41 +309,37 @@ def test_dropping_old_models_keeps_the_raw_vectors_of_the_active_projection():
 def test_a_projection_applied_before_copy_vectors_were_stored_gets_them_from_the_raw_vectors(settings):
     """copy_vectors_fill (the beat): the active projection's images without a copy-space vector get one, projected
     from their raw vectors; nothing to do afterwards, nor for an active model without a copy space."""
-    from workers.pipeline import Space, _copy_scores
-
     settings.IMGSEARCH_HNSW_MIN_VECTORS = 4
     space, ids, x = copy_space_index(12)
-    assert reindex.copy_vectors_fill() == 0  # the raw model is active: no projection
+    assert learning.copy_vectors_fill() == 0  # the raw model is active: no projection
     ModelVersion.objects.update(active=False)
     ModelVersion.objects.create(key=space.key, arch="mobilenet_v2", weights="x", dim=space.dim, base_key="test:raw", active=True,
                                 projection=space.projection.dumps(), projection_info={"copy_dims": 11})
     knn.vectors_upsert(space.key, ids, space.vectors(x))  # projected vectors only, as before this change
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred FK checks
-    assert reindex.copy_vectors_fill(batch=5) == 12
+    assert learning.copy_vectors_fill(batch=5) == 12
     stored = dict(Embedding.objects.filter(model_key=space.copy_key).values_list("image_id", "vector"))
     assert np.allclose(np.stack([stored[i] for i in ids]), space.projection.copy_vectors(x), atol=1e-6)
     assert not knn.needs_vector_index(space.copy_key, 11)  # and their index is built
-    assert reindex.copy_vectors_fill() == 0
+    assert learning.copy_vectors_fill() == 0
     Embedding.objects.filter(model_key="test:raw").delete()  # searches now read the copy-space vectors themselves
-    assert _copy_scores(space, x[3], [(ids[3], 0.5)])[0] > 0.99
+    assert lead_scores(space, x[3], [(ids[3], 0.5)])[0] > 0.99
     plain = projection.fit(x, [[]] * len(x), min_images=10)[0]
     ModelVersion.objects.filter(key=space.key).update(projection=plain.dumps(), projection_info={})
     Embedding.objects.filter(model_key=space.copy_key).delete()
-    assert reindex.copy_vectors_fill() == 0 and Space(space.key, space.embedder, plain).copy_key is None
+    assert learning.copy_vectors_fill() == 0 and Space(space.key, space.embedder, plain).copy_key is None
 
 
 @pytest.mark.django_db
 def test_a_replaced_projection_goes_with_its_copy_space_vectors_and_their_index(settings):
     """Dropping an inactive projected version drops its copy-space vectors and their HNSW index too."""
-    from workers.pipeline import _store_projected
-
     settings.IMGSEARCH_HNSW_MIN_VECTORS = 4
     space, ids, x = copy_space_index(12)
     ModelVersion.objects.create(key=space.key, arch="mobilenet_v2", weights="x", dim=space.dim, base_key="test:raw",
                                 projection=space.projection.dumps(), projection_info={"copy_dims": 11})
-    _store_projected(space, ids, x)
-    assert [(key, dim) for key, dim in reindex.vector_indexes(ModelVersion.objects.get(key=space.key))] == [
+    store.projected(space, ids, x)
+    assert [(key, dim) for key, dim in versions.vector_indexes(ModelVersion.objects.get(key=space.key))] == [
         (space.key, space.dim), (knn.copy_key(space.key), 11)]
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred FK checks
@@ -327,7 +348,7 @@ def test_a_replaced_projection_goes_with_its_copy_space_vectors_and_their_index(
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [knn.index_name(space.copy_key)])
         assert "m='16', ef_construction='64'" in cursor.fetchone()[0]
-    assert reindex.model_versions_drop() == (1, 24)
+    assert versions.model_versions_drop() == (1, 24)
     assert not Embedding.objects.filter(model_key__in=[space.key, space.copy_key]).exists()
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s", [knn.index_name(space.copy_key)])

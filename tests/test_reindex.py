@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from search import knn, reindex
+from search import knn, reindex, versions
 from search.models import Embedding, IndexedImage, ModelVersion, ReindexChunk, ReindexRun
 
 from .conftest import ROOT, WEIGHTS, edited_copy, search_upload, wait_until_ready
@@ -192,11 +192,11 @@ def test_rate_and_time_left_follow_the_counts():
 @pytest.mark.django_db
 def test_random_weights_are_never_a_default(settings):
     """Without named weights a run takes the active or configured ones, else DEFAULT; never random."""
-    assert reindex.default_weights(SWITCH_ARCH) == "DEFAULT"
+    assert versions.default_weights(SWITCH_ARCH) == "DEFAULT"
     ModelVersion.objects.update(active=False)
-    assert reindex.default_weights(settings.IMGSEARCH_MODEL) == settings.IMGSEARCH_WEIGHTS
+    assert versions.default_weights(settings.IMGSEARCH_MODEL) == settings.IMGSEARCH_WEIGHTS
     ModelVersion.objects.create(key="mobilenet_v2:x", arch="mobilenet_v2", weights="/w/a.pth", dim=1280, active=True)
-    assert reindex.default_weights("mobilenet_v2") == "/w/a.pth"
+    assert versions.default_weights("mobilenet_v2") == "/w/a.pth"
 
 
 @pytest.mark.django_db
@@ -223,7 +223,7 @@ def test_dropping_old_models_spares_the_active_one_and_one_being_built():
     ModelVersion.objects.create(key="old:1", arch="a", weights="w", dim=3)
     ModelVersion.objects.create(key="next:1", arch="a", weights="w", dim=3)
     ReindexRun.objects.create(arch="a", weights="w", model_key="next:1", status="running")
-    assert reindex.model_versions_drop() == (1, 2)
+    assert versions.model_versions_drop() == (1, 2)
     assert not ModelVersion.objects.filter(key="old:1").exists()
     assert set(Embedding.objects.values_list("model_key", flat=True)) == {"live:1", "next:1"}
 

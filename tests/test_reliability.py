@@ -17,7 +17,7 @@ from django.utils import timezone
 from PIL import Image
 
 from imgsearch.embedded import free_port, stop, wait_for_port
-from search import services
+from search import jobs as search_jobs
 from search.models import ModelVersion, SearchJob
 
 from .conftest import start_worker, wait_until_ready
@@ -104,7 +104,7 @@ def slow_query(photo_folder):
 
 
 def create_job(data):
-    return services.search_job_create(image=SimpleUploadedFile("q.png", data), k=5, min_score=0.0)
+    return search_jobs.search_job_create(image=SimpleUploadedFile("q.png", data), k=5, min_score=0.0)
 
 
 def wait_for_status(job_id, statuses, timeout=60, poll=0.005):
@@ -119,7 +119,7 @@ def wait_for_status(job_id, statuses, timeout=60, poll=0.005):
 
 def reap_after_stale():
     time.sleep(STALE + 0.5)
-    return services.search_jobs_reap()
+    return search_jobs.search_jobs_reap()
 
 
 @pytest.mark.slow
@@ -152,22 +152,22 @@ def test_a_search_interrupted_too_often_fails_with_a_reason(broker, settings):
     old = timezone.now() - timedelta(seconds=STALE + 5)
     job = SearchJob.objects.create(status="running", attempts=3, started_at=old)
     retry = SearchJob.objects.create(status="running", attempts=1, started_at=old)
-    counts = services.search_jobs_reap()
+    counts = search_jobs.search_jobs_reap()
     job.refresh_from_db()
     assert job.status == "failed" and job.error == "The search was interrupted 3 times; please try again."
-    assert services.search_job_claim(job.id) is None  # a late copy of its message cannot revive it
+    assert search_jobs.search_job_claim(job.id) is None  # a late copy of its message cannot revive it
     assert counts == {"expired": 0, "interrupted": 1, "requeued": 1} and broker.queued() == 1
-    assert services.search_job_claim(retry.id).attempts == 2  # the one with attempts left is taken again
+    assert search_jobs.search_job_claim(retry.id).attempts == 2  # the one with attempts left is taken again
 
 
 @pytest.mark.django_db
 def test_a_claim_says_which_model_is_active_in_the_same_statement():
     """The claimed job carries the active model's key (None before any), so a search needs no second lookup."""
-    claimed = services.search_job_claim(SearchJob.objects.create().id)
+    claimed = search_jobs.search_job_claim(SearchJob.objects.create().id)
     assert (claimed.status, claimed.attempts, claimed.active_model_key) == ("running", 1, None)
     ModelVersion.objects.create(key="m:old", arch="mobilenet_v2", weights="w", dim=1280)
     ModelVersion.objects.create(key="m:new", arch="mobilenet_v2", weights="w", dim=1280, active=True)
-    assert services.search_job_claim(SearchJob.objects.create().id).active_model_key == "m:new"
+    assert search_jobs.search_job_claim(SearchJob.objects.create().id).active_model_key == "m:new"
 
 
 @pytest.mark.slow
@@ -185,7 +185,7 @@ def test_searches_queued_when_redis_restarts_are_not_lost(workers, broker, photo
     broker.start()  # same port, no persistence: the queue is empty
     assert broker.queued() == 0
     time.sleep(1.1)
-    assert services.search_jobs_reap()["requeued"] == len(jobs)  # publishing reconnects by itself
+    assert search_jobs.search_jobs_reap()["requeued"] == len(jobs)  # publishing reconnects by itself
     assert broker.queued() == len(jobs)
     point_celery_at(broker.url)  # a control broadcast (the ping below) does not reconnect; the publish above did
     workers()
@@ -200,7 +200,7 @@ def test_a_search_no_worker_picks_up_fails_at_the_deadline(broker, settings):
     settings.IMGSEARCH_SEARCH_DEADLINE_SECONDS = 300
     job = SearchJob.objects.create()
     SearchJob.objects.filter(id=job.id).update(created_at=timezone.now() - timedelta(seconds=301))
-    counts = services.search_jobs_reap()
+    counts = search_jobs.search_jobs_reap()
     job.refresh_from_db()
     assert job.status == "failed" and "No worker picked this search up in time" in job.error and job.finished_at
     assert counts == {"expired": 1, "interrupted": 0, "requeued": 0} and broker.queued() == 0
@@ -216,8 +216,8 @@ def test_the_reaper_leaves_finished_and_fresh_jobs_alone_and_is_idempotent(broke
     SearchJob.objects.create()  # pending, just created
     SearchJob.objects.create(status="running", attempts=1, started_at=timezone.now())
     before = list(SearchJob.objects.order_by("id").values())
-    assert services.search_jobs_reap() == {"expired": 0, "interrupted": 0, "requeued": 0}
-    assert services.search_jobs_reap() == {"expired": 0, "interrupted": 0, "requeued": 0}
+    assert search_jobs.search_jobs_reap() == {"expired": 0, "interrupted": 0, "requeued": 0}
+    assert search_jobs.search_jobs_reap() == {"expired": 0, "interrupted": 0, "requeued": 0}
     assert list(SearchJob.objects.order_by("id").values()) == before and broker.queued() == 0
 
 
@@ -241,7 +241,7 @@ def test_a_search_posted_while_redis_is_down_is_accepted_and_sent_once_it_is_bac
     broker.start()
     time.sleep(1.1)
     point_celery_at(broker.url)
-    assert services.search_jobs_reap()["requeued"] == 1
+    assert search_jobs.search_jobs_reap()["requeued"] == 1
     workers()
     job = wait_for_status(job_id, {"done", "failed"}, poll=0.1)
     assert job.status == "done" and job.results, job.error

@@ -1,4 +1,5 @@
-"""Signatures (workers/signature.py): tiny grey thumbnails that still match a blurred, shrunk or turned copy."""
+"""Signatures (workers/ranking/signature.py): tiny grey thumbnails that still match a blurred, shrunk or turned copy,
+found in the whole index and compared with each candidate."""
 
 import io
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from workers import signature
 from workers.imageio import load_rgb
+from workers.ranking import signature, tunables
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,9 @@ def test_a_degraded_copy_keeps_its_signature_and_others_do_not_match(photos):
     stored = np.stack([signature.compute(img) for img in photos])
     for number, img in enumerate(photos):
         likeness = signature.similarities(signature.compute(degraded(img)), stored)
-        assert likeness[number] >= signature.SIGNATURE_COPY, (number, likeness)
-        assert signature.best_match(likeness) == number
-        assert np.delete(likeness, number).max() < signature.SIGNATURE_COPY
+        assert likeness[number] >= tunables.SIGNATURE_COPY, (number, likeness)
+        assert signature.near_or_lookalike((int(np.argmax(likeness)), likeness.max())) == (number, None)
+        assert np.delete(likeness, number).max() < tunables.SIGNATURE_COPY
 
 
 @pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.FLIP_LEFT_RIGHT,
@@ -43,8 +44,8 @@ def test_a_turned_or_mirrored_copy_matches_in_one_of_the_eight_orientations(phot
     """A photo saved sideways or mirrored matches as well as an upright copy, and not when upright only."""
     original = signature.compute(photos[3])
     copy = signature.compute(degraded(photos[3]).transpose(turn))
-    assert signature.similarities(copy, original[None])[0] >= signature.SIGNATURE_COPY
-    assert float(copy @ original) < signature.SIGNATURE_COPY
+    assert signature.similarities(copy, original[None])[0] >= tunables.SIGNATURE_COPY
+    assert float(copy @ original) < tunables.SIGNATURE_COPY
     assert np.allclose(signature.orientations(copy)[0], copy)
 
 
@@ -56,8 +57,8 @@ def test_signatures_are_unit_vectors_and_a_flat_picture_matches_nothing(photos):
     flat = signature.compute(Image.new("RGB", (300, 200), (90, 140, 200)))
     assert not flat.any()
     assert signature.similarities(flat, np.stack([flat, sig])).tolist() == [0, 0]
-    assert signature.best_match(signature.similarities(sig, np.stack([flat]))) is None
-    assert signature.best_match(np.zeros(0)) is None and len(signature.similarities(sig, np.zeros((0, signature.DIM)))) == 0
+    assert signature.similarities(sig, np.stack([flat]))[0] < tunables.SIGNATURE_COPY
+    assert len(signature.similarities(sig, np.zeros((0, signature.DIM)))) == 0
 
 
 def test_odd_images_have_a_signature():
@@ -67,18 +68,45 @@ def test_odd_images_have_a_signature():
         assert signature.compute(img).shape == (signature.DIM,)
 
 
-def test_likeness_is_each_stored_signature_s_best_correlation_and_zero_for_one_missing(photos):
-    """likeness() gives the query's similarity to each signature in order, 0.0 where an image has none."""
+def stored(*signatures):
+    """Indexed images with these stored signatures (None: a row stored before signatures existed); their ids."""
+    from search.models import IndexedImage, LocalFeatures
+
+    ids = []
+    for n, sig in enumerate(signatures):
+        image = IndexedImage.objects.create(content_hash=f"s{n}", file=f"s{n}.png", title=f"s{n}", status="ready")
+        LocalFeatures.objects.create(image=image, data=b"", signature=sig)
+        ids.append(image.id)
+    return ids
+
+
+@pytest.mark.django_db
+def test_likeness_is_each_candidate_s_best_correlation_and_zero_for_one_without_a_signature(photos):
+    """The likeness stage gives each candidate the query's similarity to its stored signature, 0.0 where it has none."""
+    from types import SimpleNamespace
+
+    from workers.ranking.candidates import GLOBAL, Candidates
+
     query, other = signature.compute(photos[0]), signature.compute(photos[2])
     turned = signature.compute(photos[0].transpose(Image.Transpose.ROTATE_90))
-    alike = signature.likeness(query, [other, None, turned])
+    table = Candidates(SimpleNamespace())
+    for image_id in stored(other, None, turned):
+        table.add(image_id, 0.5, GLOBAL)
+    signature.likeness(SimpleNamespace(signature=query), table)
+    alike = [row.likeness for row in table]
     assert alike[0] == pytest.approx(float(signature.similarities(query, other[None])[0]))
     assert alike[1] == 0.0 and alike[2] > 0.99 > alike[0]
-    assert signature.likeness(query, [None]) == [0.0] and signature.likeness(query, []) == []
 
 
-def test_the_likest_below_the_near_duplicate_threshold_is_a_lookalike():
-    """signature.lookalike: the best similarity's position when it is no near duplicate (those join as such)."""
-    assert signature.lookalike(np.array([0.2, 0.9, 0.5], np.float32)) == 1
-    assert signature.lookalike(np.array([0.2, signature.SIGNATURE_COPY], np.float32)) is None
-    assert signature.lookalike(np.array([], np.float32)) is None
+@pytest.mark.django_db
+def test_the_whole_index_s_best_match_is_a_near_duplicate_at_the_threshold_else_a_lookalike(photos):
+    """best_in_index finds the likest signature in any of its 8 orientations; near_or_lookalike splits it at
+    SIGNATURE_COPY: a near duplicate joins as a copy, a lookalike only to be verified."""
+    ids = stored(*(signature.compute(img) for img in photos[:3]), None)
+    copy = signature.compute(degraded(photos[1]).transpose(Image.Transpose.ROTATE_90))
+    best = signature.best_in_index(copy)
+    assert best[0] == ids[1] and best[1] >= tunables.SIGNATURE_COPY
+    assert signature.near_or_lookalike(best) == (ids[1], None)
+    assert signature.near_or_lookalike((ids[2], 0.9)) == (None, ids[2])
+    assert signature.near_or_lookalike(None) == (None, None)
+    assert signature.best_in_index(signature.compute(Image.new("RGB", (30, 30), "grey")))[1] == 0.0

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from search import services, waiting
+from search import jobs, waiting
 from search.models import SearchJob
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the trigger's NOTIFY is delivered on commit
@@ -33,9 +33,9 @@ def finish_later(job_id, delay, fail=False):
         job = SearchJob.objects.get(id=job_id)
         job.started_at = job.created_at
         if fail:
-            services.search_job_fail(job_id, "broken")
+            jobs.search_job_fail(job_id, "broken")
         else:
-            services.search_job_complete(job, [], model_key="m:1", embed_ms=1.0, query_ms=1.0)
+            jobs.search_job_complete(job, [], model_key="m:1", embed_ms=1.0, query_ms=1.0)
     thread = threading.Thread(target=run)
     thread.start()
     return thread
@@ -67,7 +67,7 @@ def test_an_ended_job_or_no_wait_answers_at_once(client, pending_job):
     job = pending_job
     started = time.monotonic()
     assert client.get(f"/api/v1/searches/{job.id}/").json()["status"] == "pending"
-    services.search_job_fail(job.id, "broken")
+    jobs.search_job_fail(job.id, "broken")
     assert client.get(f"/api/v1/searches/{job.id}/?wait=10").json()["status"] == "failed"
     assert time.monotonic() - started < 1
 

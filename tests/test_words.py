@@ -8,21 +8,23 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from search import copywords
+from search import vocabulary as bookkeeping
 from search.models import Embedding, IndexedImage, LocalFeatures, VisualWords
-from workers import localfeatures, words
+from workers import learning
 from workers.imageio import load_rgb
+from workers.ranking import fusion, signature, tunables, verification, words
+from workers.ranking.candidates import GLOBAL, Candidates
 
-from .conftest import search_upload
+from .conftest import candidates_table, search_upload
 from .test_copies import mirrored_turned_copy
 
 
 def features_of(path):
-    return localfeatures.extract(load_rgb(path, target_size=localfeatures.WORK_SIDE))
+    return verification.extract(load_rgb(path, target_size=tunables.WORK_SIDE))
 
 
 def copy_features(path):
-    return localfeatures.extract(load_rgb(io.BytesIO(mirrored_turned_copy(path))))
+    return verification.extract(load_rgb(io.BytesIO(mirrored_turned_copy(path))))
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def test_words_are_unit_vectors_and_a_picture_without_keypoints_has_none(photos)
     assert vocabulary.shape == (words.WORDS, 128) and words.DIM <= 2000  # pgvector's limit for an HNSW index
     vector = words.aggregate(features[0], vocabulary)
     assert vector.shape == (words.DIM,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
-    empty = localfeatures.Features((localfeatures.EMPTY, localfeatures.EMPTY))
+    empty = verification.Features((verification.EMPTY, verification.EMPTY))
     assert not words.aggregate(empty, vocabulary).any()
 
 
@@ -67,18 +69,21 @@ def test_a_vocabulary_needs_enough_descriptors_and_round_trips(photos):
 
 
 def test_a_candidate_found_by_words_stays_only_when_verified_or_leading_on_its_evidence():
-    """order(): candidates at verified_only positions are dropped unless they are verified copies, or lead the rest
-    by the same measure as the global candidates (cosine plus the credit of a few inliers and of likeness)."""
+    """fusion.order: candidates found only in the whole index are dropped unless they are verified copies, or lead the
+    rest by the same measure as the global candidates (cosine plus the credit of a few inliers and of likeness)."""
+
+    def order(candidates, inliers, found, likeness=None):
+        return fusion.order(candidates_table(candidates, inliers=inliers, found=found, likeness=likeness))
+
     candidates = [(1, 0.9), (2, 0.8), (3, 0.3), (4, 0.2)]
-    ranked = localfeatures.order(candidates, [0, 0, 40, 3], verified_only=frozenset({2, 3}))
+    ranked = order(candidates, [0, 0, 40, 3], {2, 3})
     assert ranked == [(3, 0.3, "copy"), (1, 0.9, "similar"), (2, 0.8, "similar")]
     candidates = [(1, 0.5), (2, 0.45), (3, 0.4), (4, 0.35)]
-    ranked = localfeatures.order(candidates, [0, 0, 0, 9], verified_only=frozenset({3}))  # 0.35 + 9 x 0.02 > 0.5
+    ranked = order(candidates, [0, 0, 0, 9], {3})  # 0.35 + 9 x 0.02 > 0.5
     assert ranked == [(4, 0.35, "similar"), (1, 0.5, "similar"), (2, 0.45, "similar"), (3, 0.4, "similar")]
-    ranked = localfeatures.order(candidates, [0, 0, 0, 9], verified_only=frozenset({2, 3}),
-                                 likeness=[0.0, 0.0, 0.9, 0.0])  # 0.4 + 0.2 x 0.9 leads
+    ranked = order(candidates, [0, 0, 0, 9], {2, 3}, likeness=[0.0, 0.0, 0.9, 0.0])  # 0.4 + 0.2 x 0.9 leads
     assert ranked == [(3, 0.4, "similar"), (1, 0.5, "similar"), (2, 0.45, "similar")]
-    ranked = localfeatures.order(candidates, [0, 0, 0, 4], verified_only=frozenset({3}))  # 0.43 < 0.5: dropped
+    ranked = order(candidates, [0, 0, 0, 4], {3})  # 0.43 < 0.5: dropped
     assert ranked == [(1, 0.5, "similar"), (2, 0.45, "similar"), (3, 0.4, "similar")]
 
 
@@ -88,32 +93,33 @@ def test_the_vocabulary_is_learned_once_the_index_is_large_enough_and_every_imag
     ids = []
     for i, f in enumerate(features):
         image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"{i}.png", status=IndexedImage.Status.READY)
-        LocalFeatures.objects.create(image=image, data=localfeatures.pack(f))
+        LocalFeatures.objects.create(image=image, data=verification.pack(f))
         ids.append(image.id)
     settings.IMGSEARCH_WORDS_MIN_IMAGES = 13
-    assert copywords.words_due() == (False, "12 images have local features; visual words are learned from 13.")
-    assert copywords.words_missing() == [] and copywords.vocabulary() is None
+    assert bookkeeping.words_due() == (False, "12 images have local features; visual words are learned from 13.")
+    assert bookkeeping.words_missing() == [] and words.vocabulary() is None
     settings.IMGSEARCH_WORDS_MIN_IMAGES = 12
-    assert copywords.words_due()[0]
-    learned, message = copywords.words_learn()
+    assert bookkeeping.words_due()[0]
+    learned, message = learning.words_learn()
     assert message == f"Learned {words.WORDS} visual words from the keypoints of 12 images." and learned.info["images"] == 12
-    assert copywords.words_due() == (
+    assert bookkeeping.words_due() == (
         False, "The vocabulary is learned from 12 images; it is learned again once 18 have local features (12 now).")
-    assert copywords.words_missing() == ids
-    assert copywords.words_compute(ids) == 12 and copywords.words_missing() == []
-    vocabulary = copywords.vocabulary()
+    assert bookkeeping.words_missing() == ids
+    assert learning.words_compute(ids) == 12 and bookkeeping.words_missing() == []
+    vocabulary = words.vocabulary()
     for image_id, f in zip(ids, features):
         stored = np.asarray(LocalFeatures.objects.get(image_id=image_id).words, np.float32)
         assert np.allclose(stored, words.aggregate(f, vocabulary.centroids), atol=1e-6)
     settings.IMGSEARCH_LOCAL_FEATURES = False
-    assert not copywords.words_due()[0]
+    assert not bookkeeping.words_due()[0]
 
 
 @pytest.mark.django_db
 def test_the_vocabulary_is_learned_again_as_the_index_grows_and_words_of_another_are_computed_again(photos, settings):
     """From 8 images to 12 (half as many again) the index learns its words again and every image gets words of the new
-    vocabulary, also one a task computed with the old vocabulary after it was replaced; a vocabulary learned from
-    words.FIT_IMAGES images is kept however the index grows."""
+    vocabulary, also one a task computed with the old vocabulary after it was replaced; a vocabulary learned from as
+    many images as its sample may hold is kept however the index grows, and one learned before that limit was
+    recorded is learned again once more."""
     _, features, _ = photos
     ids = []
 
@@ -121,33 +127,37 @@ def test_the_vocabulary_is_learned_again_as_the_index_grows_and_words_of_another
         for f in batch:
             image = IndexedImage.objects.create(content_hash=f"h{len(ids)}", file=f"{len(ids)}.png",
                                                 status=IndexedImage.Status.READY)
-            LocalFeatures.objects.create(image=image, data=localfeatures.pack(f))
+            LocalFeatures.objects.create(image=image, data=verification.pack(f))
             ids.append(image.id)
 
     add(features[:8])
     settings.IMGSEARCH_WORDS_MIN_IMAGES = 8
-    first, _ = copywords.words_learn()
-    copywords.words_compute(copywords.words_missing())
+    first, _ = learning.words_learn()
+    learning.words_compute(bookkeeping.words_missing())
     add(features[8:11])
-    assert copywords.words_due() == (
+    assert bookkeeping.words_due() == (
         False, "The vocabulary is learned from 8 images; it is learned again once 12 have local features (11 now).")
     add(features[11:])
-    assert copywords.words_due() == (True, "The index has grown from 8 to 12 images since the vocabulary was learned.")
-    old = copywords.vocabulary()
-    second, _ = copywords.words_learn()
+    assert bookkeeping.words_due() == (True, "The index has grown from 8 to 12 images since the vocabulary was learned.")
+    old = words.vocabulary()
+    second, _ = learning.words_learn()
     assert second.info["images"] == 12 and list(VisualWords.objects.values_list("id", flat=True)) == [second.id]
-    assert copywords.words_missing() == ids  # the old vocabulary's words were cleared with it
+    assert bookkeeping.words_missing() == ids  # the old vocabulary's words were cleared with it
     late = LocalFeatures.objects.get(image_id=ids[0])  # a task that held the old vocabulary stores its words now
     late.words, late.words_vocabulary_id = words.aggregate(features[0], old.centroids), first.id
     late.save()
-    assert copywords.words_missing() == ids
-    assert copywords.words_compute(ids) == 12 and copywords.words_missing() == []
+    assert bookkeeping.words_missing() == ids
+    assert learning.words_compute(ids) == 12 and bookkeeping.words_missing() == []
     assert set(LocalFeatures.objects.values_list("words_vocabulary", flat=True)) == {second.id}
     assert np.allclose(np.asarray(LocalFeatures.objects.get(image_id=ids[0]).words, np.float32),
-                       words.aggregate(features[0], copywords.vocabulary().centroids), atol=1e-6)
-    assert not copywords.words_due()[0]
-    VisualWords.objects.filter(id=second.id).update(info={"images": words.FIT_IMAGES, "words": words.WORDS})
-    assert copywords.words_due() == (False, f"The vocabulary is learned (from {words.FIT_IMAGES} images).")
+                       words.aggregate(features[0], words.vocabulary().centroids), atol=1e-6)
+    assert not bookkeeping.words_due()[0]
+    assert second.info["sample_limit"] == tunables.WORDS_FIT_IMAGES
+    full = tunables.WORDS_FIT_IMAGES
+    VisualWords.objects.filter(id=second.id).update(info={"images": full, "words": words.WORDS, "sample_limit": full})
+    assert bookkeeping.words_due() == (False, f"The vocabulary is learned (from {full} images).")
+    VisualWords.objects.filter(id=second.id).update(info={"images": 8, "words": words.WORDS})  # an older vocabulary
+    assert bookkeeping.words_due() == (True, "The index has grown from 8 to 12 images since the vocabulary was learned.")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -155,41 +165,43 @@ def test_words_bring_in_an_original_the_k_nn_did_not_return(photos):
     """An original that is not among the k-NN candidates joins them, with its own cosine score, when its words are
     among the nearest the copy's; the search's categories and min_score still hold for it. (In-process: the session's
     worker would answer a search as well as any worker started with fewer candidates.)"""
-    from workers.pipeline import _found_candidates
-
     paths, features, vocabulary = photos
     VisualWords.objects.create(words=words.dumps(vocabulary))
     rows = []
     for i, f in enumerate(features):
         image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"{i}.png", user_tags=[paths[i].parent.name],
                                             status=IndexedImage.Status.READY)
-        LocalFeatures.objects.create(image=image, data=localfeatures.pack(f), words=words.aggregate(f, vocabulary))
+        LocalFeatures.objects.create(image=image, data=verification.pack(f), words=words.aggregate(f, vocabulary))
         Embedding.objects.create(image=image, model_key="test-space", vector=[0.6, 0.8, 0.0] if i == 0 else [0.0, 1.0, 0.0])
         rows.append(image.id)
     space = SimpleNamespace(key="test-space", copy_key=None)  # no copy space
-    vector = [1.0, 0.0, 0.0]  # cosine 0.6 to the original, 0 to the rest
-    candidates = [(rows[1], 0.0)]
-    query = copy_features(paths[0])
+    copy = copy_features(paths[0])
 
-    def found(lookalike=None, **limits):
-        job = SimpleNamespace(**{"categories": [], "min_score": 0.0, **limits})
-        return _found_candidates(job, (vector, None), space, candidates, query, lookalike)
+    def found(lookalike=None, categories=(), min_score=0.0):
+        """The candidates after the words' and the lookalike's stages, the global k-NN having returned rows[1]."""
+        query = SimpleNamespace(vector=[1.0, 0.0, 0.0], space=space, categories=categories, min_score=min_score,
+                                features=copy, signature_match=None if lookalike is None else (lookalike, 0.5))
+        table = Candidates(query)  # cosine 0.6 to the original, 0 to the rest
+        table.add(rows[1], 0.0, GLOBAL)
+        words.nearest(query, table)
+        signature.lookalike(query, table)
+        return [(row.image_id, row.score) for row in table], [row.image_id for row in table if row.found_elsewhere]
 
     joined, added = found()
-    assert joined[0] == candidates[0] and len(joined) == 1 + len(added) and added == frozenset(range(1, len(joined)))
-    assert len(joined) <= 1 + words.CANDIDATES
+    assert joined[0] == (rows[1], 0.0) and added == [i for i, _ in joined[1:]]
+    assert len(joined) <= 1 + tunables.WORDS_FOUND
     assert (rows[0], pytest.approx(0.6, abs=1e-6)) in joined[1:]
-    assert rows[0] in [i for i, _ in found(min_score=0.5)[0]]
-    assert rows[0] not in [i for i, _ in found(min_score=0.7)[0]]
+    assert rows[0] in found(min_score=0.5)[1]
+    assert rows[0] not in found(min_score=0.7)[1]
     other_category = next(p.parent.name for p in paths if p.parent.name != paths[0].parent.name)
-    assert rows[0] not in [i for i, _ in found(categories=[other_category])[0]]
+    assert rows[0] not in found(categories=[other_category])[1]
     assert [i for i, _ in found(lookalike=rows[0])[0]].count(rows[0]) == 1  # found by both: joins once
     VisualWords.objects.all().delete()
-    assert found() == (candidates, frozenset())
+    assert found() == ([(rows[1], 0.0)], [])
     # The signature's best match below SIGNATURE_COPY joins the same way, with or without words; never twice.
-    assert found(lookalike=rows[0]) == ([*candidates, (rows[0], pytest.approx(0.6, abs=1e-6))], frozenset({1}))
-    assert found(lookalike=rows[1]) == (candidates, frozenset())  # a candidate already
-    assert found(lookalike=rows[0], min_score=0.7) == (candidates, frozenset())
+    assert found(lookalike=rows[0]) == ([(rows[1], 0.0), (rows[0], pytest.approx(0.6, abs=1e-6))], [rows[0]])
+    assert found(lookalike=rows[1]) == ([(rows[1], 0.0)], [])  # a candidate already
+    assert found(lookalike=rows[0], min_score=0.7) == ([(rows[1], 0.0)], [])
 
 
 @pytest.mark.slow
@@ -217,7 +229,7 @@ def test_once_learned_new_images_get_words_as_they_are_indexed_and_copies_are_st
     assert not LocalFeatures.objects.filter(words=None).exists()
     call_command("index_images", str(later))
     assert LocalFeatures.objects.count() == 12 and not LocalFeatures.objects.filter(words=None).exists()
-    assert copywords.words_missing() == []  # the pipeline stored which vocabulary it computed them with
+    assert bookkeeping.words_missing() == []  # the pipeline stored which vocabulary it computed them with
     moved = later / first[-1].name
     original = IndexedImage.objects.get(source_path=str(moved))
     job = search_upload(client, mirrored_turned_copy(moved), k=5)
@@ -232,7 +244,7 @@ def test_the_admin_lists_the_vocabulary_with_how_many_images_have_words_and_can_
     learned = VisualWords.objects.create(words=words.dumps(vocabulary), info={"images": 12, "words": words.WORDS})
     for i, f in enumerate(features[:3]):
         image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"{i}.png", status=IndexedImage.Status.READY)
-        LocalFeatures.objects.create(image=image, data=localfeatures.pack(f),
+        LocalFeatures.objects.create(image=image, data=verification.pack(f),
                                      words=words.aggregate(f, vocabulary) if i else None,
                                      words_vocabulary=learned if i else None)
     page = admin_client.get("/admin/search/visualwords/").content.decode()
@@ -241,5 +253,5 @@ def test_the_admin_lists_the_vocabulary_with_how_many_images_have_words_and_can_
     assert "it is learned again once 18 have local features (3 now)." in page
     assert admin_client.get("/admin/search/visualwords/add/").status_code == 403
     admin_client.post(f"/admin/search/visualwords/{learned.id}/delete/", {"post": "yes"})
-    assert not VisualWords.objects.exists() and copywords.words_due()[1] == (
+    assert not VisualWords.objects.exists() and bookkeeping.words_due()[1] == (
         "3 images have local features; visual words are learned from 200.")

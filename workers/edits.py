@@ -1,4 +1,4 @@
-"""Edited copies of indexed images, for a projection to learn what edits do to a vector (search/projection.py).
+"""Edited copies of indexed images, for a projection to learn what edits do to a vector (workers/projection.py).
 
     copy = edited(img, random.Random(seed))
 
@@ -13,9 +13,6 @@ import random
 
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-# How many indexed images a projection's copy space learns from, an edited copy of each: decoding and embedding them
-# takes a minute or so of one worker. bench/copy_detection.py measured it with 1,500 of 3,404 indexed images.
-COPY_PAIRS = 1500
 _TURNS = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
 
 

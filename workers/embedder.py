@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torchvision import models as tvm
 
 from .categories import CLASS_CATEGORY, NAMES, tag_for
-from .registry import MODELS
+from imgsearch.backbones import MODELS
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ def load_model(**kwargs):
     from django.conf import settings
 
     from .embedder import set_threads
-    from .pipeline import active_space
+    from .spaces import active_space
 
     set_threads(settings.IMGSEARCH_TORCH_THREADS)
     try:

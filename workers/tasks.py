@@ -1,15 +1,16 @@
-"""Celery tasks: thin wrappers that fetch a row, call workers.pipeline or a search service, and record the outcome.
+"""Celery tasks: thin wrappers that take ids, call a job function of the workers or a service of search/, and record
+the outcome. The web side sends them by name (search/queue.py).
 
-This module imports no torch, so the web process may import it to queue tasks; the model is loaded in
-the worker process only (see workers.signals). Searches go to the "search" queue, everything else to
-"index" (settings.CELERY_TASK_ROUTES), each served by its own worker.
+The heavy modules (torch, OpenCV) are imported inside the tasks, so the worker's main process stays light and the
+model is loaded in its pool processes only (see workers.signals). Searches go to the "search" queue, everything else
+to "index" (settings.CELERY_TASK_ROUTES), each served by its own worker.
 """
 
 import logging
 
 from celery import shared_task
 
-from search import collections, copywords, reindex, services
+from search import collections, jobs, projections, reindex, versions, vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -19,31 +20,32 @@ IDEMPOTENT = {"acks_late": True, "reject_on_worker_lost": True}
 
 @shared_task(name="workers.run_search", max_retries=0, **IDEMPOTENT)
 def run_search(job_id):
-    job = services.search_job_claim(job_id)
+    job = jobs.search_job_claim(job_id)
     if job is None:
         return  # taken by a live worker, finished, out of attempts, or deleted
-    from .pipeline import SearchError, search_execute
+    from .ranking.answer import answer
+    from .ranking.query import SearchError
 
     try:
-        search_execute(job)
+        answer(job)
     except SearchError as exc:
-        services.search_job_fail(job_id, str(exc))
+        jobs.search_job_fail(job_id, str(exc))
     except Exception as exc:  # the worker lives on; the job says what went wrong
         log.exception("search %s failed", job_id)
-        services.search_job_fail(job_id, f"Internal error while searching ({type(exc).__name__}); please try again.")
+        jobs.search_job_fail(job_id, f"Internal error while searching ({type(exc).__name__}); please try again.")
 
 
 @shared_task(name="workers.reap_searches", max_retries=0)
 def reap_searches():
     """Beat, every 15 s: re-send searches whose message or worker was lost; fail those past their deadline."""
-    counts = services.search_jobs_reap()
+    counts = jobs.search_jobs_reap()
     if any(counts.values()):
         log.info("reaped searches: %s", counts)
 
 
 @shared_task(name="workers.embed_images", acks_late=True, autoretry_for=(OSError,), max_retries=3, retry_backoff=True)
 def embed_images(image_ids, overwrite=False):
-    from .pipeline import images_embed
+    from .indexing.jobs import images_embed
 
     embedded, failed = images_embed(image_ids, overwrite=overwrite)
     log.info("embedded %d images, %d failed", embedded, failed)
@@ -51,7 +53,7 @@ def embed_images(image_ids, overwrite=False):
 
 @shared_task(name="workers.retag_images", acks_late=True, max_retries=0)
 def retag_images(image_ids):
-    from .pipeline import images_retag
+    from .indexing.jobs import images_retag
 
     retagged, failed = images_retag(image_ids)
     log.info("re-tagged %d images, %d unreadable", retagged, failed)
@@ -59,14 +61,14 @@ def retag_images(image_ids):
 
 @shared_task(name="workers.reindex_plan", max_retries=0, **IDEMPOTENT)
 def reindex_plan(run_id):
-    from .pipeline import reindex_plan_run
+    from .indexing.jobs import reindex_plan_run
 
     reindex_plan_run(run_id)
 
 
 @shared_task(name="workers.reindex_chunk", bind=True, max_retries=reindex.MAX_ATTEMPTS, **IDEMPOTENT)
 def reindex_chunk(self, run_id, number):
-    from .pipeline import reindex_chunk_run
+    from .indexing.jobs import reindex_chunk_run
 
     try:
         reindex_chunk_run(run_id, number)
@@ -93,7 +95,8 @@ def reindex_resume():
 def drop_inactive_models(keys=None):
     from search.models import ModelVersion
 
-    models, embeddings = reindex.model_versions_drop(None if keys is None else ModelVersion.objects.filter(key__in=keys))
+    chosen = None if keys is None else ModelVersion.objects.filter(key__in=keys)
+    models, embeddings = versions.model_versions_drop(chosen)
     log.info("dropped %d embeddings of %d inactive models", embeddings, models)
 
 
@@ -115,7 +118,7 @@ def rescan_collections():
 
 @shared_task(name="workers.extract_features", acks_late=True, max_retries=0)
 def extract_features(image_ids):
-    from .pipeline import images_extract_features
+    from .indexing.jobs import images_extract_features
 
     extracted, unreadable = images_extract_features(image_ids)
     log.info("extracted local features of %d images, %d unreadable", extracted, unreadable)
@@ -124,11 +127,13 @@ def extract_features(image_ids):
 @shared_task(name="workers.refresh_projection", max_retries=0)
 def refresh_projection():
     """Beat: learn a projection for the active model when the index has grown enough (IMGSEARCH_PROJECTION=auto).
-    First, an active projection applied before copy-space vectors were stored gets them (reindex.copy_vectors_fill)."""
-    filled = reindex.copy_vectors_fill()
+    First, an active projection applied before copy-space vectors were stored gets them (learning.copy_vectors_fill)."""
+    from .learning import copy_vectors_fill
+
+    filled = copy_vectors_fill()
     if filled:
         log.info("stored the copy-space vectors of %d images", filled)
-    due, reason = reindex.projection_due()
+    due, reason = projections.projection_due()
     if due:
         learn_projection(reason)
 
@@ -136,9 +141,9 @@ def refresh_projection():
 @shared_task(name="workers.learn_projection", max_retries=0)
 def learn_projection(reason="asked for in the admin"):
     """Learn a projection with its copy space (edited copies embedded here) and start the run that applies it."""
-    from .pipeline import projection_copy_pairs
+    from .learning import projection_learn
 
-    run, message = reindex.projection_learn(copy_pairs=projection_copy_pairs)
+    run, message = projection_learn()
     log.info("projection: %s (%s)", message, reason)
 
 
@@ -146,16 +151,20 @@ def learn_projection(reason="asked for in the admin"):
 def refresh_words():
     """Beat: learn the index's visual words once it is large enough (and again as it grows), then queue the images
     still without words of the vocabulary in use."""
-    due, reason = copywords.words_due()
+    from .learning import words_learn
+
+    due, reason = vocabulary.words_due()
     if due:
-        _, message = copywords.words_learn()
+        _, message = words_learn()
         log.info("visual words: %s (%s)", message, reason)
-    images, tasks = copywords.words_missing_send()
+    images, tasks = vocabulary.words_missing_send()
     if images:
         log.info("visual words: %d images without them, %d tasks queued", images, tasks)
 
 
 @shared_task(name="workers.compute_words", acks_late=True, max_retries=0)
 def compute_words(image_ids):
-    stored = copywords.words_compute(image_ids)
+    from .learning import words_compute
+
+    stored = words_compute(image_ids)
     log.info("computed the visual words of %d images", stored)

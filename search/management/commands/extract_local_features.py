@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from search import reindex
+from search import indexing
 
 
 class Command(BaseCommand):
@@ -11,5 +11,5 @@ class Command(BaseCommand):
             "are indexed.")
 
     def handle(self, **options):
-        count, tasks = reindex.images_extract_missing_features()
+        count, tasks = indexing.images_extract_missing_features()
         self.stdout.write(f"{count} images have no local features or signature; {tasks} tasks queued on the index workers.")

@@ -12,7 +12,7 @@ import time
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management.base import BaseCommand, CommandError
 
-from search import reindex, services
+from search import jobs, reindex, versions
 from search.models import IndexedImage, ReindexRun, SearchJob
 
 from .measure_search import edited_copy, percentile
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         ids = list(IndexedImage.objects.filter(status="ready").values_list("id", flat=True))
         if len(ids) < 50:
             raise CommandError("Index a few hundred images first (index_images), so the run lasts long enough.")
-        active = reindex.model_active()
+        active = versions.model_active()
         images = IndexedImage.objects.in_bulk(random.Random(seed).sample(ids, min(searches, len(ids))))
         queries = [edited_copy(image.file.path) for image in images.values()]
         self.search(queries[0])  # the search worker has its model loaded from here on
@@ -47,7 +47,7 @@ class Command(BaseCommand):
 
     def search(self, data):
         """One search with an uploaded image, to its end; the server's timings of it (ms)."""
-        job = services.search_job_create(image=SimpleUploadedFile("q.jpg", data, "image/jpeg"), k=10, min_score=0.0)
+        job = jobs.search_job_create(image=SimpleUploadedFile("q.jpg", data, "image/jpeg"), k=10, min_score=0.0)
         deadline = time.monotonic() + 120
         while job.status not in (SearchJob.Status.DONE, SearchJob.Status.FAILED):
             if time.monotonic() > deadline:

@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from search import reindex
 from search.models import ReindexRun
-from workers.registry import MODELS
+from imgsearch.backbones import MODELS
 
 
 class Command(BaseCommand):

@@ -1,4 +1,6 @@
-"""Search jobs: create, claim, finish. Views and tasks are thin wrappers over these functions."""
+"""A search job's life: created (and queued) by the API, claimed by a search worker, completed or failed with a
+reason, reaped when its worker was lost. Views and tasks are thin wrappers over these functions; a job's status
+changes only here."""
 
 import logging
 from datetime import timedelta
@@ -7,9 +9,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import waiting
-from .indexing import stream_sha256
-from .models import Embedding, IndexedImage, ModelVersion, SearchJob
+from . import queue, waiting
+from .models import IndexedImage, ModelVersion, SearchJob
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,8 @@ def search_queue_full():
 
 def search_job_enqueue(job_id):
     """Send the job to the workers; with the broker down it stays pending and the reaper sends it later."""
-    from workers.tasks import run_search  # the tasks module itself imports no torch
-
     try:
-        run_search.delay(str(job_id))
+        queue.send_now(queue.RUN_SEARCH, str(job_id))
     except Exception as exc:  # kombu/redis errors: the row is the source of truth, not the queue
         log.warning("could not queue search %s (%s); the reaper will send it", job_id, exc)
 
@@ -117,28 +116,6 @@ def search_job_complete(job, results, *, model_key, embed_ms, query_ms, rerank_m
     job.save(update_fields=["results", "model_key", "timings", "status", "finished_at"])  # a trigger announces it
 
 
-IDENTICAL_SCORE = 0.999  # the same file decodes and embeds the same: its cosine is 1 up to float rounding
-
-
-def search_job_identical(job, candidates):
-    """Which candidates [(image_id, score)] are the job's query itself: the image searched with, or the very file
-    uploaded. Such a result is the same picture whatever its keypoints say (a plain symbol may have too few to verify).
-
-    Only a candidate scoring as the query's own vector would can be it, so most searches read no file.
-    """
-    image_ids = {image_id for image_id, score in candidates if score >= IDENTICAL_SCORE}
-    if not image_ids:
-        return set()
-    if job.source_image_id and not job.query_image:
-        return {job.source_image_id} & image_ids
-    try:
-        with job.query_image.open("rb") as f:
-            digest = stream_sha256(f)
-    except (OSError, ValueError):  # gone, or no file: nothing can be told identical
-        return set()
-    return set(IndexedImage.objects.filter(id__in=image_ids, content_hash=digest).values_list("id", flat=True))
-
-
 def search_job_wait(job, seconds):
     """Wait up to `seconds` for a pending or running job to end (search.waiting), then reload it."""
     ended = SearchJob.objects.filter(id=job.id, status__in=(SearchJob.Status.DONE, SearchJob.Status.FAILED))
@@ -164,36 +141,5 @@ def search_job_results(job):
     return [(images[r["image_id"]], r["score"], r.get("match", "similar")) for r in job.results if r["image_id"] in images]
 
 
-def model_version_register(*, key, arch, weights, dim):
-    version, _ = ModelVersion.objects.get_or_create(key=key, defaults={"arch": arch, "weights": weights, "dim": dim})
-    return version
-
-
-def embeddings_count(model_key):
-    return Embedding.objects.filter(model_key=model_key).count()
-
-
-def stored_vector(image_id, model_key):
-    """An indexed image's embedding for the model, or None."""
-    row = Embedding.objects.filter(image_id=image_id, model_key=model_key).values_list("vector", flat=True).first()
-    return None if row is None else row
-
-
-def tag_counts():
-    """Every tag on a ready image with its number of images, most common first."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT tag, count(DISTINCT id) FROM search_indexedimage, unnest(user_tags || auto_tags) AS tag"
-            " WHERE status = 'ready' GROUP BY tag ORDER BY count(DISTINCT id) DESC, tag"
-        )
-        return [{"tag": tag, "count": count} for tag, count in cursor.fetchall()]
-
-
 def _ms(delta):
     return round(delta.total_seconds() * 1000, 1)
-
-
-def upload_limits():
-    return {"max_bytes": settings.IMGSEARCH_MAX_UPLOAD_BYTES, "max_pixels": settings.IMGSEARCH_MAX_PIXELS}

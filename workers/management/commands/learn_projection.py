@@ -2,13 +2,11 @@
 
 from django.core.management.base import CommandError
 
-from search import reindex
-
-from .reindex import Command as ReindexCommand
+from search.management.commands.reindex import Command as ReindexCommand
 
 
 class Command(ReindexCommand):
-    help = ("Learn a projection of the active model's vectors from the index and its given tags (search/projection.py), "
+    help = ("Learn a projection of the active model's vectors from the index and its given tags (workers/projection.py), "
             "with a copy space from edited copies of some indexed images (embedded here, a minute or so), then apply "
             "it in a background reindex run; searches switch to it when the run is done.")
 
@@ -17,10 +15,10 @@ class Command(ReindexCommand):
 
     def handle(self, no_wait, **options):
         from workers.embedder import WeightsError
-        from workers.pipeline import projection_copy_pairs  # the model, for the copy space's edited copies
+        from workers.learning import projection_learn  # the model, for the copy space's edited copies
 
         try:
-            run, message = reindex.projection_learn(copy_pairs=projection_copy_pairs)
+            run, message = projection_learn()
         except WeightsError as exc:
             raise CommandError(f"The model cannot be loaded to embed the copy space's edited copies: {exc}") from None
         if run is None:

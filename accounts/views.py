@@ -1,17 +1,15 @@
-"""Accounts: sign-up, sign-in that keeps a visitor's searches, the account page with its API token, history.
+"""Account pages: sign-up, sign-in that keeps a visitor's searches, the account page with its API token, history.
 
-Django's own auth views do the rest (sign-out, password change and reset); see accounts_urls.py.
+Django's own auth views do the rest (sign-out, password change and reset); see urls.py.
 """
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import LoginView, RedirectURLMixin
-from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -21,48 +19,10 @@ from django.views.decorators.http import require_POST
 from django.views.generic import FormView
 from rest_framework.authtoken.models import Token
 
-from search import services as search_services
-from search.models import SearchJob
+from search import jobs
 
-HISTORY_LENGTH = 100
+from .services import api_token_create, api_token_revoke, login_keeping_searches, search_history
 
-
-# --- Services ---------------------------------------------------------------------------------------
-
-def session_searches_claim(user, session_key):
-    """Give the user the searches a visitor made in this browser session before signing in."""
-    if not session_key:
-        return 0
-    return SearchJob.objects.filter(owner__isnull=True, session_key=session_key).update(owner=user)
-
-
-def login_keeping_searches(request, user):
-    """Sign in, then claim the visitor's searches by the session key read before login replaced it."""
-    session_key = request.session.session_key
-    auth_login(request, user)
-    session_searches_claim(user, session_key)
-
-
-def api_token_create(user):
-    """A new API token for the user, replacing (and so revoking) any earlier one."""
-    with transaction.atomic():
-        # Lock the user row so a double-clicked button cannot create two tokens (one would fail).
-        get_user_model().objects.select_for_update().get(pk=user.pk)
-        Token.objects.filter(user=user).delete()
-        return Token.objects.create(user=user)
-
-
-def api_token_revoke(user):
-    """Delete the user's API token; False when there was none."""
-    return Token.objects.filter(user=user).delete()[0] > 0
-
-
-def search_history(user):
-    """The user's own recent searches, newest first."""
-    return SearchJob.objects.filter(owner=user).select_related("source_image").order_by("-created_at")[:HISTORY_LENGTH]
-
-
-# --- Forms and views --------------------------------------------------------------------------------
 
 class SignupForm(UserCreationForm):
     email = forms.EmailField(label=gettext_lazy("Email"), help_text=gettext_lazy("Used only to reset your password."))
@@ -141,8 +101,8 @@ def history(request):
 @login_required
 def history_detail(request, job_id):
     """One earlier search with its results, for its owner (staff may open anyone's)."""
-    job = get_object_or_404(search_services.visible_jobs(request).select_related("source_image"), id=job_id)
+    job = get_object_or_404(jobs.visible_jobs(request).select_related("source_image"), id=job_id)
     return render(request, "accounts/history_detail.html", {
         "job": job,
-        "results": search_services.search_job_results(job),
+        "results": jobs.search_job_results(job),
     })

@@ -1,4 +1,4 @@
-"""The indexing pipeline's batching (workers.pipeline._embed), with a stand-in model and decoder."""
+"""The indexing pipeline's batching (workers/indexing/embed.py), with a stand-in model and decoder."""
 
 import os
 import sys
@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from workers import pipeline
+from workers.indexing import decode, embed, jobs
 
 
 class CountingModel:
@@ -23,28 +23,28 @@ class CountingModel:
 def fake_decode(embedder, with_features, vocabulary, image):
     """Every seventh 'image' (3, 10, 17, ...) cannot be read; the others decode to their own number."""
     if image % 7 == 3:
-        return pipeline.Decoded(image, error="unreadable")
-    return pipeline.Decoded(image, tensor=image)
+        return decode.Decoded(image, error="unreadable")
+    return decode.Decoded(image, tensor=image)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
-@pytest.mark.parametrize("pool", ["_decoders", "_feature_decoders"])
+@pytest.mark.parametrize("pool", ["decoders", "feature_decoders"])
 def test_decode_threads_run_below_the_model_s_thread(pool):
     """The model's thread (the caller's) keeps its priority; the decode threads are niced, or capped at 19."""
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    threads = getattr(pipeline, pool)
+    threads = getattr(decode, pool)
     nice_values = {threads.submit(os.getpriority, os.PRIO_PROCESS, 0).result() for _ in range(8)}
-    assert nice_values == {min(19, own + pipeline.DECODE_NICENESS)}
+    assert nice_values == {min(19, own + decode.DECODE_NICENESS)}
     assert os.getpriority(os.PRIO_PROCESS, 0) == own
 
 
 def test_the_first_batches_are_smaller_so_the_model_starts_sooner_then_full(monkeypatch, settings):
     """A quarter, a half, then full batches: every readable image is embedded once, in order; the others fail."""
     settings.IMGSEARCH_BATCH_SIZE = 32
-    monkeypatch.setattr(pipeline, "_decode", fake_decode)
+    monkeypatch.setattr(decode, "decode", fake_decode)
     model = CountingModel()
     images = list(range(130))
-    outcomes, failed = pipeline._embed(images, model)
+    outcomes, failed = embed.embed(images, model)
     assert [len(b) for b in model.batches] == [8, 16, 32, 32, 23]
     embedded = [t for batch in model.batches for t in batch]
     assert embedded == [i for i in images if i % 7 != 3]
@@ -54,9 +54,9 @@ def test_the_first_batches_are_smaller_so_the_model_starts_sooner_then_full(monk
 
 def test_a_batch_size_of_one_still_embeds_one_image_at_a_time(monkeypatch, settings):
     settings.IMGSEARCH_BATCH_SIZE = 1
-    monkeypatch.setattr(pipeline, "_decode", fake_decode)
+    monkeypatch.setattr(decode, "decode", fake_decode)
     model = CountingModel()
-    pipeline._embed([0, 1, 2], model)
+    embed.embed([0, 1, 2], model)
     assert [len(b) for b in model.batches] == [1, 1, 1]
 
 
@@ -81,7 +81,7 @@ def test_an_image_deleted_while_its_batch_is_embedded_is_skipped_and_the_rest_st
     report = ScanReport()
     images = [image_add(path, report=report) for path in sorted(photo_folder.rglob("*.png"))[:4]]
     doomed = images[1]
-    ahead = pipeline._ahead
+    ahead = decode.ahead
 
     def decoded_then_deleted(*args):  # the batch is stored once all four are decoded: the deletion comes first
         for decoded in ahead(*args):
@@ -89,12 +89,12 @@ def test_an_image_deleted_while_its_batch_is_embedded_is_skipped_and_the_rest_st
                 IndexedImage.objects.filter(id=doomed.id).delete()  # committed: the store thread sees it
             yield decoded
 
-    monkeypatch.setattr(pipeline, "_ahead", decoded_then_deleted)
+    monkeypatch.setattr(decode, "ahead", decoded_then_deleted)
     thumbnails_before = thumbnails_of(doomed)
     try:
-        pipeline.images_embed([image.id for image in images])
+        jobs.images_embed([image.id for image in images])
     finally:
-        pipeline._stores.submit(connections.close_all).result()  # the store thread's connection to the test database
+        embed.stores.submit(connections.close_all).result()  # the store thread's connection to the test database
     kept = [image.id for image in images if image.id != doomed.id]
     assert sorted(IndexedImage.objects.filter(status="ready").values_list("id", flat=True)) == kept
     assert sorted(Embedding.objects.values_list("image_id", flat=True)) == kept

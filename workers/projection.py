@@ -11,15 +11,14 @@ The projected vector joins two unit-length parts, so cosine similarity is their 
   within-tag scatter whitened away. Weighted by `beta`, so images of tags it never saw lose nothing.
 
 bench/quality.py measured both against average pooling, PCA-whitening and query expansion, cross-fitted so
-that no query's own tags were learned from; README "Benchmarks" has the figures. Numpy only: the web
-process may import this module.
+that no query's own tags were learned from (docs/retrieval.md); the numbers are in workers/ranking/tunables.py.
 
 Beside them, when it is given pairs of raw vectors (an indexed image and an edited copy of it, which the workers
 make: workers/edits.py), a projection learns a copy space (`copy_vectors`): the scatter of the differences within
 the pairs whitened away (what an edit does to a vector), then the main axes of the index in that space (Radenović et
 al.'s learned whitening). It ranks an image's edited copies far closer to it than the PCA part does, but categories
-worse, so searches use it only to pick the likeliest source among candidates that are not verified copies
-(workers/pipeline.py); the results and their scores stay those of the PCA and LDA parts.
+worse, so searches use it only to find candidates and to pick the likeliest source among those that are not verified
+copies (workers/ranking/copy_space.py); the results and their scores stay those of the PCA and LDA parts.
 """
 
 import io
@@ -27,21 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PCA_DIMS = 256
-LDA_DIMS = 128
-BETA = 0.3  # weight of the tag-supervised part in the cosine similarity
-LDA_REGULARISATION = 0.3  # within-tag scatter += this x its mean eigenvalue x identity
-MIN_IMAGES_PER_TAG = 10  # rarer tags carry too little to learn from
-MAX_TAG_SHARE = 0.5  # a tag on more than this share of the tagged images says little about any one of them
-MAX_FIT_VECTORS = 50_000  # a sample this large pins the covariances down; more only costs time
-# The copy space's size, and its edits' scatter += COPY_REGULARISATION x its mean eigenvalue x identity. Picked on the
-# dev images at scale (bench/copy_detection.py's index of 3,404, seeds 0 and 1, global recall@1 of combined-edit
-# copies): 256 and 0.3 86 / 78 of 100, 256 and 0.1 83 / 78, 512 and 0.1 86 / 77, 128 and 0.1 83 / 73; PCA 74 / 67.
-COPY_DIMS = 256
-COPY_REGULARISATION = 0.3
-# Images a search adds to its candidates by their nearness to the query in the copy space (workers/pipeline.py), as it
-# does by visual words (the same count): at scale they brought in originals the global vectors and the words missed.
-COPY_CANDIDATES = 5
+from search.projections import too_few
+
+from .ranking.tunables import (BETA, COPY_DIMS, COPY_REGULARISATION, LDA_DIMS, LDA_REGULARISATION, MAX_FIT_VECTORS,
+                               MAX_TAG_SHARE, MIN_IMAGES_PER_TAG, PCA_DIMS)
 
 
 class ProjectionError(ValueError):
@@ -132,13 +120,6 @@ def fit(vectors, tags, *, copies=None, pca_dims=PCA_DIMS, lda_dims=LDA_DIMS, bet
     }
     as32 = (lambda m: None if m is None else m.astype(np.float32))
     return Projection(mean, pca.astype(np.float32), as32(lda), beta, as32(copy)), info
-
-
-def too_few(images, min_images):
-    """Why `images` embedded images are too few to learn a projection from (at least `min_images`), or None."""
-    if images < max(min_images, 2):
-        return f"{images} embedded images; a projection is learned from {min_images} or more."
-    return None
 
 
 def usable_tags(tags):

@@ -1,4 +1,5 @@
-"""The torchvision backbones imgsearch can embed with. Plain data: the web process imports it, so no torch."""
+"""The torchvision backbones a deployment may embed with (IMGSEARCH_MODEL, the admin's reindex form). Plain data:
+settings validate against it, and workers/embedder.py builds them."""
 
 from dataclasses import dataclass
 
@@ -22,6 +23,3 @@ MODELS = {
         ModelSpec("vit_b_16", "vit", 768),
     )
 }
-
-# pgvector 0.6 builds HNSW indexes for vectors of up to 2,000 dimensions; wider ones are searched exactly.
-HNSW_MAX_DIM = 2000

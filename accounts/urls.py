@@ -3,12 +3,12 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import accounts
+from . import views
 
 urlpatterns = [
-    path("", accounts.account, name="account"),
-    path("signup/", accounts.signup, name="signup"),
-    path("login/", accounts.SignInView.as_view(), name="login"),
+    path("", views.account, name="account"),
+    path("signup/", views.signup, name="signup"),
+    path("login/", views.SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path("password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
@@ -16,8 +16,8 @@ urlpatterns = [
     path("password_reset/done/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
     path("reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(), name="password_reset_confirm"),
     path("reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
-    path("token/", accounts.token_create, name="token-create"),
-    path("token/revoke/", accounts.token_revoke, name="token-revoke"),
-    path("history/", accounts.history, name="history"),
-    path("history/<uuid:job_id>/", accounts.history_detail, name="history-detail"),
+    path("token/", views.token_create, name="token-create"),
+    path("token/revoke/", views.token_revoke, name="token-revoke"),
+    path("history/", views.history, name="history"),
+    path("history/<uuid:job_id>/", views.history_detail, name="history-detail"),
 ]

@@ -1,0 +1,107 @@
+"""The query of one search: its vector in the search's space, its raw vector, and its copy evidence (keypoints,
+signature), read or computed once and shared by the stages."""
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from django.conf import settings
+
+from search import knn
+from search.models import IndexedImage, LocalFeatures
+
+from ..imageio import ImageDecodeError, load_rgb
+from . import signature, tunables, verification
+
+
+class SearchError(Exception):
+    """A search that cannot be answered, with a reason a person can act on."""
+
+
+@dataclass(eq=False)
+class Query:
+    space: object  # workers.spaces.Space: the model version searched
+    vector: np.ndarray  # in the space's vectors
+    raw: np.ndarray | None  # the raw embedding (a projected space's copy space needs it); None where none is kept
+    k: int  # results wanted
+    wanted: int  # candidates the global k-NN returns
+    min_score: float = 0.0
+    categories: tuple = ()
+    image: object = None  # the decoded query (PIL); None for an indexed image whose evidence is stored
+    source_image_id: int | None = None  # an indexed image searched with
+    upload: object = None  # the uploaded file (a FieldFile), for recognising the very file (identical.py)
+    inliers: dict = field(default_factory=dict)  # image_id -> verified inliers, kept across rankings of this query
+
+    @classmethod
+    def of_image(cls, image, raw, space, *, k, wanted=None, min_score=0.0, categories=()):
+        """The query of a decoded image and its raw embedding (one row) in a space."""
+        raw = np.atleast_2d(np.asarray(raw, np.float32))
+        return cls(space, space.vectors(raw)[0], raw[0], k, wanted or k, min_score, tuple(categories), image=image)
+
+    @classmethod
+    def of_job(cls, job, space, *, rerank):
+        """The query of a search job (as jobs.search_job_claim returns it): an indexed image's stored vectors where it
+        has them, else its file or the upload decoded and embedded. Re-ranked, the global k-NN returns more candidates
+        than asked for (IMGSEARCH_RERANK_CANDIDATES), so a copy outside the top k is brought in."""
+        wanted = max(job.k, settings.IMGSEARCH_RERANK_CANDIDATES) if rerank else job.k
+        terms = {"k": job.k, "wanted": wanted, "min_score": job.min_score, "categories": tuple(job.categories)}
+        if job.source_image_id and not job.query_image:
+            stored = knn.stored_vector(job.source_image_id, space.key)
+            if stored is not None:
+                raw = stored if space.projection is None else knn.stored_vector(job.source_image_id, space.base_key)
+                return cls(space, np.asarray(stored, np.float32), raw, **terms, source_image_id=job.source_image_id)
+            source = job.source_image.file
+        elif job.query_image:
+            source = job.query_image
+        else:
+            raise SearchError("The image to search with is no longer in the index.")
+        image = _load(source, space.embedder.resize_size)
+        raw = space.embedder.embed([image])[0]  # one row
+        query = cls.of_image(image, raw, space, **terms)
+        query.source_image_id, query.upload = job.source_image_id, job.query_image or None
+        return query
+
+    @cached_property
+    def _evidence(self):
+        """(keypoints, signature): from the decoded query, else an indexed image's stored ones, else its file."""
+        if self.image is None:
+            stored = (LocalFeatures.objects.filter(image_id=self.source_image_id)
+                      .values_list("data", "signature").first())
+            try:
+                if stored is not None and stored[1] is not None:
+                    return verification.unpack(bytes(stored[0])), np.asarray(stored[1], np.float32)
+            except ValueError:  # stored by another version
+                pass
+            self.image = _load(IndexedImage.objects.get(id=self.source_image_id).file, tunables.WORK_SIDE)
+        return verification.extract(self.image), signature.compute(self.image)
+
+    @property
+    def features(self):
+        return self._evidence[0]
+
+    @property
+    def signature(self):
+        return self._evidence[1]
+
+    @cached_property
+    def signature_match(self):
+        """The image whose signature matches the query's best in the whole index: (id, likeness) or None."""
+        return signature.best_in_index(self.signature)
+
+    @cached_property
+    def copy_vector(self):
+        """The query in the space's copy space (workers/projection.py), or None without one or without a raw vector."""
+        if self.space.copy_key is None or self.raw is None:
+            return None
+        return self.space.projection.copy_vectors(self.raw)[0]
+
+
+def _load(source, size):
+    """A stored file decoded for the model (or for keypoints), or SearchError saying why not."""
+    try:
+        with source.open("rb") as f:
+            return load_rgb(f, target_size=size, max_pixels=settings.IMGSEARCH_MAX_PIXELS)
+    except ImageDecodeError as exc:
+        raise SearchError(f"The query image could not be read: {exc}") from None
+    except FileNotFoundError:
+        raise SearchError("The query image is missing on the server; please upload it again.") from None

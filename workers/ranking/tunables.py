@@ -1,0 +1,67 @@
+"""Every number the ranking was tuned with, each with the measurement that chose it (docs/retrieval.md has the
+detail; `make bench` the current figures). A constant here that no measurement supports is a candidate for removal.
+
+"Copies" below is bench/copy_detection.py: edited copies of dev images searched through this package; "combined"
+its copies with three edits at once; "at scale" its photo set indexed among 3,000 other dev images.
+"""
+
+# --- The global vector: a projection learned from the index (workers/projection.py) ------------------------------
+PCA_DIMS = 256  # bench/quality.py: P@10 0.332 against 0.319 raw (PCA-whitened 128 / 512: 0.330 / 0.322); not swept
+LDA_DIMS = 128  # bench/quality.py: PCA256 + tag LDA128 at BETA 0.3, P@10 0.391 against 0.332 (cross-fitted); not swept
+BETA = 0.3  # the tag LDA's weight in the cosine: bench/quality.py, kinds nobody tagged still 0.344 vs 0.303; not swept
+LDA_REGULARISATION = 0.3  # within-tag scatter += this x its mean eigenvalue; not swept
+MIN_IMAGES_PER_TAG = 10  # rarer tags carry too little to estimate a class's scatter from; not swept
+MAX_TAG_SHARE = 0.5  # a tag on more than half the tagged images separates little; not swept
+MAX_FIT_VECTORS = 50_000  # a sample this large pins 1,280-d covariances down; more only costs learning time (a cap)
+# The copy space: what edits do to a vector, whitened away (Radenovic et al.'s learned whitening). Copies at scale,
+# seeds 0 and 1, global recall@1 of combined copies: 256 / 0.3 86 and 78 of 100; 256 / 0.1 83, 78; 512 / 0.1 86, 77;
+# 128 / 0.1 83, 73; the PCA part 74, 67.
+COPY_DIMS = 256
+COPY_REGULARISATION = 0.3
+COPY_PAIRS = 1500  # a minute of a worker to embed; copies at scale: 1,500 pairs 951, 3,404 953, 6,404 956 of 1,000
+
+# --- Candidates: where a search looks, beside the global k-NN (settings.IMGSEARCH_RERANK_CANDIDATES, 20) -----------
+SIGNATURE_SIDE = 16  # the 16x16 grey thumbnail survives shrinking to a few dozen pixels; 256-d fits an HNSW index
+# Signature correlation that counts as the same picture: combined photo copies, seeds 0 / 1 / 2, 0.90 instead found
+# 97 / 94 / 93 originals first of 100 against 96 / 94 / 92, but marked 7 / 15 / 12 false copies against 1 / 7 / 4.
+SIGNATURE_COPY = 0.95
+WORDS_FOUND = 5  # copies at scale, seeds 3 and 4: 0 / 3 / 5 / 10 / 20 found 176 / 180 / 180 / 180 / 182 of 200 first
+WORDS_EF_SEARCH = 100  # the words' sparse graph (m=8): the exact 5 nearest for 100 of 100 queries among 3,405 images
+COPY_SPACE_FOUND = 5  # nearest in the copy space: copies at scale, 1 / 3 / 5 / 10 / 20 gave 946 / 948 / 951 / 950 / 951
+IDENTICAL_SCORE = 0.999  # the very file uploaded embeds to its own vector: cosine 1 up to float rounding
+
+# --- Verification: SIFT keypoints and a RANSAC similarity transform (workers/ranking/verification.py) -------------
+WORK_SIDE = 256  # longer side keypoints are found at: copies, against 384 and 512 px (figures not kept); 192: below
+# (side, keypoints kept): a second, smaller size finds blurred and shrunk copies. 192 / 96 px for indexed images: SIFT
+# 17.2 -> 10.5 ms an image, but the quality part's copy recall@1 0.961 -> 0.948 and the mixed set's 0.976 -> 0.972.
+SCALES = ((256, 256), (128, 128))
+SIFT_LAYERS = 3  # OpenCV's default octave layers, named for CONTRAST_THRESHOLD's arithmetic
+# OpenCV's default 0.04 finds too few keypoints on blurred and faded copies; 0.0236 is the smallest threshold whose
+# pre-filter skips sub-grey-level ripples: on 200 dev images 98.9% of the keypoints stay and SIFT takes 14.5 instead
+# of 26.8 ms at 256 px, copy recall@1 unchanged against 0.02.
+CONTRAST_THRESHOLD = 0.0236
+RATIO = 0.8  # Lowe's ratio test, his paper's value; not swept here
+RANSAC_PX = 4.0  # inlier distance in WORK_SIDE pixels; not swept
+RANSAC_ITERATIONS = 1000  # not swept
+MIN_MATCHES = 6  # fewer ratio-test matches cannot reach MIN_INLIERS anyway; it saves RANSAC's time on them
+MIN_INLIERS = 10  # a verified copy: the copies part's table of recall@1 and false "copy" marks at 6 to 30 inliers
+
+# --- Visual words (workers/ranking/words.py) -----------------------------------------------------------------------
+# Centroids: 15 x 128 = 1,920 dimensions, the most whole words under pgvector 0.6's 2,000 for an HNSW index; 16 and 32
+# words, or 64 projected to 512 or 1,024, were within a few queries of it (copies at scale, seeds 0 and 1).
+WORDS = 15
+# A vocabulary is learned from at most this many images' keypoints, a random sample of the index: copies at scale,
+# seeds 0 to 2, one from 1,000 random images put 229 of 300 originals among the words' 5, one from 200 of a kind 212.
+WORDS_FIT_IMAGES = 1000
+WORDS_FIT_DESCRIPTORS = 100_000  # and at most this many of their descriptors: plenty for 15 centroids
+KMEANS_ATTEMPTS = 3  # OpenCV k-means restarts, the best kept; not swept
+
+# --- Fusion: the order of the results (workers/ranking/fusion.py) ----------------------------------------------------
+# Cosine credited per inlier below MIN_INLIERS when picking the lead of the candidates that are not copies: combined
+# copies of seeds 1 and 2 (150 per set), 0.02 took recall@1 from 0.91 / 0.87 (photo) and 0.89 / 0.88 (mixed) to 0.93 /
+# 0.90 and 0.91 / 0.91; deciding the lead only, it leaves the unrelated queries' category precision@10 as it was.
+INLIER_WEIGHT = 0.02
+# Cosine credited per unit of signature likeness in picking that lead: combined copies of seeds 3 and 4, 0 / 0.02 /
+# 0.05 / 0.1 / 0.2 / 0.3 gave photo 190 / 191 / 191 / 191 / 192 / 192 and mixed 181 / 182 / 182 / 184 / 184 / 185 of
+# 200; the smaller of the two best, and on seeds 0 to 2 (not used to choose) photo 282 -> 287 of 300.
+SIGNATURE_WEIGHT = 0.2

@@ -1,0 +1,209 @@
+"""Verification: is a candidate the same picture as the query, edited? SIFT keypoints and a RANSAC transform.
+
+Each indexed image keeps SIFT keypoints of its grey version at two sizes (tunables.SCALES): up to 256 with its longer
+side at 256 pixels, and up to 128 at 128 pixels, where a blurred or much reduced copy still finds the same blobs
+(workers/indexing/features.py stores them, packed). At search time the query gets the same extraction, and each
+candidate is verified at each size: RootSIFT nearest neighbours with Lowe's ratio test, then a RANSAC similarity
+transform (rotation, uniform scale, translation); the larger inlier count is the evidence (tunables.MIN_INLIERS
+makes a verified copy). A mirrored copy needs no second extraction: mirroring an image permutes each SIFT
+descriptor's bins (see _mirror_permutation), so the query is also tried with permuted descriptors and mirrored x
+coordinates. OpenCV and numpy: only worker processes import it.
+"""
+
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from search.models import LocalFeatures
+
+from . import tunables
+
+VERSION = 2  # of the packed record: a record of another version is extracted again
+
+# version, number of sizes, keypoint count of each size; then per size count x (x, y) uint16 in 1/65535 of
+# tunables.WORK_SIDE and count x 128 uint8.
+_HEADER = struct.Struct("<BB")
+_COUNT = struct.Struct("<H")
+_DIM = 128
+BYTES_PER_KEYPOINT = 2 * 2 + _DIM
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """The keypoints of one size."""
+
+    points: np.ndarray  # (n, 2) float32, x and y in tunables.WORK_SIDE pixels
+    descriptors: np.ndarray  # (n, 128) uint8, OpenCV SIFT
+
+    def __len__(self):
+        return len(self.points)
+
+
+EMPTY = Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, _DIM), np.uint8))
+
+
+def max_keypoints():
+    """The most keypoints an image keeps, all sizes together."""
+    return sum(count for _, count in tunables.SCALES)
+
+
+@dataclass(frozen=True)
+class Features:
+    """An image's keypoints at each of tunables.SCALES."""
+
+    scales: tuple
+
+    def __len__(self):
+        return sum(len(s) for s in self.scales)
+
+
+def extract(img: Image.Image) -> Features:
+    """SIFT keypoints and descriptors of an RGB image (as load_rgb decodes it) at each size; none for a flat one."""
+    return Features(tuple(_extract_at(img, side, count) for side, count in tunables.SCALES))
+
+
+def _extract_at(img, side, max_keypoints):
+    sift = cv2.SIFT_create(nfeatures=max_keypoints, nOctaveLayers=tunables.SIFT_LAYERS,
+                           contrastThreshold=tunables.CONTRAST_THRESHOLD)
+    keypoints, descriptors = sift.detectAndCompute(_working_grey(img, side), None)
+    if descriptors is None or not keypoints:
+        return EMPTY
+    keypoints, descriptors = keypoints[:max_keypoints], descriptors[:max_keypoints]  # ties can exceed nfeatures
+    points = np.array([k.pt for k in keypoints], np.float32) * (tunables.WORK_SIDE / side)
+    # OpenCV's SIFT descriptor values are already whole numbers 0..255, so uint8 loses nothing.
+    return Keypoints(points, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8))
+
+
+def _working_grey(img, side):
+    """The image in grey, its longer side scaled to `side` (up or down), as a uint8 array."""
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")  # reduce() refuses palette images
+    factor = max(img.size) // (2 * side)
+    if factor >= 2:
+        img = img.reduce(factor)  # a cheap box shrink first, so big photos are not converted whole
+    grey = np.asarray(img.convert("L"))
+    h, w = grey.shape
+    scale = side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def pack(features: Features) -> bytes:
+    """The storage format: 2 + 2 x sizes header bytes plus BYTES_PER_KEYPOINT per keypoint."""
+    parts = [_HEADER.pack(VERSION, len(features.scales))]
+    parts += [_COUNT.pack(len(s)) for s in features.scales]
+    for s in features.scales:
+        parts.append(np.clip(np.rint(s.points * (65535 / tunables.WORK_SIDE)), 0, 65535).astype("<u2").tobytes())
+        parts.append(s.descriptors.tobytes())
+    return b"".join(parts)
+
+
+def unpack(data: bytes) -> Features:
+    """Features from pack()'s bytes; ValueError for another version or a damaged record."""
+    if len(data) < _HEADER.size:
+        raise ValueError("local features record is too short")
+    version, sizes = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise ValueError(f"local features version {version}, expected {VERSION}: extract them again")
+    offset = _HEADER.size + sizes * _COUNT.size
+    if len(data) < offset:
+        raise ValueError("local features record has the wrong length")
+    counts = [_COUNT.unpack_from(data, _HEADER.size + i * _COUNT.size)[0] for i in range(sizes)]
+    if len(data) != offset + sum(counts) * BYTES_PER_KEYPOINT:
+        raise ValueError("local features record has the wrong length")
+    scales = []
+    for count in counts:
+        xy = np.frombuffer(data, "<u2", count * 2, offset).reshape(count, 2)
+        offset += xy.nbytes
+        descriptors = np.frombuffer(data, np.uint8, count * _DIM, offset).reshape(count, _DIM)
+        offset += descriptors.nbytes
+        scales.append(Keypoints(xy.astype(np.float32) * (tunables.WORK_SIDE / 65535), descriptors))
+    return Features(tuple(scales))
+
+
+def _mirror_permutation():
+    """Where each of SIFT's 4x4x8 bins goes when the image is mirrored left to right.
+
+    A mirrored keypoint's orientation is mirrored too, so in its own frame the patch is flipped about the
+    frame's x axis: the 4 spatial rows reverse and each gradient angle a becomes -a (bin o -> -o mod 8).
+    """
+    index = np.arange(_DIM).reshape(4, 4, 8)
+    return index[::-1, :, (-np.arange(8)) % 8].ravel()
+
+
+_MIRROR = _mirror_permutation()
+
+
+def mirrored_descriptors(descriptors):
+    """SIFT descriptors (n, 128) as the same keypoints of the image mirrored left to right would have them."""
+    return descriptors[:, _MIRROR]
+
+
+def verify(query: Features, candidate: Features) -> int:
+    """RANSAC inliers of the query mapped onto the candidate, at the size where they are most; 0 if none matches."""
+    return max((_verify_at(q, c) for q, c in zip(query.scales, candidate.scales)), default=0)
+
+
+def _verify_at(query: Keypoints, candidate: Keypoints) -> int:
+    """Inliers at one size, the query as is or mirrored; 0 below tunables.MIN_MATCHES matches."""
+    if len(query) < tunables.MIN_MATCHES or len(candidate) < tunables.MIN_MATCHES:
+        return 0
+    q, c = rootsift(query.descriptors), rootsift(candidate.descriptors)
+    direct = _inliers(query.points, q, candidate.points, c)
+    mirrored = _inliers(query.points * np.array([-1, 1], np.float32), mirrored_descriptors(q), candidate.points, c)
+    return max(direct, mirrored)
+
+
+def rootsift(descriptors):
+    """RootSIFT: square roots of the L1-normalised descriptor, unit length, compared by dot product."""
+    d = descriptors.astype(np.float32)
+    return np.sqrt(d / np.maximum(d.sum(axis=1, keepdims=True), 1.0))
+
+
+def _inliers(query_points, query_desc, cand_points, cand_desc):
+    """Ratio-test matches from candidate to query keypoints, then RANSAC similarity inliers."""
+    # cv2.gemm, not numpy's @: in the worker, OpenBLAS threads fight torch's OpenMP threads after an
+    # embedding and stalled this small product for up to 600 ms (measured in bench/copy_detection.py).
+    sims = cv2.gemm(cand_desc, query_desc, 1.0, None, 0.0, flags=cv2.GEMM_2_T)
+    best_two = -np.partition(-sims, 1, axis=1)[:, :2]
+    # Unit vectors: squared distance is 2 - 2 * similarity.
+    d1, d2 = (np.sqrt(np.maximum(2 - 2 * best_two[:, i], 0)) for i in (0, 1))
+    matched = np.nonzero(d1 < tunables.RATIO * d2)[0]
+    if len(matched) < tunables.MIN_MATCHES:
+        return 0
+    partners = sims[matched].argmax(axis=1)
+    _, mask = cv2.estimateAffinePartial2D(
+        query_points[partners], cand_points[matched], method=cv2.RANSAC,
+        ransacReprojThreshold=tunables.RANSAC_PX, maxIters=tunables.RANSAC_ITERATIONS,
+    )
+    return 0 if mask is None else int(mask.sum())
+
+
+def stored_evidence(image_ids):
+    """{image_id: (Features or None, signature or None)} of the images' stored copy evidence, in one query: no
+    Features for a record of another version (extracted again later), no signature for an image indexed before
+    signatures existed; images without a record are left out."""
+    found = {}
+    for image_id, data, sig in LocalFeatures.objects.filter(image_id__in=image_ids).values_list("image_id", "data",
+                                                                                                "signature"):
+        try:
+            features = unpack(bytes(data))
+        except ValueError:  # stored by another version: "similar" until extracted again
+            features = None
+        found[image_id] = (features, None if sig is None else np.asarray(sig, np.float32))
+    return found
+
+
+def inliers(query, candidates):
+    """Stage: verify every candidate against the query (RANSAC inliers); a candidate whose keypoints are not stored
+    (not extracted yet) stays unverified (None). The query keeps its counts, so a second ranking of it verifies only
+    the images it has not met yet."""
+    stored = candidates.stored_evidence()
+    for row in candidates:
+        if row.image_id not in query.inliers:
+            features = stored.get(row.image_id, (None, None))[0]
+            query.inliers[row.image_id] = None if features is None else verify(query.features, features)
+        row.inliers = query.inliers[row.image_id]
