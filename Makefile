@@ -11,7 +11,7 @@ export DEBUG ?= 1
 # the Chinese page's screenshots show real characters.
 BROWSER_PACKAGES := chromium fonts-noto-cjk
 
-.PHONY: install browser run test fuzz index manage load bench bench-large clean-data
+.PHONY: install browser run test lint fuzz index manage load bench bench-large clean-data
 
 install: $(BIN)/.installed
 
@@ -36,6 +36,11 @@ browser:  ## Debian's Chromium and CJK fonts for the browser tests (apt-get, as 
 
 test: install browser  ## the whole test suite against real PostgreSQL + pgvector, Redis, Celery workers and Chromium
 	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff (lint, and format check) and the import contracts of pyproject.toml (import-linter); CI runs it
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 fuzz: install  ## Schemathesis against the live test server with many more examples (FUZZ_EXAMPLES=300)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python -m pytest -s tests/test_api_contract.py -k fuzzed
