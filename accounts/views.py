@@ -102,7 +102,4 @@ def history(request):
 def history_detail(request, job_id):
     """One earlier search with its results, for its owner (staff may open anyone's)."""
     job = get_object_or_404(jobs.visible_jobs(request).select_related("source_image"), id=job_id)
-    return render(request, "accounts/history_detail.html", {
-        "job": job,
-        "results": jobs.search_job_results(job),
-    })
+    return render(request, "accounts/history_detail.html", {"job": job, "results": jobs.search_job_results(job)})

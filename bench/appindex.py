@@ -31,8 +31,10 @@ def reset():
     for key in Embedding.objects.values_list("model_key", flat=True).distinct():
         knn.drop_vector_index(key)
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE search_indexedimage, search_embedding, search_localfeatures, search_visualwords,"
-                       " search_modelversion, search_searchjob, search_reindexrun, search_reindexchunk CASCADE")
+        cursor.execute(
+            "TRUNCATE search_indexedimage, search_embedding, search_localfeatures, search_visualwords,"
+            " search_modelversion, search_searchjob, search_reindexrun, search_reindexchunk CASCADE"
+        )
 
 
 @dataclass
@@ -72,9 +74,18 @@ class AppIndex:
         reset()
         tags = tags or [[] for _ in images]
         names = names or [f"{n}.png" for n in range(len(images))]
-        rows = IndexedImage.objects.bulk_create([
-            IndexedImage(content_hash=f"bench-{n}", file=f"bench/{name}", title=str(name)[:255], user_tags=list(t),
-                         status=IndexedImage.Status.READY) for n, (name, t) in enumerate(zip(names, tags))])
+        rows = IndexedImage.objects.bulk_create(
+            [
+                IndexedImage(
+                    content_hash=f"bench-{n}",
+                    file=f"bench/{name}",
+                    title=str(name)[:255],
+                    user_tags=list(t),
+                    status=IndexedImage.Status.READY,
+                )
+                for n, (name, t) in enumerate(zip(names, tags))
+            ]
+        )
         ids = [row.id for row in rows]
         base = cls._register(embedder)
         space = Space(base.key, embedder, None)
@@ -100,8 +111,9 @@ class AppIndex:
     def _register(embedder):
         from search import versions
 
-        return versions.model_version_ensure(key=embedder.key, arch=embedder.spec.name, weights=embedder.weights,
-                                             dim=embedder.dim, activate_if_none=True)
+        return versions.model_version_ensure(
+            key=embedder.key, arch=embedder.spec.name, weights=embedder.weights, dim=embedder.dim, activate_if_none=True
+        )
 
     @staticmethod
     def _project(embedder, images, raw, tags, base, rows):

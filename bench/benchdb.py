@@ -5,7 +5,6 @@ Call it before importing anything that reads Django settings.
 """
 
 import os
-
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg

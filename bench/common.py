@@ -95,7 +95,10 @@ def timed(fn, *args, **kwargs):
 def percentiles(values_ms):
     """Median and 95th percentile of a list of milliseconds."""
     ordered = sorted(values_ms)
-    return {"median_ms": round(statistics.median(ordered), 2), "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2)}
+    return {
+        "median_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2),
+    }
 
 
 def cpu_name():
@@ -114,13 +117,22 @@ def machine():
 
     import psutil
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!docs"],  # docs/: this report's own files
-                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", ".", ":!docs"],  # docs/: this report's own files
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return {
-        "cpu": cpu_name() or platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
-        "commit": commit + ("+uncommitted" if dirty else ""), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": cpu_name() or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "commit": commit + ("+uncommitted" if dirty else ""),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "uptime": uptime(),
     }
 

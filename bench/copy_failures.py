@@ -16,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import copy_detection  # first: it points Django at the bench database
+from bench import (
+    copy_detection,  # first: it points Django at the bench database
+    copy_tables,
+)
 from bench.appindex import AppIndex
 from bench.common import DEV_IMAGES
-from bench.copysets import EDIT_TYPES, build_queries
+from bench.copysets import EDIT_TYPES, FOLDERS, build_queries
 from workers.ranking import signature
 
 
@@ -41,7 +44,7 @@ def failures(args):
     signatures = np.stack([signature.compute(img) for img in images])
     queries = build_queries(images, args.queries, seed=args.seed, edits=tuple(args.edits.split(",")))
     searched = copy_detection.search(embedder, app, [q.image for q in queries], options, wanted=(options.k,))
-    ranked = copy_detection.ranked_lists(searched, options.min_inliers, fused=options.k)
+    ranked = copy_tables.ranked_lists(searched, options.min_inliers, fused=options.k)
     rows = []
     for query, results, top, one in zip(queries, ranked, searched.top, searched.searched):
         first, _, match = results[0]
@@ -50,15 +53,27 @@ def failures(args):
         counts = {app.position[row.image_id]: row.inliers for row in one.first.candidates}
         rank = top.index(query.source) if query.source in top else None
         likeness = float(signature.similarities(signatures[query.source], signatures[first : first + 1])[0])
-        rows.append((query, index[query.source][0], images[query.source].size, rank, counts.get(query.source),
-                     index[first][0], match, counts.get(first), likeness, len(top)))
+        rows.append(
+            (
+                query,
+                index[query.source][0],
+                images[query.source].size,
+                rank,
+                counts.get(query.source),
+                index[first][0],
+                match,
+                counts.get(first),
+                likeness,
+                len(top),
+            )
+        )
     return rows, len(queries)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=DEV_IMAGES)
-    parser.add_argument("--set", default="photo", choices=sorted(copy_detection.FOLDERS))
+    parser.add_argument("--set", default="photo", choices=sorted(FOLDERS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=600, help="indexed images")
     parser.add_argument("--queries", type=int, default=100, help="edited copies per edit type")
@@ -68,9 +83,11 @@ def main(argv=None):
     rows, total = failures(args)
     for query, path, size, rank, inliers, first, match, first_inliers, likeness, searched in rows:
         where = f"#{rank + 1}" if rank is not None else f">{searched}"
-        print(f"{query.steps:<24} original {path.relative_to(args.root)} {size[0]}x{size[1]}, global {where}, "
-              f"inliers {inliers if inliers is not None else '-'} | first {first.relative_to(args.root)} {match}, inliers "
-              f"{first_inliers if first_inliers is not None else '-'}, signature likeness to the original {likeness:.3f}")
+        print(
+            f"{query.steps:<24} original {path.relative_to(args.root)} {size[0]}x{size[1]}, global {where}, "
+            f"inliers {inliers if inliers is not None else '-'} | first {first.relative_to(args.root)} {match}, inliers "
+            f"{first_inliers if first_inliers is not None else '-'}, signature likeness to the original {likeness:.3f}"
+        )
     print(f"{len(rows)} of {total} queries miss their original ({args.set}, seed {args.seed})")
 
 

@@ -109,8 +109,16 @@ def colour(img, rng):
 
 
 EDITS = {
-    "crop": crop, "rescale": rescale, "jpeg": jpeg, "rotate": rotate, "rotate90": rotate90, "flip": flip,
-    "grey": grey, "blur": blur, "caption": caption, "colour": colour,
+    "crop": crop,
+    "rescale": rescale,
+    "jpeg": jpeg,
+    "rotate": rotate,
+    "rotate90": rotate90,
+    "flip": flip,
+    "grey": grey,
+    "blur": blur,
+    "caption": caption,
+    "colour": colour,
 }
 EDIT_TYPES = (*EDITS, "combined")
 

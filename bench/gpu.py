@@ -166,11 +166,15 @@ def run(device="cuda", images=2048, batches=BATCHES, processes=None):
     if device == "cuda" and not torch.cuda.is_available():
         return {"skipped": "no GPU on this machine (torch.cuda.is_available() is False)"}
     processes = processes or os.cpu_count() or 1
-    with tempfile.TemporaryDirectory() as folder, \
-            ProcessPoolExecutor(processes, initializer=_init_decoder, initargs=(ARCH,)) as pool:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        ProcessPoolExecutor(processes, initializer=_init_decoder, initargs=(ARCH,)) as pool,
+    ):
         paths, source = _images(images, folder)
         if len(paths) < 2 * max(batches):  # a warm-up batch, then at least one timed batch
-            raise ValueError(f"{len(paths)} images for batches of {max(batches)}: give --images {2 * max(batches)} or more")
+            raise ValueError(
+                f"{len(paths)} images for batches of {max(batches)}: give --images {2 * max(batches)} or more"
+            )
         decode_img_s = decode_only(pool, paths)  # also starts the pool before CUDA is, as forked children need
         model = _Model(device)
         name = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else "cpu"
@@ -180,12 +184,31 @@ def run(device="cuda", images=2048, batches=BATCHES, processes=None):
         for batch in batches:
             bare = bare_forward(model, inputs, batch)
             full = pipeline(model, pool, paths, batch)
-            rows.append({"batch": batch, "bare_forward_img_s": round(bare, 1), "pipeline_img_s": round(full, 1),
-                         "ratio": round(full / bare, 3)})
-            print(f"  gpu ({name}), batch {batch}: bare forward {bare:.0f} img/s, decode + forward {full:.0f} img/s "
-                  f"({full / bare:.2f}x)", flush=True)
-    return {"device": name, "model": ARCH, "weights": model.weights, "dtype": "float32", "images": len(paths),
-            "source": source, "decode_processes": processes, "min_cosine_to_production": agreement, "decode_only_img_s": round(decode_img_s, 1), "runs": rows}
+            rows.append(
+                {
+                    "batch": batch,
+                    "bare_forward_img_s": round(bare, 1),
+                    "pipeline_img_s": round(full, 1),
+                    "ratio": round(full / bare, 3),
+                }
+            )
+            print(
+                f"  gpu ({name}), batch {batch}: bare forward {bare:.0f} img/s, decode + forward {full:.0f} img/s "
+                f"({full / bare:.2f}x)",
+                flush=True,
+            )
+    return {
+        "device": name,
+        "model": ARCH,
+        "weights": model.weights,
+        "dtype": "float32",
+        "images": len(paths),
+        "source": source,
+        "decode_processes": processes,
+        "min_cosine_to_production": agreement,
+        "decode_only_img_s": round(decode_img_s, 1),
+        "runs": rows,
+    }
 
 
 def main():

@@ -110,14 +110,30 @@ def run(count=512, repeats=5):
         for features, pairs in passes.items():
             ratios = [full / bare for bare, full in pairs]
             bare, full = (statistics.median(x) for x in zip(*pairs))
-            rows.append({"torch_threads": threads, "local_features": features, "bare_forward_img_s": round(bare, 2),
-                         "pipeline_img_s": round(full, 2), "ratio": round(statistics.median(ratios), 3),
-                         "ratios": [round(r, 3) for r in ratios]})
-            print(f"  indexing, {threads} torch thread(s), local features {'on' if features else 'off'}: bare forward "
-                  f"{bare:.1f} img/s, pipeline {full:.1f} img/s (median of {repeats} ratios: {statistics.median(ratios):.2f}x; "
-                  f"each {', '.join(f'{r:.2f}' for r in ratios)})", flush=True)
+            rows.append(
+                {
+                    "torch_threads": threads,
+                    "local_features": features,
+                    "bare_forward_img_s": round(bare, 2),
+                    "pipeline_img_s": round(full, 2),
+                    "ratio": round(statistics.median(ratios), 3),
+                    "ratios": [round(r, 3) for r in ratios],
+                }
+            )
+            print(
+                f"  indexing, {threads} torch thread(s), local features {'on' if features else 'off'}: bare forward "
+                f"{bare:.1f} img/s, pipeline {full:.1f} img/s (median of {repeats} ratios: {statistics.median(ratios):.2f}x; "
+                f"each {', '.join(f'{r:.2f}' for r in ratios)})",
+                flush=True,
+            )
     settings.IMGSEARCH_LOCAL_FEATURES = True
     torch.set_num_threads(max(THREADS))
     print(f"  decoding + pre-processing alone (1 thread): {decode_rate:.1f} img/s", flush=True)
-    return {"images": count, "batch": batch, "task_size": task, "repeats": repeats, "decode_only_img_s": round(decode_rate, 2),
-            "runs": rows}
+    return {
+        "images": count,
+        "batch": batch,
+        "task_size": task,
+        "repeats": repeats,
+        "decode_only_img_s": round(decode_rate, 2),
+        "runs": rows,
+    }

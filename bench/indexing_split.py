@@ -26,6 +26,7 @@ class Clock:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - started
+
         return timed_call
 
 
@@ -73,10 +74,13 @@ def run(count=512, repeats=3):
                     images_embed(t)
                 wall = time.perf_counter() - started
             waited = wall - model.seconds
-            print(f"  store {'on ' if store else 'off'}: pipeline {count / wall:.1f} img/s ({count / wall / bare:.2f}x of the "
-                  f"bare forward's {bare:.1f}); the model inside it {count / model.seconds:.1f} img/s; the model's thread "
-                  f"outside the model {waited * 1000 / count:.2f} ms an image; store thread {writes.seconds * 1000 / count:.2f} "
-                  "ms an image", flush=True)
+            print(
+                f"  store {'on ' if store else 'off'}: pipeline {count / wall:.1f} img/s ({count / wall / bare:.2f}x of the "
+                f"bare forward's {bare:.1f}); the model inside it {count / model.seconds:.1f} img/s; the model's thread "
+                f"outside the model {waited * 1000 / count:.2f} ms an image; store thread {writes.seconds * 1000 / count:.2f} "
+                "ms an image",
+                flush=True,
+            )
 
 
 def main():

@@ -41,8 +41,11 @@ def exact_baseline(conn, data, queries, k, exact_queries):
     """Ground truth (numpy) and the exact sequential-scan figures."""
     truth, numpy_s = _timed(ks.exact_top, data, queries, k)
     times, found = ks.query_all(conn, queries[:exact_queries], k, exact=True)
-    return truth, {**ks.summary(times), "recall": round(ks.recall(found, truth[:exact_queries]), 4),
-                   "numpy_ms_per_query": round(numpy_s * 1000 / len(queries), 2)}
+    return truth, {
+        **ks.summary(times),
+        "recall": round(ks.recall(found, truth[:exact_queries]), 4),
+        "numpy_ms_per_query": round(numpy_s * 1000 / len(queries), 2),
+    }
 
 
 def _timed(fn, *args):
@@ -59,12 +62,22 @@ def hnsw_rows(conn, queries, truth, k, builds, ef_searches):
         for ef in ef_searches:
             ks.query_all(conn, queries[:10], k, ef_search=ef)  # warm the cache
             times, found = ks.query_all(conn, queries, k, ef_search=ef)
-            row = {"m": m, "ef_construction": ef_construction, "ef_search": ef, "build_s": round(build_s, 1),
-                   "index_mb": round(size / 2**20, 1), "uses_index": used, "recall": round(ks.recall(found, truth), 4),
-                   **ks.summary(times)}
+            row = {
+                "m": m,
+                "ef_construction": ef_construction,
+                "ef_search": ef,
+                "build_s": round(build_s, 1),
+                "index_mb": round(size / 2**20, 1),
+                "uses_index": used,
+                "recall": round(ks.recall(found, truth), 4),
+                **ks.summary(times),
+            }
             rows.append(row)
-            print(f"    m={m} efc={ef_construction} ef_search={ef}: recall@{k} {row['recall']:.3f} median {row['median_ms']} ms "
-                  f"p95 {row['p95_ms']} ms (build {row['build_s']} s, {row['index_mb']} MB)", flush=True)
+            print(
+                f"    m={m} efc={ef_construction} ef_search={ef}: recall@{k} {row['recall']:.3f} median {row['median_ms']} ms "
+                f"p95 {row['p95_ms']} ms (build {row['build_s']} s, {row['index_mb']} MB)",
+                flush=True,
+            )
     return rows
 
 
@@ -75,8 +88,16 @@ def uses_index(conn, query, k):
     return any("bench_knn_hnsw" in line[0] for line in plan)
 
 
-def run(seeds_path, n=100_000, builds=((16, 64), (24, 96)), ef_searches=(40, 64, 100, 200), queries=200, k=10,
-        exact_queries=20, raw=False):
+def run(
+    seeds_path,
+    n=100_000,
+    builds=((16, 64), (24, 96)),
+    ef_searches=(40, 64, 100, 200),
+    queries=200,
+    k=10,
+    exact_queries=20,
+    raw=False,
+):
     """All figures at n vectors of the production dimension (the seeds' with raw); drops its table afterwards."""
     data, qs = vectors(seeds_path, n, queries, raw=raw)
     conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=False)
@@ -97,10 +118,19 @@ def run(seeds_path, n=100_000, builds=((16, 64), (24, 96)), ef_searches=(40, 64,
 
     from search.knn import ef_search_for
 
-    return {"n": n, "dim": int(data.shape[1]), "k": k, "queries": len(qs), "source": "real mixtures" + ("" if raw else ", projected"),
-            "app_ef_search": settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(n),
-            "load_s": round(load_s, 1), "table_mb": round(table_mb, 1), "exact_seqscan": exact, "hnsw": rows,
-            "choice": choose(rows)}
+    return {
+        "n": n,
+        "dim": int(data.shape[1]),
+        "k": k,
+        "queries": len(qs),
+        "source": "real mixtures" + ("" if raw else ", projected"),
+        "app_ef_search": settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(n),
+        "load_s": round(load_s, 1),
+        "table_mb": round(table_mb, 1),
+        "exact_seqscan": exact,
+        "hnsw": rows,
+        "choice": choose(rows),
+    }
 
 
 def choose(rows):

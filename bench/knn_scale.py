@@ -70,8 +70,10 @@ def build(conn, m, ef_construction):
     conn.execute("SET maintenance_work_mem = '8GB'")
     conn.execute("SET max_parallel_maintenance_workers = 2")
     started = time.perf_counter()
-    conn.execute(f"CREATE INDEX bench_knn_hnsw ON bench_knn USING hnsw (v vector_cosine_ops) "
-                 f"WITH (m = {m}, ef_construction = {ef_construction})")
+    conn.execute(
+        f"CREATE INDEX bench_knn_hnsw ON bench_knn USING hnsw (v vector_cosine_ops) "
+        f"WITH (m = {m}, ef_construction = {ef_construction})"
+    )
     conn.commit()
     size = conn.execute("SELECT pg_relation_size('bench_knn_hnsw')").fetchone()[0]
     return time.perf_counter() - started, size
@@ -93,7 +95,10 @@ def query_all(conn, queries, k, ef_search=None, exact=False):
 
 def summary(times):
     ordered = sorted(times)
-    return {"median_ms": round(statistics.median(ordered), 2), "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2)}
+    return {
+        "median_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2),
+    }
 
 
 def main():
@@ -124,15 +129,24 @@ def main():
     conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=False)
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     register_vector(conn)
-    report = {"n": args.n, "dim": dim, "k": args.k, "queries": len(queries), "source": "real mixtures" if args.seeds else "synthetic"}
+    report = {
+        "n": args.n,
+        "dim": dim,
+        "k": args.k,
+        "queries": len(queries),
+        "source": "real mixtures" if args.seeds else "synthetic",
+    }
     report["load_s"] = round(load(conn, data, dim), 1)
     table = conn.execute("SELECT pg_total_relation_size('bench_knn')").fetchone()[0]
     report["table_mb"] = round(table / 2**20, 1)
     times, found = query_all(conn, queries[: args.exact_queries], args.k, exact=True)
     report["exact_numpy_ms_per_query"] = round(numpy_ms, 2)
     report["exact_seqscan"] = {**summary(times), "recall": round(recall(found, truth), 4)}
-    print(f"n={args.n} dim={dim}: load {report['load_s']}s, table {report['table_mb']} MB; exact scan "
-          f"median {report['exact_seqscan']['median_ms']} ms, numpy {numpy_ms:.1f} ms/query", flush=True)
+    print(
+        f"n={args.n} dim={dim}: load {report['load_s']}s, table {report['table_mb']} MB; exact scan "
+        f"median {report['exact_seqscan']['median_ms']} ms, numpy {numpy_ms:.1f} ms/query",
+        flush=True,
+    )
     report["hnsw"] = []
     for pair in args.builds.split(","):
         m, ef_construction = map(int, pair.split(":"))
@@ -140,12 +154,21 @@ def main():
         for ef in map(int, args.ef_search.split(",")):
             query_all(conn, queries[:10], args.k, ef_search=ef)  # warm the cache
             times, found = query_all(conn, queries, args.k, ef_search=ef)
-            row = {"m": m, "ef_construction": ef_construction, "ef_search": ef, "build_s": round(build_s, 1),
-                   "index_mb": round(size / 2**20, 1), "recall": round(recall(found, truth), 4), **summary(times)}
+            row = {
+                "m": m,
+                "ef_construction": ef_construction,
+                "ef_search": ef,
+                "build_s": round(build_s, 1),
+                "index_mb": round(size / 2**20, 1),
+                "recall": round(recall(found, truth), 4),
+                **summary(times),
+            }
             report["hnsw"].append(row)
-            print(f"  hnsw m={m} ef_construction={ef_construction} ef_search={ef}: recall@{args.k} {row['recall']:.3f}, "
-                  f"median {row['median_ms']} ms, p95 {row['p95_ms']} ms (build {row['build_s']}s, {row['index_mb']} MB)",
-                  flush=True)
+            print(
+                f"  hnsw m={m} ef_construction={ef_construction} ef_search={ef}: recall@{args.k} {row['recall']:.3f}, "
+                f"median {row['median_ms']} ms, p95 {row['p95_ms']} ms (build {row['build_s']}s, {row['index_mb']} MB)",
+                flush=True,
+            )
     conn.execute("DROP TABLE bench_knn")
     conn.commit()
     if args.json:

@@ -48,8 +48,10 @@ def main():
                 latencies.append(latency)
 
     started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(args.url, queries, stop_at, give_up_at, record, seed))
-               for seed in range(args.clients)]
+    threads = [
+        threading.Thread(target=client, args=(args.url, queries, stop_at, give_up_at, record, seed))
+        for seed in range(args.clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -64,8 +66,11 @@ def parse_args():
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--grace", type=float, default=60, help="seconds after the end for started jobs to finish")
-    parser.add_argument("--images", default=str(ROOT / ".local" / "media" / "index"),
-                        help="a folder of indexed images (default: make run's); their edited copies are the queries")
+    parser.add_argument(
+        "--images",
+        default=str(ROOT / ".local" / "media" / "index"),
+        help="a folder of indexed images (default: make run's); their edited copies are the queries",
+    )
     parser.add_argument("--distinct", type=int, default=100, help="how many different query images to prepare")
     args = parser.parse_args()
     if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -111,12 +116,20 @@ def client(base, queries, stop_at, give_up_at, record, seed):
 def post_search(opener, base, image):
     boundary = uuid.uuid4().hex
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="k"\r\n\r\n10\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
-        f"Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(f"{base}/api/v1/searches/", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="k"\r\n\r\n10\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{base}/api/v1/searches/",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     return fetch(opener, request)
 
 
@@ -151,16 +164,20 @@ def report(args, counts, latencies, elapsed):
     ms = sorted(x * 1000 for x in latencies)
     pct = (lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]) if ms else (lambda q: float("nan"))
     print(f"{args.clients} clients for {args.seconds:.0f} s against {args.url} ({elapsed:.1f} s with the drain)")
-    print(f"  searches started {counts['started']}, done {counts['done']}, failed {counts['failed']}, "
-          f"lost {counts['lost']}, errors {counts['error']}")
+    print(
+        f"  searches started {counts['started']}, done {counts['done']}, failed {counts['failed']}, "
+        f"lost {counts['lost']}, errors {counts['error']}"
+    )
     print(f"  refusals: 503 {counts['refused 503']}, 429 {counts['refused 429']} (Retry-After honoured)")
     kinds = {k[7:]: n for k, n in counts.items() if k.startswith("error: ")}
     if kinds:
         print(f"  errors by kind: {kinds}")
     print(f"  throughput {counts['done'] / elapsed:.2f} searches/s")
     if ms:
-        print(f"  latency (upload to done) median {statistics.median(ms):.0f} ms, p95 {pct(0.95):.0f} ms, "
-              f"p99 {pct(0.99):.0f} ms, max {ms[-1]:.0f} ms")
+        print(
+            f"  latency (upload to done) median {statistics.median(ms):.0f} ms, p95 {pct(0.95):.0f} ms, "
+            f"p99 {pct(0.99):.0f} ms, max {ms[-1]:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,15 @@ def measure(code):
 def run():
     """RSS of the worker (model loaded, one image embedded) and of the web process (one page served)."""
     worker, web = measure(WORKER), measure(WEB)
-    print(f"  memory: worker {worker['rss_mb']:.0f} MB ({worker['rss_after_batch_mb']:.0f} MB after a batch of 32), "
-          f"web {web['rss_mb']:.0f} MB (torch imported: {web['torch']})", flush=True)
-    return {"worker_rss_mb": round(worker["rss_mb"], 1), "worker_rss_after_batch_mb": round(worker["rss_after_batch_mb"], 1),
-            "web_rss_mb": round(web["rss_mb"], 1),
-            "web_imports_torch": web["torch"], "web_status": web["status"]}
+    print(
+        f"  memory: worker {worker['rss_mb']:.0f} MB ({worker['rss_after_batch_mb']:.0f} MB after a batch of 32), "
+        f"web {web['rss_mb']:.0f} MB (torch imported: {web['torch']})",
+        flush=True,
+    )
+    return {
+        "worker_rss_mb": round(worker["rss_mb"], 1),
+        "worker_rss_after_batch_mb": round(worker["rss_after_batch_mb"], 1),
+        "web_rss_mb": round(web["rss_mb"], 1),
+        "web_imports_torch": web["torch"],
+        "web_status": web["status"],
+    }

@@ -21,16 +21,27 @@ from bench.copysets import build_queries, load_original
 from workers import projection
 
 GEM_P = 3.0
-SHRINK = 10.0  # whitening divides by sqrt(eigenvalue + SHRINK * mean eigenvalue); 10 beat 0.1 and 1 (P@10) on the dev set
+SHRINK = (
+    10.0  # whitening divides by sqrt(eigenvalue + SHRINK * mean eigenvalue); 10 beat 0.1 and 1 (P@10) on the dev set
+)
 QE = {"alpha": 3.0, "n": 3}  # n=3 was best of 2, 3, 5, 10 on the dev set
 PRODUCTION = "GAP + learned PCA256 + tag LDA128 (production)"
 VARIANTS = (  # (name, descriptor, whitening dims, "pca" or "production" (workers/projection.py), or None; query expansion)
-    ("GAP (baseline)", "gap", None, False), ("GeM p=3", "gem", None, False), ("multi-scale GeM", "msgem", None, False),
-    ("GAP + PCAw128", "gap", 128, False), ("GAP + PCAw512", "gap", 512, False), ("GeM + PCAw128", "gem", 128, False),
-    ("GeM + PCAw512", "gem", 512, False), ("GAP + aQE", "gap", None, True), ("GeM + aQE", "gem", None, True),
-    ("GAP + PCAw128 + aQE", "gap", 128, True), ("GeM + PCAw128 + aQE", "gem", 128, True),
-    ("multi-scale GeM + PCAw128", "msgem", 128, False), ("multi-scale GeM + PCAw128 + aQE", "msgem", 128, True),
-    ("GAP + learned PCA256 (no tags)", "gap", "pca", False), (PRODUCTION, "gap", "production", False),
+    ("GAP (baseline)", "gap", None, False),
+    ("GeM p=3", "gem", None, False),
+    ("multi-scale GeM", "msgem", None, False),
+    ("GAP + PCAw128", "gap", 128, False),
+    ("GAP + PCAw512", "gap", 512, False),
+    ("GeM + PCAw128", "gem", 128, False),
+    ("GeM + PCAw512", "gem", 512, False),
+    ("GAP + aQE", "gap", None, True),
+    ("GeM + aQE", "gem", None, True),
+    ("GAP + PCAw128 + aQE", "gap", 128, True),
+    ("GeM + PCAw128 + aQE", "gem", 128, True),
+    ("multi-scale GeM + PCAw128", "msgem", 128, False),
+    ("multi-scale GeM + PCAw128 + aQE", "msgem", 128, True),
+    ("GAP + learned PCA256 (no tags)", "gap", "pca", False),
+    (PRODUCTION, "gap", "production", False),
     ("GAP + learned PCA256 + tag LDA128 + aQE", "gap", "production", True),
     ("GeM + learned PCA256 + tag LDA128", "gem", "production", False),
 )
@@ -164,8 +175,12 @@ def untagged_kinds(index, tags, labels, seed=0):
     own = np.array([i for i, c in enumerate(labels) if c in hidden_kinds])
     gap = category_scores(index, labels, False, own)[0].mean()
     production = category_scores(learned(index, hidden)[0], labels, False, own)[0].mean()
-    return {"categories": len(hidden_kinds), "images": len(own), "precision_at_10_gap": round(float(gap), 4),
-            "precision_at_10_production": round(float(production), 4)}
+    return {
+        "categories": len(hidden_kinds),
+        "images": len(own),
+        "precision_at_10_gap": round(float(gap), 4),
+        "precision_at_10_production": round(float(production), 4),
+    }
 
 
 def copy_recall(queries, index, sources, qe):
@@ -192,8 +207,12 @@ def variant_scores(desc, labels, tags, copies, sources, edits, spec):
         p10, ap = category_scores(index, labels, qe)
     hits = copy_recall(queries, index, sources, qe)
     per_edit = {e: round(float(hits[edits == e].mean()), 4) for e in sorted(set(edits))}
-    return {"precision_at_10": float(p10.mean()), "map": float(ap.mean()), "copy_recall_at_1": float(hits.mean()),
-            "copy_recall_by_edit": per_edit}
+    return {
+        "precision_at_10": float(p10.mean()),
+        "map": float(ap.mean()),
+        "copy_recall_at_1": float(hits.mean()),
+        "copy_recall_by_edit": per_edit,
+    }
 
 
 def reranked_copy_recall(index, queries, paths, images, sources, edits, tags, embedder, k=RERANK_CANDIDATES):
@@ -211,8 +230,12 @@ def reranked_copy_recall(index, queries, paths, images, sources, edits, tags, em
     seconds = [sum(ms for stage, ms in s.timings.items() if stage != KNN_STAGE) for s in searched]
     hits = np.array(firsts) == sources
     per_edit = {e: round(float(hits[edits == e].mean()), 4) for e in sorted(set(edits))}
-    return {"copy_recall_at_1": float(hits.mean()), "copy_recall_by_edit": per_edit, "candidates": k,
-            "rerank_ms_median": round(float(np.median(seconds)), 1)}
+    return {
+        "copy_recall_at_1": float(hits.mean()),
+        "copy_recall_by_edit": per_edit,
+        "candidates": k,
+        "rerank_ms_median": round(float(np.median(seconds)), 1),
+    }
 
 
 def copy_queries(paths, count_per_edit, seed=0):
@@ -241,19 +264,41 @@ def run(max_images=1200, per_edit=30, seeds_path=None):
     rows = []
     for spec in VARIANTS:
         scores = variant_scores(desc, labels, tags, copies, sources, edits, spec)
-        rows.append({"variant": spec[0], **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}})
-        print(f"  {spec[0]:44s} P@10 {scores['precision_at_10']:.3f}  mAP {scores['map']:.3f}  "
-              f"copy R@1 {scores['copy_recall_at_1']:.3f}", flush=True)
+        rows.append(
+            {"variant": spec[0], **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}}
+        )
+        print(
+            f"  {spec[0]:44s} P@10 {scores['precision_at_10']:.3f}  mAP {scores['map']:.3f}  "
+            f"copy R@1 {scores['copy_recall_at_1']:.3f}",
+            flush=True,
+        )
     reranked = reranked_copy_recall(l2n(desc["gap"]), l2n(copies["gap"]), paths, images, sources, edits, tags, embedder)
     print(f"  production + local-feature re-ranking: copy R@1 {reranked['copy_recall_at_1']:.3f}", flush=True)
     return {
-        "model": embedder.key, "images": len(paths), "categories": len(set(labels)), "copy_queries": len(images),
-        "copy_edits": sorted(set(edits.tolist())), "gem_p": GEM_P, "whitening_shrinkage": SHRINK, "alpha_qe": QE,
-        "projection": {"pca_dims": projection.PCA_DIMS, "lda_dims": projection.LDA_DIMS, "beta": projection.BETA,
-                       "folds": FOLDS, "tags": "source and top folder, as index_images --tags-from-folders"},
-        "describe_index_s": round(index_s, 1), "descriptors_from_cache": cached, "describe_queries_s": round(query_s, 1),
-        "seeds": str(seeds_path), "variants": rows, "best": best_variant(rows), "production": PRODUCTION,
-        "untagged_kinds": untagged_kinds(l2n(desc["gap"]), tags, labels), "production_reranked": reranked,
+        "model": embedder.key,
+        "images": len(paths),
+        "categories": len(set(labels)),
+        "copy_queries": len(images),
+        "copy_edits": sorted(set(edits.tolist())),
+        "gem_p": GEM_P,
+        "whitening_shrinkage": SHRINK,
+        "alpha_qe": QE,
+        "projection": {
+            "pca_dims": projection.PCA_DIMS,
+            "lda_dims": projection.LDA_DIMS,
+            "beta": projection.BETA,
+            "folds": FOLDS,
+            "tags": "source and top folder, as index_images --tags-from-folders",
+        },
+        "describe_index_s": round(index_s, 1),
+        "descriptors_from_cache": cached,
+        "describe_queries_s": round(query_s, 1),
+        "seeds": str(seeds_path),
+        "variants": rows,
+        "best": best_variant(rows),
+        "production": PRODUCTION,
+        "untagged_kinds": untagged_kinds(l2n(desc["gap"]), tags, labels),
+        "production_reranked": reranked,
     }
 
 
@@ -273,9 +318,12 @@ def best_variant(rows):
     base = rows[0]
     eligible = [r for r in rows if r["copy_recall_at_1"] >= base["copy_recall_at_1"] - 0.01] or rows
     best = max(eligible, key=lambda r: (r["precision_at_10"], r["map"]))
-    return {"variant": best["variant"], "precision_at_10_gain_points": round(100 * (best["precision_at_10"] - base["precision_at_10"]), 1),
-            "map_gain_points": round(100 * (best["map"] - base["map"]), 1),
-            "copy_recall_gain_points": round(100 * (best["copy_recall_at_1"] - base["copy_recall_at_1"]), 1)}
+    return {
+        "variant": best["variant"],
+        "precision_at_10_gain_points": round(100 * (best["precision_at_10"] - base["precision_at_10"]), 1),
+        "map_gain_points": round(100 * (best["map"] - base["map"]), 1),
+        "copy_recall_gain_points": round(100 * (best["copy_recall_at_1"] - base["copy_recall_at_1"]), 1),
+    }
 
 
 if __name__ == "__main__":

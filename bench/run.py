@@ -40,7 +40,10 @@ def part(name, results, load, fn, *args, **kwargs):
         traceback.print_exc()
         results[name] = {"error": f"{type(exc).__name__}: {exc}"}
     machine = common.machine()
-    results[name].update(duration_s=round(time.perf_counter() - started, 1), measured=f"{machine['date']}, {machine['commit']}, {machine['cpu']}")
+    results[name].update(
+        duration_s=round(time.perf_counter() - started, 1),
+        measured=f"{machine['date']}, {machine['commit']}, {machine['cpu']}",
+    )
 
 
 def _suite_position(name):
@@ -64,11 +67,18 @@ def previous_report(folder, only, large=False):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--large", action="store_true", help="also k-NN at 1M vectors and search latency at 100k")
-    parser.add_argument("--only", help=f"comma-separated parts to run again ({','.join(PARTS + LARGE_PARTS)}); the "
-                        "report keeps the other parts of the last one")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated parts to run again ({','.join(PARTS + LARGE_PARTS)}); the "
+        "report keeps the other parts of the last one",
+    )
     parser.add_argument("--copy-queries", type=int, default=100, help="edited queries per edit type in the copies part")
-    parser.add_argument("--copy-combined-queries", type=int, default=300,
-                        help="combined-edit queries per set in the copies part (the target's figure)")
+    parser.add_argument(
+        "--copy-combined-queries",
+        type=int,
+        default=300,
+        help="combined-edit queries per set in the copies part (the target's figure)",
+    )
     parser.add_argument("--out", type=Path, default=DOCS)
     parser.add_argument("--knn-n", type=int, default=100_000, help="vectors for the default k-NN part")
     parser.add_argument("--search-size", type=int, default=10_000, help="indexed vectors for the search latency part")
@@ -86,25 +96,36 @@ def main():
     benchdb.use_bench_database()  # Django on a fresh database: the parts index and search as the app does
     if "quality" in wanted or not seeds.with_suffix(".projection.npz").is_file():
         from bench import quality
+
         part("quality", results, load, quality.run, seeds_path=seeds)
     if "copies" in wanted:
         from bench import copy_detection
-        part("copies", results, load, copy_detection.run,
-             ["--queries", str(args.copy_queries), "--combined-queries", str(args.copy_combined_queries)])
+
+        part(
+            "copies",
+            results,
+            load,
+            copy_detection.run,
+            ["--queries", str(args.copy_queries), "--combined-queries", str(args.copy_combined_queries)],
+        )
     from bench import appindex
 
     appindex.reset()  # the index the copies and quality parts left: the other parts build their own
     if "gpu" in wanted:  # where torch sees no GPU this records only that
         from bench import gpu
+
         part("gpu", results, load, gpu.run)
     if "memory" in wanted:
         from bench import memory
+
         part("memory", results, load, memory.run)
     if wanted & {"indexing", "search", "search_large"}:
         from bench import indexing
+
         part("indexing", results, load, indexing.run)  # the searches need its model and real images
     if wanted & {"search", "search_large"}:
         from bench import search_latency
+
         # search_large grows the index the search part leaves, already projected. Alone, it would first give the
         # raw model's 100k vectors of 1280 dimensions an HNSW index (over half an hour here) before projecting.
         part("search", results, load, search_latency.run, seeds, size=args.search_size)
@@ -112,14 +133,31 @@ def main():
             part("search_large", results, load, search_latency.run, seeds, size=100_000)
     if wanted & {"knn", "knn_large"}:
         from bench import knn_bench
+
         if "knn" in wanted:
-            part("knn", results, load, knn_bench.run, seeds, n=args.knn_n, builds=((16, 64), (24, 96), (32, 200)),
-                 ef_searches=(40, 100, 200, 400))
+            part(
+                "knn",
+                results,
+                load,
+                knn_bench.run,
+                seeds,
+                n=args.knn_n,
+                builds=((16, 64), (24, 96), (32, 200)),
+                ef_searches=(40, 100, 200, 400),
+            )
         if "knn_large" in wanted:
             # At 1M, m=16/ef_construction=64 and the app's 24/96 stopped at recall@10 0.90 whatever ef_search
             # (2026-11-30 run): the graph needs more links to find its way across a million vectors.
-            part("knn_large", results, load, knn_bench.run, seeds, n=1_000_000, builds=((24, 96), (32, 200)),
-                 ef_searches=(100, 200, 400, 800))
+            part(
+                "knn_large",
+                results,
+                load,
+                knn_bench.run,
+                seeds,
+                n=1_000_000,
+                builds=((24, 96), (32, 200)),
+                ef_searches=(100, 200, 400, 800),
+            )
     benchdb.drop()
     rep["uptime_end"] = common.uptime()
     for key in ("parts", "load"):  # kept parts first in the dict: back to the suite's order

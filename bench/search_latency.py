@@ -44,13 +44,25 @@ def fill_index(size, seeds_path, model_key, seed=0):
         weight = rng.uniform(0.5, 1.0, size=(count, 1)).astype(np.float32)
         vectors = np.maximum(weight * seeds[first] + (1 - weight) * seeds[second], 0)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        images = IndexedImage.objects.bulk_create([
-            IndexedImage(content_hash=f"synthetic-{seed}-{start + i}", file=f"synthetic/{start + i}.png", title="synthetic",
-                         status=IndexedImage.Status.READY, user_tags=tags[first[i]]) for i in range(count)])
-        Embedding.objects.bulk_create([Embedding(image=im, model_key=model_key, vector=v) for im, v in zip(images, vectors)])
+        images = IndexedImage.objects.bulk_create(
+            [
+                IndexedImage(
+                    content_hash=f"synthetic-{seed}-{start + i}",
+                    file=f"synthetic/{start + i}.png",
+                    title="synthetic",
+                    status=IndexedImage.Status.READY,
+                    user_tags=tags[first[i]],
+                )
+                for i in range(count)
+            ]
+        )
+        Embedding.objects.bulk_create(
+            [Embedding(image=im, model_key=model_key, vector=v) for im, v in zip(images, vectors)]
+        )
         evidence = [blobs[i] for i in rng.integers(len(blobs), size=count)]
-        LocalFeatures.objects.bulk_create([LocalFeatures(image=im, data=d, signature=s, words=w)
-                                           for im, (d, s, w) in zip(images, evidence)])
+        LocalFeatures.objects.bulk_create(
+            [LocalFeatures(image=im, data=d, signature=s, words=w) for im, (d, s, w) in zip(images, evidence)]
+        )
     return max(0, missing)
 
 
@@ -90,8 +102,22 @@ def apply_projection(timeout=1800):
 def start_worker():
     """A Celery worker for searches (and the projection run) on the bench database, as `make run` starts one."""
     env = {**os.environ, "IMGSEARCH_TORCH_THREADS": "1"}
-    command = [sys.executable, "-m", "celery", "-A", "imgsearch", "worker", "--queues", "search,index",
-               "--concurrency", "1", "--hostname", "bench-search@%h", "--loglevel", "WARNING"]
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "imgsearch",
+        "worker",
+        "--queues",
+        "search,index",
+        "--concurrency",
+        "1",
+        "--hostname",
+        "bench-search@%h",
+        "--loglevel",
+        "WARNING",
+    ]
     return subprocess.Popen(command, cwd=ROOT, env=env)
 
 
@@ -130,8 +156,10 @@ def search_once(client, path, rerank, timeout=60):
     if job["status"] != "done":
         raise RuntimeError(f"search {job['id']} ended {job['status']}: {job['error']}")
     row = SearchJob.objects.get(id=job["id"])
-    overhead = {"before_job_ms": (row.created_at.timestamp() - sent) * 1000,
-                "after_done_ms": (seen - row.finished_at.timestamp()) * 1000}
+    overhead = {
+        "before_job_ms": (row.created_at.timestamp() - sent) * 1000,
+        "after_done_ms": (seen - row.finished_at.timestamp()) * 1000,
+    }
     return elapsed, job["timings"], overhead
 
 
@@ -157,14 +185,22 @@ def figures(totals, split, rerank):
     handling and the GET that waits for the answer) and the server's (timings.total_ms: from the job's creation while the POST is
     handled until its results are stored).
     """
-    keys = ("queued_ms", "embed_ms", "query_ms", "total_ms", "before_job_ms", "after_done_ms") + (("rerank_ms",) if rerank else ())
+    keys = ("queued_ms", "embed_ms", "query_ms", "total_ms", "before_job_ms", "after_done_ms") + (
+        ("rerank_ms",) if rerank else ()
+    )
     part = {key: statistics.median(s[key] for s in split) for key in keys}
     baseline = part["embed_ms"] + part["query_ms"] + part.get("rerank_ms", 0)
     client, server = percentiles(totals), percentiles([s["total_ms"] for s in split])
-    return {**client, "server_median_ms": server["median_ms"], "server_p95_ms": server["p95_ms"],
-            **{f"median_{k}": round(v, 1) for k, v in part.items()}, "baseline_ms": round(baseline, 1),
-            "ratio": round(client["median_ms"] / baseline, 3), "server_ratio": round(server["median_ms"] / baseline, 3),
-            "searches": len(totals)}
+    return {
+        **client,
+        "server_median_ms": server["median_ms"],
+        "server_p95_ms": server["p95_ms"],
+        **{f"median_{k}": round(v, 1) for k, v in part.items()},
+        "baseline_ms": round(baseline, 1),
+        "ratio": round(client["median_ms"] / baseline, 3),
+        "server_ratio": round(server["median_ms"] / baseline, 3),
+        "searches": len(totals),
+    }
 
 
 def run(seeds_path, size=10_000, searches=40):
@@ -180,8 +216,13 @@ def run(seeds_path, size=10_000, searches=40):
         apply_projection()
         active = versions.model_active()
         paths = [p for p, _ in labelled_subset(1200)][1::4][: searches + 3]  # not the indexing part's images
-        result = {"indexed": size, "synthetic_rows_added": added, "model": active.key, "dim": active.dim,
-                  "rerank_candidates": settings.IMGSEARCH_RERANK_CANDIDATES}
+        result = {
+            "indexed": size,
+            "synthetic_rows_added": added,
+            "model": active.key,
+            "dim": active.dim,
+            "rerank_candidates": settings.IMGSEARCH_RERANK_CANDIDATES,
+        }
         for rerank in (True, False):
             result["reranked" if rerank else "plain"] = figures(*measure(paths, rerank), rerank)
     finally:
@@ -189,8 +230,11 @@ def run(seeds_path, size=10_000, searches=40):
         worker.wait(30)
     for name in ("reranked", "plain"):
         f = result[name]
-        print(f"  search at {size} ({name}): POST->done median {f['median_ms']} ms (server {f['server_median_ms']}), p95 {f['p95_ms']} ms; queue "
-              f"{f['median_queued_ms']:.0f}, embed {f['median_embed_ms']:.0f}, k-NN {f['median_query_ms']:.1f}, "
-              f"re-rank {f.get('median_rerank_ms', 0):.1f} ms; {f['ratio']:.2f}x of the work; client clock around the "
-              f"server's: {f['median_before_job_ms']:.1f} ms before the job, {f['median_after_done_ms']:.1f} ms after", flush=True)
+        print(
+            f"  search at {size} ({name}): POST->done median {f['median_ms']} ms (server {f['server_median_ms']}), p95 {f['p95_ms']} ms; queue "
+            f"{f['median_queued_ms']:.0f}, embed {f['median_embed_ms']:.0f}, k-NN {f['median_query_ms']:.1f}, "
+            f"re-rank {f.get('median_rerank_ms', 0):.1f} ms; {f['ratio']:.2f}x of the work; client clock around the "
+            f"server's: {f['median_before_job_ms']:.1f} ms before the job, {f['median_after_done_ms']:.1f} ms after",
+            flush=True,
+        )
     return result

@@ -44,13 +44,17 @@ def median_ms(fn, data, repeats):
 
 
 def main():
-    cases = [("JPEG 4000x3000 (a phone photo), quality 90", encoded(picture((4000, 3000)), "JPEG", quality=90), 7),
-             ("JPEG 640x480, quality 85", encoded(picture((640, 480)), "JPEG", quality=85), 31),
-             ("PNG 1024x768 (decoded whole either way)", encoded(picture((1024, 768)), "PNG"), 11)]
+    cases = [
+        ("JPEG 4000x3000 (a phone photo), quality 90", encoded(picture((4000, 3000)), "JPEG", quality=90), 7),
+        ("JPEG 640x480, quality 85", encoded(picture((640, 480)), "JPEG", quality=85), 31),
+        ("PNG 1024x768 (decoded whole either way)", encoded(picture((1024, 768)), "PNG"), 11),
+    ]
     for name, data, repeats in cases:
         whole, check = median_ms(full_decode, data, repeats), median_ms(app_check, data, repeats)
-        print(f"{name}, {len(data) // 1024} kB: full decode {whole:.1f} ms, the app's check {check:.1f} ms "
-              f"({check / whole:.2f}x), median of {repeats}")
+        print(
+            f"{name}, {len(data) // 1024} kB: full decode {whole:.1f} ms, the app's check {check:.1f} ms "
+            f"({check / whole:.2f}x), median of {repeats}"
+        )
 
 
 if __name__ == "__main__":

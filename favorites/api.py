@@ -55,16 +55,25 @@ def favorite_json(request, favorite):
 
 
 @extend_schema(
-    methods=["GET"], operation_id="favorites_list", summary="Your favourites",
+    methods=["GET"],
+    operation_id="favorites_list",
+    summary="Your favourites",
     parameters=[OpenApiParameter("tag", str, description="Only favourites with this tag (given or automatic).")],
     responses={200: FavoriteSerializer(many=True), 400: openapi.BAD_REQUEST, 401: openapi.UNAUTHORIZED},
 )
 @extend_schema(
-    methods=["POST"], operation_id="favorites_add", summary="Save an image as a favourite",
+    methods=["POST"],
+    operation_id="favorites_add",
+    summary="Save an image as a favourite",
     description="Saving an image twice is harmless: the second time answers 200 with the existing favourite.",
     request=FavoriteRequestSerializer,
-    responses={201: FavoriteSerializer, 200: FavoriteSerializer, 400: openapi.BAD_REQUEST,
-               401: openapi.UNAUTHORIZED, 403: openapi.FORBIDDEN},
+    responses={
+        201: FavoriteSerializer,
+        200: FavoriteSerializer,
+        400: openapi.BAD_REQUEST,
+        401: openapi.UNAUTHORIZED,
+        403: openapi.FORBIDDEN,
+    },
 )
 @api_view(["GET", "POST"])
 @permission_classes([IsAuthenticated])
@@ -82,7 +91,8 @@ def favorite_collection(request):
 
 
 @extend_schema(
-    operation_id="favorites_remove", summary="Remove a favourite",
+    operation_id="favorites_remove",
+    summary="Remove a favourite",
     responses={204: None, 401: openapi.UNAUTHORIZED, 403: openapi.FORBIDDEN, 404: openapi.NOT_FOUND},
 )
 @api_view(["DELETE"])

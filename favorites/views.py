@@ -16,11 +16,15 @@ from . import services
 @login_required
 def favorite_page(request):
     tag = request.GET.get("tag", "").strip().lower()
-    return render(request, "favorites/list.html", {
-        "favorites": services.favorite_list(request.user, tag=tag),
-        "tags": services.favorite_tags(request.user),
-        "tag": tag,
-    })
+    return render(
+        request,
+        "favorites/list.html",
+        {
+            "favorites": services.favorite_list(request.user, tag=tag),
+            "tags": services.favorite_tags(request.user),
+            "tag": tag,
+        },
+    )
 
 
 @login_required

@@ -107,8 +107,21 @@ def embedded_redis(root):
         return
     port = free_port()
     proc = subprocess.Popen(
-        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-         "--save", "60 1", "--appendonly", "no", "--loglevel", "warning"],
+        [
+            redis_server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--save",
+            "60 1",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -193,10 +206,39 @@ def celery_commands(python, data):
     celery = [python, "-m", "celery", "-A", "imgsearch"]
     concurrency = os.environ.get("WORKER_CONCURRENCY", "1")
     return {
-        "search worker": ([*celery, "worker", "--queues", "search", "--hostname", "search@%h",
-                           "--concurrency", concurrency, "--loglevel", "INFO"], {"IMGSEARCH_TORCH_THREADS": "1"}),
-        "index worker": (["nice", "-n", "10", *celery, "worker", "--queues", "index", "--hostname", "index@%h",
-                          "--concurrency", concurrency, "--loglevel", "INFO"], {"IMGSEARCH_TORCH_THREADS": "1"}),
+        "search worker": (
+            [
+                *celery,
+                "worker",
+                "--queues",
+                "search",
+                "--hostname",
+                "search@%h",
+                "--concurrency",
+                concurrency,
+                "--loglevel",
+                "INFO",
+            ],
+            {"IMGSEARCH_TORCH_THREADS": "1"},
+        ),
+        "index worker": (
+            [
+                "nice",
+                "-n",
+                "10",
+                *celery,
+                "worker",
+                "--queues",
+                "index",
+                "--hostname",
+                "index@%h",
+                "--concurrency",
+                concurrency,
+                "--loglevel",
+                "INFO",
+            ],
+            {"IMGSEARCH_TORCH_THREADS": "1"},
+        ),
         "beat": ([*celery, "beat", "--schedule", str(data / "celerybeat-schedule"), "--loglevel", "INFO"], {}),
     }
 
@@ -211,8 +253,22 @@ def run_service():
         # Explicit settings in the environment win over these defaults.
         procs[name] = subprocess.Popen(command, cwd=BASE_DIR, env={**env, **os.environ})
     # gunicorn, not runserver: a fixed pool of threads keeps database connections bounded under load.
-    web = [python, "-m", "gunicorn", "imgsearch.wsgi", "--bind", "127.0.0.1:8000", "--workers", "2",
-           "--threads", "8", "--timeout", "60", "--access-logfile", "-"]
+    web = [
+        python,
+        "-m",
+        "gunicorn",
+        "imgsearch.wsgi",
+        "--bind",
+        "127.0.0.1:8000",
+        "--workers",
+        "2",
+        "--threads",
+        "8",
+        "--timeout",
+        "60",
+        "--access-logfile",
+        "-",
+    ]
     procs["web server"] = subprocess.Popen(web, cwd=BASE_DIR)
     print("\n  imgsearch is starting: open http://127.0.0.1:8000/  (Ctrl-C stops everything)\n", flush=True)
     try:

@@ -112,9 +112,9 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-            ],
+            ]
         },
-    },
+    }
 ]
 
 # --- Services -------------------------------------------------------------------------------------
@@ -130,8 +130,13 @@ REDIS_URL = env_str("REDIS_URL", required=True)
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://, rediss:// or unix://.")
 # Shared by every web process, so rate limits hold across gunicorn workers.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                      "KEY_PREFIX": "imgsearch"}}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "imgsearch",
+    }
+}
 
 # --- Files ----------------------------------------------------------------------------------------
 DATA_DIR = env_path("IMGSEARCH_DATA_DIR", ".local")
@@ -140,7 +145,9 @@ MEDIA_URL = "/media/"
 QUERY_ROOT = env_path("QUERY_ROOT", DATA_DIR / "queries")  # uploaded query images (never public)
 INCOMING_ROOT = env_path("INCOMING_ROOT", DATA_DIR / "incoming")  # admin uploads waiting to be indexed (never public)
 # Folders a collection may point at (comma-separated); empty: any folder the server can read.
-IMGSEARCH_IMPORT_ROOTS = [(BASE_DIR / p.strip()).resolve() for p in env_str("IMGSEARCH_IMPORT_ROOTS", "").split(",") if p.strip()]
+IMGSEARCH_IMPORT_ROOTS = [
+    (BASE_DIR / p.strip()).resolve() for p in env_str("IMGSEARCH_IMPORT_ROOTS", "").split(",") if p.strip()
+]
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -280,8 +287,10 @@ IMGSEARCH_SEARCH_RATE_ANON = env_rate("IMGSEARCH_SEARCH_RATE_ANON", "30/min")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend" if DEBUG
-                        else "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_number("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")

@@ -27,19 +27,24 @@ class SearchRequestSerializer(serializers.Serializer):
     k = serializers.IntegerField(min_value=1, max_value=settings.IMGSEARCH_MAX_K, default=settings.IMGSEARCH_DEFAULT_K)
     min_score = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
     categories = serializers.ListField(
-        child=serializers.CharField(max_length=4000), required=False, default=list, max_length=50,
+        child=serializers.CharField(max_length=4000),
+        required=False,
+        default=list,
+        max_length=50,
         help_text="Only images with one of these tags (repeat the field, or separate with commas).",
     )
     rerank = serializers.BooleanField(
-        default=True, error_messages={"invalid": "Must be true or false."},
+        default=True,
+        error_messages={"invalid": "Must be true or false."},
         help_text="Look for copies of the query image (cropped, rescaled, re-encoded, blurred, ...) by local "
-                  'features and signatures and put them first, marked "match": "copy". A little slower.',
+        'features and signatures and put them first, marked "match": "copy". A little slower.',
     )
 
     def validate_image(self, image):
         try:
-            validate_upload(image, max_bytes=settings.IMGSEARCH_MAX_UPLOAD_BYTES,
-                            max_pixels=settings.IMGSEARCH_MAX_PIXELS)
+            validate_upload(
+                image, max_bytes=settings.IMGSEARCH_MAX_UPLOAD_BYTES, max_pixels=settings.IMGSEARCH_MAX_PIXELS
+            )
         except UploadRejected as exc:
             raise ValidationError(exc.message) from None
         return image
@@ -53,8 +58,9 @@ class SearchRequestSerializer(serializers.Serializer):
     def validate(self, data):
         given = [name for name in ("image", "image_id", "from_search") if data.get(name) is not None]
         if len(given) != 1:
-            raise ValidationError({"image": "Send the query image as the multipart field 'image' "
-                                            "(or one of image_id / from_search)."})
+            raise ValidationError(
+                {"image": "Send the query image as the multipart field 'image' (or one of image_id / from_search)."}
+            )
         if "image_id" in data:
             data["source_image"] = IndexedImage.objects.filter(id=data.pop("image_id"), status="ready").first()
             if data["source_image"] is None:
@@ -141,18 +147,38 @@ class SearchAnonThrottle(_SearchThrottle, AnonRateThrottle):
 
 
 @extend_schema(
-    methods=["POST"], operation_id="search_start", request={"multipart/form-data": SearchRequestSerializer},
+    methods=["POST"],
+    operation_id="search_start",
+    request={"multipart/form-data": SearchRequestSerializer},
     summary="Start a search",
     description="Upload a query image (or name an indexed image, or an earlier search to refine) and get a job "
-                "to poll. Anyone may search; anonymous searches belong to the browser session that made them.",
-    responses={202: openapi.JobReferenceSerializer, 400: openapi.BAD_REQUEST, 401: openapi.UNAUTHORIZED,
-               403: openapi.FORBIDDEN, 413: openapi.TOO_LARGE, 429: openapi.THROTTLED, 503: openapi.BUSY},
-    examples=[OpenApiExample("Accepted", response_only=True, status_codes=["202"], value={
-        "id": "0b7f8f6e-2d5c-4f43-9a57-1c8f1e0f5d21", "status": "pending",
-        "url": "http://127.0.0.1:8000/api/v1/searches/0b7f8f6e-2d5c-4f43-9a57-1c8f1e0f5d21/"})],
+    "to poll. Anyone may search; anonymous searches belong to the browser session that made them.",
+    responses={
+        202: openapi.JobReferenceSerializer,
+        400: openapi.BAD_REQUEST,
+        401: openapi.UNAUTHORIZED,
+        403: openapi.FORBIDDEN,
+        413: openapi.TOO_LARGE,
+        429: openapi.THROTTLED,
+        503: openapi.BUSY,
+    },
+    examples=[
+        OpenApiExample(
+            "Accepted",
+            response_only=True,
+            status_codes=["202"],
+            value={
+                "id": "0b7f8f6e-2d5c-4f43-9a57-1c8f1e0f5d21",
+                "status": "pending",
+                "url": "http://127.0.0.1:8000/api/v1/searches/0b7f8f6e-2d5c-4f43-9a57-1c8f1e0f5d21/",
+            },
+        )
+    ],
 )
 @extend_schema(
-    methods=["GET"], operation_id="search_history", summary="Your recent searches",
+    methods=["GET"],
+    operation_id="search_history",
+    summary="Your recent searches",
     description="The signed-in user's last 100 searches, newest first, without their results.",
     responses={200: openapi.SearchSummarySerializer(many=True), 401: openapi.UNAUTHORIZED},
 )
@@ -175,7 +201,11 @@ def search_create(request):
         session_key=request.session.session_key,
     )
     url = request.build_absolute_uri(reverse("search-detail", args=[job.id]))
-    return Response({"id": str(job.id), "status": job.status, "url": url}, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+    return Response(
+        {"id": str(job.id), "status": job.status, "url": url},
+        status=status.HTTP_202_ACCEPTED,
+        headers={"Location": url},
+    )
 
 
 def search_refusal(request):
@@ -186,11 +216,16 @@ def search_refusal(request):
         declared = 0
     if declared > settings.IMGSEARCH_MAX_UPLOAD_BYTES + 64 * 1024:  # room for the other multipart fields
         limit = settings.IMGSEARCH_MAX_UPLOAD_BYTES // (1024 * 1024)
-        return Response({"detail": f"The upload is too large; the limit is {limit} MB."},
-                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return Response(
+            {"detail": f"The upload is too large; the limit is {limit} MB."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if jobs.search_queue_full():
-        return Response({"detail": "The search queue is full right now; please try again in a few seconds."},
-                        status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
+        return Response(
+            {"detail": "The search queue is full right now; please try again in a few seconds."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
     return None
 
 
@@ -200,28 +235,42 @@ def search_list(request):
         raise NotAuthenticated("Sign in to see your searches.")
     jobs = SearchJob.objects.filter(owner=request.user).order_by("-created_at")[:100]
     fields = ("status", "created_at", "query_name", "k", "min_score", "categories", "rerank", "source_image_id")
-    return Response([
-        {"id": str(job.id), **{f: getattr(job, f) for f in fields}, "count": len(job.results),
-         "url": request.build_absolute_uri(reverse("search-detail", args=[job.id])),
-         "query_image_url": query_image_url(request, job)}
-        for job in jobs
-    ])
+    return Response(
+        [
+            {
+                "id": str(job.id),
+                **{f: getattr(job, f) for f in fields},
+                "count": len(job.results),
+                "url": request.build_absolute_uri(reverse("search-detail", args=[job.id])),
+                "query_image_url": query_image_url(request, job),
+            }
+            for job in jobs
+        ]
+    )
 
 
 class SearchWaitSerializer(serializers.Serializer):
     wait = serializers.IntegerField(
-        min_value=0, max_value=settings.IMGSEARCH_MAX_WAIT_SECONDS, default=0,
+        min_value=0,
+        max_value=settings.IMGSEARCH_MAX_WAIT_SECONDS,
+        default=0,
         help_text="Seconds to wait for a pending or running job to end before answering (0: answer at once). The "
-                  "answer comes the moment the job ends; when the server is too busy to wait it answers at once.",
+        "answer comes the moment the job ends; when the server is too busy to wait it answers at once.",
     )
 
 
 @extend_schema(
-    operation_id="search_get", summary="Follow a search", parameters=[SearchWaitSerializer],
+    operation_id="search_get",
+    summary="Follow a search",
+    parameters=[SearchWaitSerializer],
     description="The job's status, and once done its results best first with timings. Ask with `wait` (e.g. "
-                "`?wait=10`) to get the answer as soon as the job ends; without it, poll every few hundred ms.",
-    responses={200: openapi.SearchJobSerializer, 400: openapi.BAD_REQUEST, 401: openapi.UNAUTHORIZED,
-               404: openapi.NOT_FOUND},
+    "`?wait=10`) to get the answer as soon as the job ends; without it, poll every few hundred ms.",
+    responses={
+        200: openapi.SearchJobSerializer,
+        400: openapi.BAD_REQUEST,
+        401: openapi.UNAUTHORIZED,
+        404: openapi.NOT_FOUND,
+    },
 )
 @api_view(["GET"])
 def search_detail(request, job_id):
@@ -234,16 +283,26 @@ def search_detail(request, job_id):
 
 
 # Pillow's name for the stored bytes -> what we send; the client's declared type is never used.
-_QUERY_IMAGE_TYPES = {"JPEG": ("image/jpeg", "jpg"), "MPO": ("image/jpeg", "jpg"), "PNG": ("image/png", "png"),
-                      "GIF": ("image/gif", "gif"), "WEBP": ("image/webp", "webp"), "BMP": ("image/bmp", "bmp"),
-                      "TIFF": ("image/tiff", "tiff")}
+_QUERY_IMAGE_TYPES = {
+    "JPEG": ("image/jpeg", "jpg"),
+    "MPO": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "GIF": ("image/gif", "gif"),
+    "WEBP": ("image/webp", "webp"),
+    "BMP": ("image/bmp", "bmp"),
+    "TIFF": ("image/tiff", "tiff"),
+}
 
 
 @extend_schema(
-    operation_id="search_query_image", summary="The uploaded query image",
+    operation_id="search_query_image",
+    summary="The uploaded query image",
     description="The image uploaded for a search, to its owner only, with its type read from its bytes.",
-    responses={(200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The image."),
-               401: openapi.UNAUTHORIZED, 404: openapi.NOT_FOUND},
+    responses={
+        (200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The image."),
+        401: openapi.UNAUTHORIZED,
+        404: openapi.NOT_FOUND,
+    },
 )
 @api_view(["GET"])
 def search_query_image(request, job_id):
@@ -270,7 +329,8 @@ def search_query_image(request, job_id):
 
 
 @extend_schema(
-    operation_id="tags_list", summary="Tags in the index",
+    operation_id="tags_list",
+    summary="Tags in the index",
     description="Every tag (given or automatic) on an indexed image, with its number of images, most common first.",
     responses={200: openapi.TagCountSerializer(many=True), 401: openapi.UNAUTHORIZED},
 )
@@ -291,8 +351,11 @@ def exception_handler(exc, context):
     """DRF's handler, with one readable "detail" sentence beside the per-field errors of a 400."""
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, ValidationError) and isinstance(response.data, dict):
-        messages = [f"{field}: {first_message(errors)}" if field != "non_field_errors" else first_message(errors)
-                    for field, errors in response.data.items() if errors]
+        messages = [
+            f"{field}: {first_message(errors)}" if field != "non_field_errors" else first_message(errors)
+            for field, errors in response.data.items()
+            if errors
+        ]
         if "image" in response.data and response.data["image"]:
             messages = [str(response.data["image"][0])] + [m for m in messages if not m.startswith("image:")]
         response.data = {"detail": " ".join(messages), **response.data}

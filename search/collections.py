@@ -167,7 +167,9 @@ def archive_check(archive):
         raise ArchiveRejected(f"The archive holds {len(members):,} files; the limit is {MAX_ARCHIVE_FILES:,}.")
     declared = sum(m.file_size for m in members)
     if declared > MAX_ARCHIVE_BYTES:
-        raise ArchiveRejected(f"The archive unpacks to {declared / 1024**3:.1f} GB; the limit is {MAX_ARCHIVE_BYTES // 1024**3} GB.")
+        raise ArchiveRejected(
+            f"The archive unpacks to {declared / 1024**3:.1f} GB; the limit is {MAX_ARCHIVE_BYTES // 1024**3} GB."
+        )
     return members
 
 
@@ -216,7 +218,9 @@ def _extract_member(zf, member, target, budget):
         while piece := src.read(1 << 20):
             size += len(piece)
             if size > limit:
-                raise ArchiveRejected("The archive unpacks to more than its size says, or more than the limit: refused as a zip bomb.")
+                raise ArchiveRejected(
+                    "The archive unpacks to more than its size says, or more than the limit: refused as a zip bomb."
+                )
             out.write(piece)
     return size
 

@@ -106,8 +106,15 @@ def image_add(path, *, collection=None, tags=(), report, origin=None):
         with open(path, "rb") as f:
             name = default_storage.save(f"index/{digest[:2]}/{digest}.{EXTENSIONS[fmt]}", File(f))
         image = IndexedImage.objects.create(
-            collection=collection, content_hash=digest, file=name, title=path.stem[:255], source_path=source,
-            source_size=stat.st_size, source_mtime=stat.st_mtime, width=width, height=height,
+            collection=collection,
+            content_hash=digest,
+            file=name,
+            title=path.stem[:255],
+            source_path=source,
+            source_size=stat.st_size,
+            source_mtime=stat.st_mtime,
+            width=width,
+            height=height,
             user_tags=list(dict.fromkeys(tags)),
         )
     report.queued.append(image.id)
@@ -144,7 +151,8 @@ def images_ready(rows, now):
             " auto_tags = array_remove(ARRAY[t.tag], '')::varchar(64)[], status = %s, error = '', indexed_at = %s"
             " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[])"
             " AS t(id, thumbnail, label, score, tag) WHERE i.id = t.id",
-            [IndexedImage.Status.READY.value, now, ids, thumbnails, labels, scores, tags])
+            [IndexedImage.Status.READY.value, now, ids, thumbnails, labels, scores, tags],
+        )
 
 
 def pending_image_ids():
@@ -159,28 +167,36 @@ def embed_enqueue(image_ids, batch_size=None):
 
 def images_fail(rows):
     """Mark images [(image_id, reason)] that could not be read as failed, with their reason."""
-    IndexedImage.objects.bulk_update([IndexedImage(id=image_id, status=IndexedImage.Status.FAILED, error=reason[:2000])
-                                      for image_id, reason in rows], ["status", "error"])
+    IndexedImage.objects.bulk_update(
+        [
+            IndexedImage(id=image_id, status=IndexedImage.Status.FAILED, error=reason[:2000])
+            for image_id, reason in rows
+        ],
+        ["status", "error"],
+    )
 
 
 # --- Maintenance (admin actions and commands) ---------------------------------------------------------------------
 
 
-def images_reembed(image_ids, *, batch_size=None):
+def queue_reembed(image_ids, *, batch_size=None):
     """Queue embedding of the images with the active model, overwriting their vectors, thumbnails and tags."""
     return queue.send_batches(queue.EMBED_IMAGES, image_ids, batch_size, overwrite=True)
 
 
-def images_retag(image_ids, *, batch_size=None):
+def queue_retag(image_ids, *, batch_size=None):
     """Queue recomputing the images' automatic tags with the active model's classifier."""
     return queue.send_batches(queue.RETAG_IMAGES, image_ids, batch_size)
 
 
-def images_extract_missing_features(*, batch_size=None):
+def queue_missing_features(*, batch_size=None):
     """Queue copy-evidence extraction for ready images that have none, or no signature: (images, tasks)."""
     missing = Q(local_features__isnull=True) | Q(local_features__signature__isnull=True)
-    ids = list(IndexedImage.objects.filter(missing, status=IndexedImage.Status.READY)
-               .order_by("id").values_list("id", flat=True))
+    ids = list(
+        IndexedImage.objects.filter(missing, status=IndexedImage.Status.READY)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
     return len(ids), queue.send_batches(queue.EXTRACT_FEATURES, ids, batch_size)
 
 

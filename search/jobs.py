@@ -15,11 +15,22 @@ from .models import IndexedImage, ModelVersion, SearchJob
 log = logging.getLogger(__name__)
 
 
-def search_job_create(*, image=None, source_image=None, from_job=None, k, min_score, categories=(), rerank=True,
-                      owner=None, session_key=""):
+def search_job_create(
+    *,
+    image=None,
+    source_image=None,
+    from_job=None,
+    k,
+    min_score,
+    categories=(),
+    rerank=True,
+    owner=None,
+    session_key="",
+):
     """Store a pending job for an upload, an indexed image, or an earlier job's query; queue it on commit."""
-    job = SearchJob(k=k, min_score=min_score, categories=list(categories), rerank=rerank, owner=owner,
-                    session_key=session_key or "")
+    job = SearchJob(
+        k=k, min_score=min_score, categories=list(categories), rerank=rerank, owner=owner, session_key=session_key or ""
+    )
     if image is not None:
         job.query_name = (getattr(image, "name", "") or "")[-255:]
         job.query_image.save("query", image, save=False)
@@ -71,8 +82,15 @@ def search_job_claim(job_id):
         f"UPDATE {SearchJob._meta.db_table} SET status = %s, started_at = %s, attempts = attempts + 1"
         " WHERE id = %s AND attempts < %s AND (status = %s OR (status = %s AND started_at < %s))"
         f" RETURNING *, (SELECT key FROM {ModelVersion._meta.db_table} WHERE active LIMIT 1) AS active_model_key",
-        [SearchJob.Status.RUNNING, now, job_id, settings.IMGSEARCH_SEARCH_MAX_ATTEMPTS, SearchJob.Status.PENDING,
-         SearchJob.Status.RUNNING, now - timedelta(seconds=settings.IMGSEARCH_SEARCH_STALE_SECONDS)],
+        [
+            SearchJob.Status.RUNNING,
+            now,
+            job_id,
+            settings.IMGSEARCH_SEARCH_MAX_ATTEMPTS,
+            SearchJob.Status.PENDING,
+            SearchJob.Status.RUNNING,
+            now - timedelta(seconds=settings.IMGSEARCH_SEARCH_STALE_SECONDS),
+        ],
     )
     return next(iter(claimed), None)
 
@@ -81,9 +99,13 @@ def search_jobs_reap(now=None):
     """Beat: re-queue searches whose message or worker was lost, fail those past their deadline; return counts."""
     now = now or timezone.now()
     jobs, status = SearchJob.objects, SearchJob.Status
-    stale_running = jobs.filter(status=status.RUNNING, started_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_STALE_SECONDS))
+    stale_running = jobs.filter(
+        status=status.RUNNING, started_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_STALE_SECONDS)
+    )
     failed = {"status": status.FAILED, "finished_at": timezone.now()}
-    expired = jobs.filter(status=status.PENDING, created_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_DEADLINE_SECONDS))
+    expired = jobs.filter(
+        status=status.PENDING, created_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_DEADLINE_SECONDS)
+    )
     counts = {"expired": expired.update(**failed, error="No worker picked this search up in time; please try again.")}
     # Claims stop at the limit, so a job still stale here has been interrupted exactly that many times.
     limit = settings.IMGSEARCH_SEARCH_MAX_ATTEMPTS
@@ -92,7 +114,9 @@ def search_jobs_reap(now=None):
     )
     # Redis is not the source of truth: a pending row whose message vanished (Redis restarted, a publish lost)
     # is sent again. A copy of a message that still exists is harmless, since only one claim can win.
-    lost = jobs.filter(status=status.PENDING, created_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_REQUEUE_SECONDS))
+    lost = jobs.filter(
+        status=status.PENDING, created_at__lt=now - timedelta(seconds=settings.IMGSEARCH_SEARCH_REQUEUE_SECONDS)
+    )
     requeue = [*lost.values_list("id", flat=True), *stale_running.values_list("id", flat=True)]
     for job_id in requeue:
         search_job_enqueue(job_id)
@@ -103,7 +127,9 @@ def search_jobs_reap(now=None):
 def search_job_complete(job, results, *, model_key, embed_ms, query_ms, rerank_ms=None):
     """Store the results [(image_id, score, match)], best first, and the timings; the job is done."""
     now = timezone.now()
-    job.results = [{"image_id": image_id, "score": round(score, 6), "match": match} for image_id, score, match in results]
+    job.results = [
+        {"image_id": image_id, "score": round(score, 6), "match": match} for image_id, score, match in results
+    ]
     job.model_key = model_key
     job.timings = {
         "queued_ms": _ms(job.started_at - job.created_at),
@@ -138,7 +164,9 @@ def search_job_results(job):
     re-ranking existed).
     """
     images = IndexedImage.objects.in_bulk([r["image_id"] for r in job.results])
-    return [(images[r["image_id"]], r["score"], r.get("match", "similar")) for r in job.results if r["image_id"] in images]
+    return [
+        (images[r["image_id"]], r["score"], r.get("match", "similar")) for r in job.results if r["image_id"] in images
+    ]
 
 
 def _ms(delta):

@@ -69,8 +69,13 @@ def ensure_vector_index(model_key, dim, *, wait=True):
     statement = sql.SQL(
         "CREATE INDEX IF NOT EXISTS {name} ON search_embedding USING hnsw ((vector::vector({dim})) vector_cosine_ops)"
         " WITH (m = {m}, ef_construction = {ef_construction}) WHERE model_key = {key}"
-    ).format(name=sql.Identifier(name), dim=sql.Literal(int(dim)), key=sql.Literal(model_key),
-             m=sql.Literal(graph[0]), ef_construction=sql.Literal(graph[1]))
+    ).format(
+        name=sql.Identifier(name),
+        dim=sql.Literal(int(dim)),
+        key=sql.Literal(model_key),
+        m=sql.Literal(graph[0]),
+        ef_construction=sql.Literal(graph[1]),
+    )
     with transaction.atomic(), connection.cursor() as cursor:
         if _index_exists(cursor, model_key):
             return True
@@ -101,8 +106,9 @@ def _index_exists(cursor, model_key):
 
 def _enough_vectors(cursor, model_key):
     wanted = settings.IMGSEARCH_HNSW_MIN_VECTORS
-    cursor.execute("SELECT count(*) FROM (SELECT 1 FROM search_embedding WHERE model_key = %s LIMIT %s) AS s",
-                   [model_key, wanted])
+    cursor.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM search_embedding WHERE model_key = %s LIMIT %s) AS s", [model_key, wanted]
+    )
     return cursor.fetchone()[0] >= wanted
 
 
@@ -155,7 +161,8 @@ def vectors_upsert(model_key, image_ids, vectors):
             " SELECT t.image_id, %s, t.vector::vector, now() FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, vector)"
             " JOIN search_indexedimage AS i ON i.id = t.image_id"
             " ON CONFLICT (image_id, model_key) DO UPDATE SET vector = EXCLUDED.vector",
-            [model_key, [int(i) for i in image_ids], [exact_text(v) for v in vectors]])
+            [model_key, [int(i) for i in image_ids], [exact_text(v) for v in vectors]],
+        )
 
 
 def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
@@ -218,7 +225,9 @@ def scores_of(vector, image_ids, *, model_key, categories=()):
         "SELECT image_id, 1 - ({distance}) FROM search_embedding WHERE model_key = %s AND image_id = ANY(%s){filters}"
     ).format(distance=_distance(dim), filters=filters)
     with connection.cursor() as cursor:
-        cursor.execute(query.as_string(cursor.connection), [vector_literal(vector), model_key, list(image_ids), *params])
+        cursor.execute(
+            query.as_string(cursor.connection), [vector_literal(vector), model_key, list(image_ids), *params]
+        )
         return {image_id: float(score) for image_id, score in cursor.fetchall()}
 
 

@@ -69,11 +69,17 @@ class IndexedImage(models.Model):
     height = models.PositiveIntegerField(null=True, blank=True)
     user_tags = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     auto_tags = ArrayField(models.CharField(max_length=64), default=list, blank=True)
-    auto_label = models.CharField(max_length=100, blank=True,
-                                  help_text="The classifier's likeliest ImageNet class within its likeliest category.")
-    auto_score = models.FloatField(null=True, blank=True, help_text=(
-        "The classifier's probability of its likeliest category (its classes added up); the category becomes the "
-        "automatic tag at 0.5 or more."))
+    auto_label = models.CharField(
+        max_length=100, blank=True, help_text="The classifier's likeliest ImageNet class within its likeliest category."
+    )
+    auto_score = models.FloatField(
+        null=True,
+        blank=True,
+        help_text=(
+            "The classifier's probability of its likeliest category (its classes added up); the category becomes the "
+            "automatic tag at 0.5 or more."
+        ),
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -107,7 +113,9 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["active"], condition=models.Q(active=True), name="one_active_model")]
+        constraints = [
+            models.UniqueConstraint(fields=["active"], condition=models.Q(active=True), name="one_active_model")
+        ]
 
     def __str__(self):
         return self.key
@@ -133,7 +141,9 @@ class LocalFeatures(models.Model):
     its 16x16 grey signature (workers/ranking/signature.py; null for rows extracted before it existed), compared at search time.
     The signatures have an HNSW index of their own (migration 0007), searched by inner product (search/knn.py)."""
 
-    image = models.OneToOneField(IndexedImage, on_delete=models.CASCADE, primary_key=True, related_name="local_features")
+    image = models.OneToOneField(
+        IndexedImage, on_delete=models.CASCADE, primary_key=True, related_name="local_features"
+    )
     data = models.BinaryField()
     signature = Float32VectorField(dimensions=256, null=True, blank=True)
     # The keypoints' visual words (workers/ranking/words.py) under the index's vocabulary (VisualWords); null before one is
@@ -142,8 +152,15 @@ class LocalFeatures(models.Model):
     # The vocabulary `words` were computed with: words of any other than the latest are missing (search/vocabulary.py).
     # No database constraint: a task that computed words with a vocabulary deleted meanwhile (learned again) still
     # stores its batch, and those words are computed again.
-    words_vocabulary = models.ForeignKey("VisualWords", on_delete=models.SET_NULL, null=True, blank=True,
-                                         related_name="+", editable=False, db_constraint=False)
+    words_vocabulary = models.ForeignKey(
+        "VisualWords",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+        db_constraint=False,
+    )
     created_at = models.DateTimeField(auto_now=True)
 
 

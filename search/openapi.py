@@ -24,11 +24,11 @@ class ResultSerializer(serializers.Serializer):
     match = serializers.ChoiceField(
         ["copy", "similar"],
         help_text='"copy": verified by local-feature geometric matching to be the same picture as the query, '
-                  "possibly cropped, rescaled, re-encoded, rotated, flipped, recoloured or captioned; or the image whose "
-                  "16x16 grey signature matches the query's best in the whole index (at 0.95 correlation or more: a "
-                  "shrunk, blurred copy with too few keypoints); or the very file uploaded (or the indexed image "
-                  "searched with), however few keypoints it has. "
-                  '"similar": looks alike (always, for a search without re-ranking).',
+        "possibly cropped, rescaled, re-encoded, rotated, flipped, recoloured or captioned; or the image whose "
+        "16x16 grey signature matches the query's best in the whole index (at 0.95 correlation or more: a "
+        "shrunk, blurred copy with too few keypoints); or the very file uploaded (or the indexed image "
+        "searched with), however few keypoints it has. "
+        '"similar": looks alike (always, for a search without re-ranking).',
     )
     tags = serializers.ListField(child=serializers.CharField(), help_text="Given tags first, then automatic ones.")
     image_url = serializers.URLField()
@@ -41,8 +41,9 @@ class TimingsSerializer(serializers.Serializer):
     embed_ms = serializers.FloatField(help_text="Decoding and embedding the query image.")
     query_ms = serializers.FloatField(help_text="The k-NN query in pgvector.")
     rerank_ms = serializers.FloatField(
-        allow_null=True, help_text="Looking for copies: the signature search and verifying the best candidates "
-                                   "with local features; null when the search ran without re-ranking.",
+        allow_null=True,
+        help_text="Looking for copies: the signature search and verifying the best candidates "
+        "with local features; null when the search ran without re-ranking.",
     )
     total_ms = serializers.FloatField(help_text="From the POST until the results were stored.")
 
@@ -91,17 +92,32 @@ def error(description):
 BAD_REQUEST = OpenApiResponse(
     ErrorSerializer,
     description="The request is invalid: `detail` says why, and each invalid field lists its messages.",
-    examples=[OpenApiExample("Not an image", value={
-        "detail": "This file is not an image (or its format is not supported). Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF.",
-        "image": ["This file is not an image (or its format is not supported). Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF."],
-    }), OpenApiExample("k out of range", value={
-        "detail": "k: Ensure this value is less than or equal to 100.", "k": ["Ensure this value is less than or equal to 100."],
-    })],
+    examples=[
+        OpenApiExample(
+            "Not an image",
+            value={
+                "detail": "This file is not an image (or its format is not supported). Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF.",
+                "image": [
+                    "This file is not an image (or its format is not supported). Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF."
+                ],
+            },
+        ),
+        OpenApiExample(
+            "k out of range",
+            value={
+                "detail": "k: Ensure this value is less than or equal to 100.",
+                "k": ["Ensure this value is less than or equal to 100."],
+            },
+        ),
+    ],
 )
-UNAUTHORIZED = error("Credentials are missing where an account is needed, or the token is invalid. "
-                     "Send `Authorization: Token <key>` (create one on the account page).")
-FORBIDDEN = error("A signed-in browser session sent a state-changing request without its CSRF token "
-                  "(`X-CSRFToken` header).")
+UNAUTHORIZED = error(
+    "Credentials are missing where an account is needed, or the token is invalid. "
+    "Send `Authorization: Token <key>` (create one on the account page)."
+)
+FORBIDDEN = error(
+    "A signed-in browser session sent a state-changing request without its CSRF token (`X-CSRFToken` header)."
+)
 NOT_FOUND = error("Nothing with this id is visible to you: it does not exist or belongs to someone else.")
 TOO_LARGE = error("The request body is larger than the upload limit (IMGSEARCH_MAX_UPLOAD_MB); it was not read.")
 THROTTLED = error("Too many searches started: wait the number of seconds in the `Retry-After` header.")
@@ -115,7 +131,7 @@ LINKS = {
         "QueryImage": {"operationId": "search_query_image", "parameters": {"job_id": "$response.body#/id"}},
     },
     ("/api/v1/favorites/", "post", "201"): {
-        "RemoveFavourite": {"operationId": "favorites_remove", "parameters": {"favorite_id": "$response.body#/id"}},
+        "RemoveFavourite": {"operationId": "favorites_remove", "parameters": {"favorite_id": "$response.body#/id"}}
     },
 }
 

@@ -60,8 +60,10 @@ def projection_request():
     if refused:
         return False, refused
     queue.send(queue.LEARN_PROJECTION)
-    return True, ("A worker is learning a projection from the index (edited copies of some images are embedded "
-                  "first, a minute or so); a reindex run then applies it: see Reindex runs.")
+    return True, (
+        "A worker is learning a projection from the index (edited copies of some images are embedded "
+        "first, a minute or so); a reindex run then applies it: see Reindex runs."
+    )
 
 
 def projection_register(base, data, *, dim, info):
@@ -75,5 +77,7 @@ def projection_register(base, data, *, dim, info):
         return None, str(exc)
     tags_used = f", {info['lda_dims']} from {len(info['tags'])} tags" if info["lda_dims"] else ""
     copy_space = f", a copy space from {info['copy_pairs']} edited copies" if info["copy_dims"] else ""
-    return run, (f"Learned a projection from {info['images']} images ({info['pca_dims']} dimensions{tags_used}"
-                 f"{copy_space}); reindex run {run.id} applies it.")
+    return run, (
+        f"Learned a projection from {info['images']} images ({info['pca_dims']} dimensions{tags_used}"
+        f"{copy_space}); reindex run {run.id} applies it."
+    )

@@ -73,7 +73,9 @@ def reindex_plan(run_id, *, model_key):
         if run is None:
             return None  # planned already, cancelled, or gone
         active = versions.model_active()
-        ids = list(IndexedImage.objects.filter(status=IndexedImage.Status.READY).order_by("id").values_list("id", flat=True))
+        ids = list(
+            IndexedImage.objects.filter(status=IndexedImage.Status.READY).order_by("id").values_list("id", flat=True)
+        )
         _chunks_create(run, ids, first_number=0)
         run.model_key, run.overwrite = model_key, bool(active and active.key == model_key)
         run.status, run.total, run.started_at, run.heartbeat_at = Status.RUNNING, len(ids), now, now
@@ -87,7 +89,9 @@ def reindex_chunk_claim(run_id, number):
     now = timezone.now()
     with transaction.atomic():
         run = ReindexRun.objects.filter(id=run_id, status=Status.RUNNING).first()
-        chunk = run and ReindexChunk.objects.select_for_update().filter(run=run, number=number, finished_at=None).first()
+        chunk = (
+            run and ReindexChunk.objects.select_for_update().filter(run=run, number=number, finished_at=None).first()
+        )
         if not chunk:
             return None
         exhausted = chunk.attempts >= MAX_ATTEMPTS
@@ -113,8 +117,11 @@ def reindex_chunk_finish(chunk, *, done, failures, gone=0):
             return run  # a second delivery of a chunk already counted
         shown = (run.failures + failures)[: ReindexRun.MAX_FAILURES_SHOWN]
         ReindexRun.objects.filter(id=run.id).update(
-            done=F("done") + done, failed=F("failed") + len(failures), total=F("total") - gone,
-            failures=shown, heartbeat_at=now,
+            done=F("done") + done,
+            failed=F("failed") + len(failures),
+            total=F("total") - gone,
+            failures=shown,
+            heartbeat_at=now,
         )
         run.refresh_from_db()
         if run.status == Status.RUNNING:
@@ -132,23 +139,30 @@ def reindex_chunk_give_up(chunk, reason):
 
 def reindex_fail(run_id, reason):
     """End a queued or running run as failed, with the reason; the active model stays as it was."""
-    return bool(ReindexRun.objects.filter(id=run_id, status__in=ReindexRun.ACTIVE_STATUSES).update(
-        status=Status.FAILED, error=str(reason)[:2000], finished_at=timezone.now()
-    ))
+    return bool(
+        ReindexRun.objects.filter(id=run_id, status__in=ReindexRun.ACTIVE_STATUSES).update(
+            status=Status.FAILED, error=str(reason)[:2000], finished_at=timezone.now()
+        )
+    )
 
 
 def reindex_cancel(run_id):
     """Stop a queued or running run: its chunks still queued return without work. False if it had ended."""
-    return bool(ReindexRun.objects.filter(id=run_id, status__in=ReindexRun.ACTIVE_STATUSES).update(
-        status=Status.CANCELLED, finished_at=timezone.now()
-    ))
+    return bool(
+        ReindexRun.objects.filter(id=run_id, status__in=ReindexRun.ACTIVE_STATUSES).update(
+            status=Status.CANCELLED, finished_at=timezone.now()
+        )
+    )
 
 
 def reindex_resume(stall_seconds=None):
     """Send again the work of runs that made no progress for a while (a worker died with it). Returns runs nudged."""
     cutoff = timezone.now() - timedelta(seconds=stall_seconds or settings.IMGSEARCH_REINDEX_STALL_SECONDS)
-    stalled = ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).annotate(
-        seen=Coalesce("heartbeat_at", "created_at")).filter(seen__lt=cutoff)
+    stalled = (
+        ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES)
+        .annotate(seen=Coalesce("heartbeat_at", "created_at"))
+        .filter(seen__lt=cutoff)
+    )
     nudged = 0
     for run_id in stalled.values_list("id", flat=True):
         nudged += _resume(run_id, cutoff)
@@ -177,10 +191,12 @@ def _resume(run_id, cutoff):
 
 def _chunks_create(run, ids, *, first_number):
     size = run.chunk_size
-    ReindexChunk.objects.bulk_create([
-        ReindexChunk(run=run, number=first_number + n, image_ids=ids[start : start + size])
-        for n, start in enumerate(range(0, len(ids), size))
-    ])
+    ReindexChunk.objects.bulk_create(
+        [
+            ReindexChunk(run=run, number=first_number + n, image_ids=ids[start : start + size])
+            for n, start in enumerate(range(0, len(ids), size))
+        ]
+    )
 
 
 def _dispatch_or_finish(run):
@@ -200,8 +216,13 @@ def _finish(run):
     versions.model_switch_lock(shared=False)  # no embedding write with the old model may slip past the check below
     failed = {f["image_id"]: f["reason"] for chunk in run.chunks.all() for f in chunk.failures}
     embedded = Embedding.objects.filter(model_key=run.model_key).values("image_id")
-    missing = list(IndexedImage.objects.filter(status=IndexedImage.Status.READY).exclude(id__in=embedded)
-                   .exclude(id__in=list(failed)).order_by("id").values_list("id", flat=True))
+    missing = list(
+        IndexedImage.objects.filter(status=IndexedImage.Status.READY)
+        .exclude(id__in=embedded)
+        .exclude(id__in=list(failed))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
     if missing:  # images indexed while the run went on
         last = run.chunks.order_by("-number").values_list("number", flat=True).first()
         _chunks_create(run, missing, first_number=last + 1)
@@ -226,8 +247,11 @@ def _finish(run):
     # the projected vectors now, so the raw ones need no index: each new image no longer pays for its graph.
     if version.base_key:
         knn.drop_vector_index(version.base_key)
-    replaced = list(ModelVersion.objects.filter(base_key=version.base_key or version.key, active=False)
-                    .exclude(base_key="").values_list("key", flat=True))
+    replaced = list(
+        ModelVersion.objects.filter(base_key=version.base_key or version.key, active=False)
+        .exclude(base_key="")
+        .values_list("key", flat=True)
+    )
     if replaced:
         queue.send(queue.DROP_INACTIVE_MODELS, replaced, countdown=DROP_GRACE_SECONDS)
 

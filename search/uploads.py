@@ -20,8 +20,7 @@ _OPEN_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 # Phone cameras write MPO: a JPEG with extra images appended, which Pillow names separately.
 _FORMAT_ALIASES = {"MPO": "JPEG"}
 _NOT_AN_IMAGE = (
-    "This file is not an image (or its format is not supported). "
-    "Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF."
+    "This file is not an image (or its format is not supported). Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF."
 )
 _CORRUPT = "The image file is truncated or corrupt."
 _BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+)")

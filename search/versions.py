@@ -38,10 +38,17 @@ def projected_version(base, data, *, dim, info):
     """The model version of a projection of the raw vectors of the version `base` (the projection's bytes, its output
     dimension, what it was learned from), under a key made from its bytes."""
     key = f"{base.key}:p-{hashlib.sha256(data).hexdigest()[:10]}"
-    version, _ = ModelVersion.objects.update_or_create(key=key, defaults={
-        "arch": base.arch, "weights": base.weights, "dim": dim, "base_key": base.key, "projection": data,
-        "projection_info": {**info, "learned_at": timezone.now().isoformat()},
-    })
+    version, _ = ModelVersion.objects.update_or_create(
+        key=key,
+        defaults={
+            "arch": base.arch,
+            "weights": base.weights,
+            "dim": dim,
+            "base_key": base.key,
+            "projection": data,
+            "projection_info": {**info, "learned_at": timezone.now().isoformat()},
+        },
+    )
     return version
 
 
@@ -78,7 +85,9 @@ def model_versions_drop(versions=None):
 
     Kept: the active model, models a run is building, and the raw vectors a projected one of these is made from.
     """
-    building = list(ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).values_list("model_key", flat=True))
+    building = list(
+        ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).values_list("model_key", flat=True)
+    )
     needed = ModelVersion.objects.filter(Q(active=True) | Q(key__in=building)).exclude(base_key="")
     keep = [*building, *needed.values_list("base_key", flat=True)]
     versions = (ModelVersion.objects.all() if versions is None else versions).filter(active=False)

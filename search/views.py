@@ -17,17 +17,21 @@ def home(request):
     """The search page; `?job=<id>` shows that search's results again (the page fetches them)."""
     tags = indexing.tag_counts()
     ready = IndexedImage.objects.filter(status=IndexedImage.Status.READY)
-    return render(request, "search/home.html", {
-        "index_count": ready.count(),
-        "samples": sample_images(ready),
-        "tags": tags,
-        "tag_names": [t["tag"] for t in tags],
-        "max_upload_mb": settings.IMGSEARCH_MAX_UPLOAD_BYTES // (1024 * 1024),
-        "max_upload_bytes": settings.IMGSEARCH_MAX_UPLOAD_BYTES,
-        "default_k": settings.IMGSEARCH_DEFAULT_K,
-        "max_k": settings.IMGSEARCH_MAX_K,
-        "job_id": _uuid_or_none(request.GET.get("job")),
-    })
+    return render(
+        request,
+        "search/home.html",
+        {
+            "index_count": ready.count(),
+            "samples": sample_images(ready),
+            "tags": tags,
+            "tag_names": [t["tag"] for t in tags],
+            "max_upload_mb": settings.IMGSEARCH_MAX_UPLOAD_BYTES // (1024 * 1024),
+            "max_upload_bytes": settings.IMGSEARCH_MAX_UPLOAD_BYTES,
+            "default_k": settings.IMGSEARCH_DEFAULT_K,
+            "max_k": settings.IMGSEARCH_MAX_K,
+            "job_id": _uuid_or_none(request.GET.get("job")),
+        },
+    )
 
 
 def sample_images(ready, limit=SAMPLES):

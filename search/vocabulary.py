@@ -29,16 +29,20 @@ def words_due():
     latest = VisualWords.objects.order_by("-id").only("info").first()
     if latest is None:
         if images < settings.IMGSEARCH_WORDS_MIN_IMAGES:
-            return False, (f"{images} images have local features; visual words are learned from "
-                           f"{settings.IMGSEARCH_WORDS_MIN_IMAGES}.")
+            return False, (
+                f"{images} images have local features; visual words are learned from "
+                f"{settings.IMGSEARCH_WORDS_MIN_IMAGES}."
+            )
         return True, f"{images} images have local features."
     learned_from = int(latest.info.get("images", 0))
     if learned_from >= latest.info.get("sample_limit", float("inf")):  # a full sample: learning again changes little
         return False, f"The vocabulary is learned (from {learned_from} images)."
     again = max(learned_from + 1, int(RELEARN_GROWTH * learned_from))
     if images < again:
-        return False, (f"The vocabulary is learned from {learned_from} images; it is learned again once {again} have "
-                       f"local features ({images} now).")
+        return False, (
+            f"The vocabulary is learned from {learned_from} images; it is learned again once {again} have "
+            f"local features ({images} now)."
+        )
     return True, f"The index has grown from {learned_from} to {images} images since the vocabulary was learned."
 
 
@@ -48,8 +52,11 @@ def words_missing():
     latest = latest_id()
     if latest is None:
         return []
-    return list(LocalFeatures.objects.exclude(words__isnull=False, words_vocabulary=latest).order_by("image_id")
-                .values_list("image_id", flat=True))
+    return list(
+        LocalFeatures.objects.exclude(words__isnull=False, words_vocabulary=latest)
+        .order_by("image_id")
+        .values_list("image_id", flat=True)
+    )
 
 
 def words_missing_send(*, batch_size=None):

@@ -32,11 +32,14 @@ def start_search(client):
 
 
 def sign_up(client, username="erin", email="erin@example.com", password=PASSWORD, **extra):
-    return client.post("/accounts/signup/", {"username": username, "email": email, "password1": password,
-                                             "password2": password, **extra})
+    return client.post(
+        "/accounts/signup/",
+        {"username": username, "email": email, "password1": password, "password2": password, **extra},
+    )
 
 
 # --- Sign up, sign in, sign out -----------------------------------------------------------------------
+
 
 def test_sign_up_creates_the_account_and_signs_in(client):
     """A valid sign-up makes the user, signs them in and goes home."""
@@ -64,11 +67,15 @@ def test_sign_up_refuses_bad_input_with_messages(client, dave):
 
 def test_sign_up_returns_to_next(client):
     """?next= on the sign-up page is where the new user lands (same-site URLs only)."""
-    response = client.post("/accounts/signup/?next=/favorites/", {"username": "frank", "email": "f@example.com",
-                                                                  "password1": PASSWORD, "password2": PASSWORD})
+    response = client.post(
+        "/accounts/signup/?next=/favorites/",
+        {"username": "frank", "email": "f@example.com", "password1": PASSWORD, "password2": PASSWORD},
+    )
     assert response["Location"] == "/favorites/"
-    evil = Client().post("/accounts/signup/?next=https://evil.example/", {"username": "gina", "email": "g@example.com",
-                                                                           "password1": PASSWORD, "password2": PASSWORD})
+    evil = Client().post(
+        "/accounts/signup/?next=https://evil.example/",
+        {"username": "gina", "email": "g@example.com", "password1": PASSWORD, "password2": PASSWORD},
+    )
     assert evil["Location"] == "/"
 
 
@@ -120,9 +127,14 @@ def test_a_past_search_shows_which_results_are_the_same_picture(client, dave):
     from search.models import IndexedImage
 
     for n, title in enumerate(["original-crop", "lookalike"], start=1):
-        IndexedImage.objects.create(id=n, content_hash=str(n) * 64, file=f"img/{title}.png", title=title, status="ready")
-    job = SearchJob.objects.create(owner=dave, status="done", results=[
-        {"image_id": 1, "score": 0.9, "match": "copy"}, {"image_id": 2, "score": 0.93, "match": "similar"}])
+        IndexedImage.objects.create(
+            id=n, content_hash=str(n) * 64, file=f"img/{title}.png", title=title, status="ready"
+        )
+    job = SearchJob.objects.create(
+        owner=dave,
+        status="done",
+        results=[{"image_id": 1, "score": 0.9, "match": "copy"}, {"image_id": 2, "score": 0.93, "match": "similar"}],
+    )
     client.force_login(dave)
     page = client.get(f"/accounts/history/{job.id}/").content.decode()
     cards = page.split('<li class="card')[1:]
@@ -134,11 +146,14 @@ def test_a_past_search_shows_which_results_are_the_same_picture(client, dave):
 
 # --- Passwords ---------------------------------------------------------------------------------------
 
+
 def test_password_change(client, dave):
     """A signed-in user changes their password with the old one; the new one then works."""
     client.force_login(dave)
-    response = client.post("/accounts/password_change/", {"old_password": PASSWORD, "new_password1": "brand new secret 42",
-                                                          "new_password2": "brand new secret 42"})
+    response = client.post(
+        "/accounts/password_change/",
+        {"old_password": PASSWORD, "new_password1": "brand new secret 42", "new_password2": "brand new secret 42"},
+    )
     assert response["Location"] == "/accounts/password_change/done/"
     dave.refresh_from_db()
     assert dave.check_password("brand new secret 42")
@@ -174,6 +189,7 @@ def test_auth_pages_use_the_site_templates(client):
 
 
 # --- API token -----------------------------------------------------------------------------------------
+
 
 def test_creating_a_token_shows_it_once_and_it_authenticates(client, dave):
     """The account page shows a new token once; API clients then act as the user with it, no CSRF needed."""
@@ -227,6 +243,7 @@ def test_a_bad_token_is_401_not_anonymous(client):
 
 # --- Navigation ------------------------------------------------------------------------------------------
 
+
 def test_the_nav_offers_sign_in_or_the_account_links(client, dave):
     """Signed out, the header offers sign in and sign up; signed in, the account links and a sign-out form."""
     page = client.get("/").content.decode()
@@ -234,4 +251,6 @@ def test_the_nav_offers_sign_in_or_the_account_links(client, dave):
     client.force_login(dave)
     page = client.get("/").content.decode()
     assert 'href="/accounts/"' in page and 'href="/favorites/"' in page and 'href="/accounts/history/"' in page
-    assert re.search(r'<form method="post" action="/accounts/logout/"[^>]*>\s*<input type="hidden" name="csrfmiddlewaretoken"', page)
+    assert re.search(
+        r'<form method="post" action="/accounts/logout/"[^>]*>\s*<input type="hidden" name="csrfmiddlewaretoken"', page
+    )

@@ -22,8 +22,13 @@ from .conftest import ROOT, jpeg_bytes
 pytestmark = pytest.mark.django_db
 
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-PAGES = ["/admin/search/indexedimage/", "/admin/search/collection/", "/admin/search/modelversion/",
-         "/admin/search/reindexrun/", "/admin/search/reindexrun/add/"]
+PAGES = [
+    "/admin/search/indexedimage/",
+    "/admin/search/collection/",
+    "/admin/search/modelversion/",
+    "/admin/search/reindexrun/",
+    "/admin/search/reindexrun/add/",
+]
 
 
 @pytest.fixture
@@ -34,13 +39,16 @@ def staff(client):
 
 @pytest.fixture
 def run():
-    return ReindexRun.objects.create(arch="mobilenet_v2", weights="DEFAULT", status="running", total=10, done=4, failed=1)
+    return ReindexRun.objects.create(
+        arch="mobilenet_v2", weights="DEFAULT", status="running", total=10, done=4, failed=1
+    )
 
 
 def stored_image(title="cat", tags=("pets",), auto=("cat",), key="mobilenet_v2:test"):
     """An indexed image with a real stored file, thumbnail and vector."""
-    image = IndexedImage.objects.create(content_hash=f"{title:0>64}", title=title, status="ready",
-                                        user_tags=list(tags), auto_tags=list(auto))
+    image = IndexedImage.objects.create(
+        content_hash=f"{title:0>64}", title=title, status="ready", user_tags=list(tags), auto_tags=list(auto)
+    )
     data = jpeg_bytes(Image.new("RGB", (40, 30), "orange"))
     image.file.save(f"index/{title}.jpg", ContentFile(data), save=False)
     image.thumbnail.save(f"thumbs/{title}.jpg", ContentFile(data), save=False)
@@ -78,8 +86,14 @@ def test_the_progress_endpoint_answers_only_staff(client, run):
     assert client.get(url).status_code == 403 and client.get(url).json()["detail"] == "Staff only."
     client.force_login(get_user_model().objects.create_superuser("admin", "a@example.com", "x" * 12))
     body = client.get(url).json()
-    assert (body["status"], body["total"], body["done"], body["failed"], body["processed"], body["percent"]) == \
-        ("running", 10, 4, 1, 5, 50.0)
+    assert (body["status"], body["total"], body["done"], body["failed"], body["processed"], body["percent"]) == (
+        "running",
+        10,
+        4,
+        1,
+        5,
+        50.0,
+    )
     assert body["active"] is True and "rate" in body and "eta_seconds" in body
     assert client.get(reverse("admin:search_reindexrun_progress", args=[999999])).status_code == 404
 
@@ -109,7 +123,7 @@ def test_images_are_found_by_tag_and_filtered_by_automatic_tag(staff):
 
 
 def test_removing_images_deletes_their_rows_vectors_and_files(staff):
-    """"Remove from the index" asks for confirmation, then deletes the rows, vectors, files and thumbnails."""
+    """ "Remove from the index" asks for confirmation, then deletes the rows, vectors, files and thumbnails."""
     image = stored_image()
     paths = [image.file.path, image.thumbnail.path]
     form = {"action": "delete_selected", "_selected_action": [image.id]}
@@ -171,11 +185,15 @@ def test_a_collection_folder_must_exist_and_lie_under_the_import_roots(staff, se
     """A folder that is missing, relative, or outside IMGSEARCH_IMPORT_ROOTS is refused with a reason."""
     settings.IMGSEARCH_IMPORT_ROOTS = [tmp_path / "allowed"]
     (tmp_path / "allowed" / "pics").mkdir(parents=True)
-    add = lambda folder, **extra: staff.post("/admin/search/collection/add/", {"name": "c", "source_path": folder, **extra})
+    add = lambda folder, **extra: staff.post(
+        "/admin/search/collection/add/", {"name": "c", "source_path": folder, **extra}
+    )
     assert "not a folder" in str(add(str(tmp_path / "allowed" / "nope")).context["adminform"].form.errors)
     assert "absolute path" in str(add("pics").context["adminform"].form.errors)
     assert "IMGSEARCH_IMPORT_ROOTS" in str(add("/etc").context["adminform"].form.errors)
-    assert "Only a collection with a folder" in str(staff.post("/admin/search/collection/add/", {"name": "c", "rescan": "on"}).context["adminform"].form.errors)
+    assert "Only a collection with a folder" in str(
+        staff.post("/admin/search/collection/add/", {"name": "c", "rescan": "on"}).context["adminform"].form.errors
+    )
     assert add(str(tmp_path / "allowed" / "pics")).status_code == 302
     assert Collection.objects.get().source_path == str(tmp_path / "allowed" / "pics")
 
@@ -187,7 +205,9 @@ def test_dropping_inactive_models_from_the_admin_keeps_the_active_one(staff):
     ModelVersion.objects.update(active=False)
     live = ModelVersion.objects.create(key="live:1", arch="a", weights="w", dim=2, active=True)
     old = ModelVersion.objects.create(key="old:1", arch="a", weights="w", dim=2)
-    response = staff.post("/admin/search/modelversion/", {"action": "drop_embeddings", "_selected_action": [live.id, old.id]}, follow=True)
+    response = staff.post(
+        "/admin/search/modelversion/", {"action": "drop_embeddings", "_selected_action": [live.id, old.id]}, follow=True
+    )
     assert "Dropped 1 embeddings of 1 models" in response.content.decode()
     assert list(ModelVersion.objects.filter(key__in=["live:1", "old:1"]).values_list("key", flat=True)) == ["live:1"]
     assert list(Embedding.objects.values_list("model_key", flat=True)) == ["live:1"]
@@ -226,12 +246,17 @@ def test_the_progress_bar_follows_the_run_live_in_a_browser(live_server, run):
 
     staff = Client()
     staff.force_login(get_user_model().objects.create_superuser("admin", "a@example.com", "x" * 12))
-    cookie = {"name": django_settings.SESSION_COOKIE_NAME, "value": staff.cookies[django_settings.SESSION_COOKIE_NAME].value,
-              "url": live_server.url}
+    cookie = {
+        "name": django_settings.SESSION_COOKIE_NAME,
+        "value": staff.cookies[django_settings.SESSION_COOKIE_NAME].value,
+        "url": live_server.url,
+    }
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop lives in this thread; the ORM stays sync
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"]
+            )
             context = browser.new_context(base_url=live_server.url)
             context.add_cookies([cookie])
             page = context.new_page()
@@ -249,7 +274,9 @@ def test_the_progress_bar_follows_the_run_live_in_a_browser(live_server, run):
             expect(section.locator(".reindex-error")).to_be_hidden()
             expect(section.locator(".reindex-cancel")).to_have_count(0)
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=SCREENSHOTS / "test_the_progress_bar_follows_the_run_live_in_a_browser.png", full_page=True)
+            page.screenshot(
+                path=SCREENSHOTS / "test_the_progress_bar_follows_the_run_live_in_a_browser.png", full_page=True
+            )
             browser.close()
     finally:
         del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]

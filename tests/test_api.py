@@ -144,9 +144,10 @@ def test_missing_image_field_is_a_400(client):
     assert response.status_code == 400 and "image" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("field,value", [
-    ("k", 0), ("k", 101), ("k", "ten"), ("k", 2.5), ("min_score", -0.1), ("min_score", 1.5), ("min_score", "high"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [("k", 0), ("k", 101), ("k", "ten"), ("k", 2.5), ("min_score", -0.1), ("min_score", 1.5), ("min_score", "high")],
+)
 def test_out_of_range_parameters_are_400(client, field, value):
     """k must be 1..100 and min_score 0..1; the message names the field."""
     response = post(client, **{field: value})
@@ -195,8 +196,9 @@ def test_tag_list_counts_ready_images(client):
     """The tag list counts each ready image once per tag, most common first."""
     from search.models import IndexedImage
 
-    IndexedImage.objects.create(content_hash="a" * 64, file="a.png", title="a", status="ready",
-                                user_tags=["pets"], auto_tags=["dog"])
+    IndexedImage.objects.create(
+        content_hash="a" * 64, file="a.png", title="a", status="ready", user_tags=["pets"], auto_tags=["dog"]
+    )
     IndexedImage.objects.create(content_hash="b" * 64, file="b.png", title="b", status="ready", auto_tags=["dog"])
     IndexedImage.objects.create(content_hash="c" * 64, file="c.png", title="c", status="pending", auto_tags=["cat"])
     assert client.get("/api/v1/tags/").json() == [{"tag": "dog", "count": 2}, {"tag": "pets", "count": 1}]
@@ -223,16 +225,24 @@ def done_job(client, results, **fields):
     from search.models import IndexedImage
 
     for r in results:
-        IndexedImage.objects.create(id=r["image_id"], content_hash=str(r["image_id"]).ljust(64, "0"),
-                                    file=f"img/{r['image_id']}.png", title=f"image {r['image_id']}", status="ready")
+        IndexedImage.objects.create(
+            id=r["image_id"],
+            content_hash=str(r["image_id"]).ljust(64, "0"),
+            file=f"img/{r['image_id']}.png",
+            title=f"image {r['image_id']}",
+            status="ready",
+        )
     return SearchJob.objects.create(status="done", session_key=client.session.session_key, results=results, **fields)
 
 
 def test_a_done_job_marks_each_result_a_copy_or_similar(client):
     """Each result says whether it is a verified copy of the query; the job says whether it was re-ranked."""
     timings = {"queued_ms": 1.0, "embed_ms": 20.0, "query_ms": 3.0, "rerank_ms": 41.5, "total_ms": 70.0}
-    job = done_job(client, [{"image_id": 7, "score": 0.91, "match": "copy"},
-                            {"image_id": 8, "score": 0.95, "match": "similar"}], timings=timings)
+    job = done_job(
+        client,
+        [{"image_id": 7, "score": 0.91, "match": "copy"}, {"image_id": 8, "score": 0.95, "match": "similar"}],
+        timings=timings,
+    )
     body = client.get(f"{URL}{job.id}/").json()
     assert body["rerank"] is True and body["timings"]["rerank_ms"] == 41.5
     assert [(r["image_id"], r["match"]) for r in body["results"]] == [(7, "copy"), (8, "similar")]

@@ -12,14 +12,22 @@ from rest_framework.authtoken.models import Token
 from .conftest import ROOT
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))  # `make fuzz` raises it
-CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance", "response_headers_conformance"]
+CHECKS = [
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+]
 
 
 def generate_schema():
     proc = subprocess.run(
         [sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn", "--format", "openapi"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return proc
 
@@ -36,8 +44,12 @@ def test_every_endpoint_and_error_answer_is_documented():
     schema = yaml.safe_load(generate_schema().stdout)
     paths = schema["paths"]
     assert set(paths) == {
-        "/api/v1/searches/", "/api/v1/searches/{job_id}/", "/api/v1/searches/{job_id}/image/",
-        "/api/v1/tags/", "/api/v1/favorites/", "/api/v1/favorites/{favorite_id}/",
+        "/api/v1/searches/",
+        "/api/v1/searches/{job_id}/",
+        "/api/v1/searches/{job_id}/image/",
+        "/api/v1/tags/",
+        "/api/v1/favorites/",
+        "/api/v1/favorites/{favorite_id}/",
     }
     start = paths["/api/v1/searches/"]["post"]["responses"]
     assert {"202", "400", "401", "403", "413", "429", "503"} <= set(start)
@@ -66,18 +78,38 @@ def token(django_user_model):
 def fuzz(url, *extra):
     """Run the Schemathesis CLI (a tool nobody here wrote) against the live server; (exit code, output)."""
     proc = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "st"), "run", f"{url}/api/v1/schema/", "--checks", ",".join(CHECKS),
-         "--max-examples", str(EXAMPLES), "--phases", "examples,coverage,fuzzing,stateful", "--mode", "all",
-         "--seed", os.environ.get("FUZZ_SEED", "1"), "--request-timeout", "30", "--no-color", *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        [
+            str(ROOT / ".venv" / "bin" / "st"),
+            "run",
+            f"{url}/api/v1/schema/",
+            "--checks",
+            ",".join(CHECKS),
+            "--max-examples",
+            str(EXAMPLES),
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--mode",
+            "all",
+            "--seed",
+            os.environ.get("FUZZ_SEED", "1"),
+            "--request-timeout",
+            "30",
+            "--no-color",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     return proc.returncode, proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_fuzzed_requests_with_a_token_get_documented_answers_and_never_a_5xx(live_server, worker, token, settings,
-                                                                             photo_folder):
+def test_fuzzed_requests_with_a_token_get_documented_answers_and_never_a_5xx(
+    live_server, worker, token, settings, photo_folder
+):
     """Generated valid and invalid requests, signed in with a token: no 5xx, every answer as documented."""
     call_command("index_images", str(photo_folder))  # real images, so favourites and image searches can succeed
     settings.IMGSEARCH_SEARCH_RATE_ANON = settings.IMGSEARCH_SEARCH_RATE_USER = "100000/min"

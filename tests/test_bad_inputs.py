@@ -32,10 +32,14 @@ def photo(size=(320, 240)):
 
 def png_header_only(width, height):
     """A valid PNG signature and IHDR declaring a huge image, with a tiny compressed body."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def exif_rotated():
@@ -62,9 +66,24 @@ def sixteen_bit():
 CORPUS = {
     "empty file": (b"", "empty.jpg", "image/jpeg", ("400", "empty")),
     "text renamed .jpg": (b"just some words\n" * 40, "notes.jpg", "image/jpeg", ("400", "not an image")),
-    "html renamed .jpg": (b"<!doctype html><title>x</title><script>alert(1)</script>", "page.jpg", "image/jpeg", ("400", "not an image")),
-    "svg with script": (b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>', "x.svg", "image/svg+xml", ("400", "not an image")),
-    "pdf": (b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF", "doc.jpg", "application/pdf", ("400", "not an image")),
+    "html renamed .jpg": (
+        b"<!doctype html><title>x</title><script>alert(1)</script>",
+        "page.jpg",
+        "image/jpeg",
+        ("400", "not an image"),
+    ),
+    "svg with script": (
+        b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>',
+        "x.svg",
+        "image/svg+xml",
+        ("400", "not an image"),
+    ),
+    "pdf": (
+        b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF",
+        "doc.jpg",
+        "application/pdf",
+        ("400", "not an image"),
+    ),
     "truncated jpeg": (encode(photo(), "JPEG")[:1500], "cut.jpg", "image/jpeg", ("400", "truncated")),
     "truncated png": (encode(photo(), "PNG")[:400], "cut.png", "image/png", ("400", None)),
     "decompression bomb": (png_header_only(40000, 40000), "bomb.png", "image/png", ("400", "pixels")),
@@ -80,7 +99,12 @@ CORPUS = {
     "webp": (encode(photo(), "WEBP"), "x.webp", "image/webp", ("done",)),
     "bmp": (encode(photo(), "BMP"), "x.bmp", "image/bmp", ("done",)),
     "tiff": (encode(photo(), "TIFF"), "x.tiff", "image/tiff", ("done",)),
-    "jpeg/html polyglot": (encode(photo(), "JPEG") + b"<html><script>alert(1)</script></html>", "poly.jpg", "text/html", ("done",)),
+    "jpeg/html polyglot": (
+        encode(photo(), "JPEG") + b"<html><script>alert(1)</script></html>",
+        "poly.jpg",
+        "text/html",
+        ("done",),
+    ),
     "png named .gif": (encode(photo(), "PNG"), "lies.gif", "image/gif", ("done",)),
     "wrong content type": (encode(photo(), "JPEG"), "x.jpg", "text/plain", ("done",)),
     "no content type": (encode(photo(), "JPEG"), "x.jpg", "application/octet-stream", ("done",)),
@@ -90,11 +114,19 @@ CORPUS = {
 }
 
 BAD_PARAMETERS = {
-    "k not a number": {"k": "ten"}, "k zero": {"k": 0}, "k too big": {"k": 101}, "k fraction": {"k": "2.5"},
-    "min_score negative": {"min_score": -0.5}, "min_score over 1": {"min_score": 7}, "min_score text": {"min_score": "high"},
-    "min_score nan": {"min_score": "nan"}, "min_score infinity": {"min_score": "inf"},
-    "unknown image_id": {"image_id": 10**9}, "image_id text": {"image_id": "abc"},
-    "from_search not a uuid": {"from_search": "../etc"}, "too many categories": {"categories": ",".join(f"t{i}" for i in range(60))},
+    "k not a number": {"k": "ten"},
+    "k zero": {"k": 0},
+    "k too big": {"k": 101},
+    "k fraction": {"k": "2.5"},
+    "min_score negative": {"min_score": -0.5},
+    "min_score over 1": {"min_score": 7},
+    "min_score text": {"min_score": "high"},
+    "min_score nan": {"min_score": "nan"},
+    "min_score infinity": {"min_score": "inf"},
+    "unknown image_id": {"image_id": 10**9},
+    "image_id text": {"image_id": "abc"},
+    "from_search not a uuid": {"from_search": "../etc"},
+    "too many categories": {"categories": ",".join(f"t{i}" for i in range(60))},
 }
 
 
@@ -118,7 +150,9 @@ def test_every_kind_of_bad_file_gets_a_4xx_or_a_finished_job_and_the_service_sta
             assert response.status_code == int(expected[0]), (kind, response.status_code, response.content)
             detail = response.json()["detail"]
             assert detail and (expected[1] is None or expected[1] in detail.lower()), (kind, detail)
-    job = wait_for_job(client, client.post(URL, {"image": SimpleUploadedFile("q.jpg", edited_copy(indexed.source_path))}).json()["url"])
+    job = wait_for_job(
+        client, client.post(URL, {"image": SimpleUploadedFile("q.jpg", edited_copy(indexed.source_path))}).json()["url"]
+    )
     assert job["status"] == "done" and job["results"][0]["image_id"] == indexed.id
     assert client.get("/healthz").status_code == 200
 
@@ -138,7 +172,7 @@ def test_bad_parameters_get_400_naming_the_field(client, kind, transactional_db)
 
 def test_malformed_multipart_is_a_400(client, transactional_db):
     """A body that does not follow its own multipart boundary is a 400, not a 500."""
-    body = b"--XYZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n\xff\xd8 no end"
+    body = b'--XYZ\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n\xff\xd8 no end'
     response = client.generic("POST", URL, body, content_type="multipart/form-data; boundary=XYZ")
     assert response.status_code == 400
     response = client.generic("POST", URL, b"garbage", content_type="multipart/form-data")  # no boundary at all

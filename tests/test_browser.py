@@ -18,8 +18,8 @@ from django.test import Client
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from search.models import IndexedImage, SearchJob
 from search.jobs import search_job_enqueue
+from search.models import IndexedImage, SearchJob
 
 from .conftest import ROOT, edited_copy
 
@@ -27,8 +27,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(trans
 expect.set_options(timeout=20_000)  # a search on a busy 2-core machine can take a few seconds
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -69,7 +75,9 @@ def open_page(browser, live_server, request):
         context.set_default_timeout(30_000)
         context.add_cookies([{"name": django_settings.LANGUAGE_COOKIE_NAME, "value": language, "url": live_server.url}])
         if session:
-            context.add_cookies([{"name": django_settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}])
+            context.add_cookies(
+                [{"name": django_settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+            )
         context.add_init_script(WATCH_STATUS)
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
@@ -160,7 +168,8 @@ def test_dropping_a_file_on_the_drop_zone_and_pressing_enter_searches(open_page,
     """A file dropped on the drop zone becomes the source; Enter starts the search."""
     page = open_page()
     query = query_file(tmp_path, indexed, "food")
-    page.evaluate("""([data, name]) => {
+    page.evaluate(
+        """([data, name]) => {
       const file = new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], name, { type: "image/jpeg" });
       const transfer = new DataTransfer();
       transfer.items.add(file);
@@ -168,7 +177,9 @@ def test_dropping_a_file_on_the_drop_zone_and_pressing_enter_searches(open_page,
       for (const type of ["dragenter", "dragover", "drop"]) {
         zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
       }
-    }""", [base64.b64encode(query.read_bytes()).decode(), query.name])
+    }""",
+        [base64.b64encode(query.read_bytes()).decode(), query.name],
+    )
     expect(page.locator("[data-source-preview]")).to_contain_text(query.name)
     page.locator("#id_k").focus()
     page.keyboard.press("Enter")
@@ -182,12 +193,15 @@ def test_pasting_an_image_searches(open_page, indexed, tmp_path):
     """An image pasted from the clipboard becomes the source ("Pasted image") and can be searched."""
     page = open_page()
     query = query_file(tmp_path, indexed, "vehicles")
-    page.evaluate("""(data) => {
+    page.evaluate(
+        """(data) => {
       const file = new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], "image.jpg", { type: "image/jpeg" });
       const transfer = new DataTransfer();
       transfer.items.add(file);
       document.body.dispatchEvent(new ClipboardEvent("paste", { bubbles: true, cancelable: true, clipboardData: transfer }));
-    }""", base64.b64encode(query.read_bytes()).decode())
+    }""",
+        base64.b64encode(query.read_bytes()).decode(),
+    )
     expect(page.locator("[data-source-preview]")).to_contain_text("Pasted image")
     page.get_by_role("button", name="Search!").click()
     wait_until_done(page)
@@ -276,7 +290,7 @@ def test_a_result_enlarges_and_closes_with_escape_and_the_size_control_changes_t
 
 
 def test_search_with_this_image_starts_a_new_search_from_a_result(open_page, indexed, tmp_path):
-    """"Search with this image" on any result searches with that indexed image: it comes back first, 100% similar."""
+    """ "Search with this image" on any result searches with that indexed image: it comes back first, 100% similar."""
     page = open_page()
     search_with_picker(page, query_file(tmp_path, indexed))
     third = page.locator("#results .card").nth(2)
@@ -296,8 +310,11 @@ def stored_queries(settings):
 
 
 def set_min_score(page, value):
-    page.locator("#id_min_score").evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); "
-                                           "el.dispatchEvent(new Event('change', { bubbles: true })); }", str(value))
+    page.locator("#id_min_score").evaluate(
+        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); "
+        "el.dispatchEvent(new Event('change', { bubbles: true })); }",
+        str(value),
+    )
 
 
 def test_refining_refilters_or_reruns_without_reuploading_and_offers_to_relax(open_page, indexed, tmp_path, settings):
@@ -337,25 +354,44 @@ def picture_row(settings, title, colour, tags):
     path = Path(settings.MEDIA_ROOT) / "img" / f"{title}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (120, 90), colour).save(path)
-    return IndexedImage.objects.create(content_hash=title.ljust(64, "0"), file=f"img/{title}.png", title=title,
-                                       status="ready", user_tags=tags)
+    return IndexedImage.objects.create(
+        content_hash=title.ljust(64, "0"), file=f"img/{title}.png", title=title, status="ready", user_tags=tags
+    )
 
 
-def test_a_verified_copy_is_badged_and_finding_copies_first_is_sent_with_the_search(open_page, settings,
-                                                                                    django_user_model):
+def test_a_verified_copy_is_badged_and_finding_copies_first_is_sent_with_the_search(
+    open_page, settings, django_user_model
+):
     """Only the "copy" result wears the "Same picture" badge (card and large view); unticking the box re-runs."""
     session, user = signed_in_session(django_user_model)
-    crop, lookalike, older = (picture_row(settings, *spec) for spec in [
-        ("harbour-crop", "#3a6ea5", ["boats"]), ("other-harbour", "#6a8caf", ["boats"]), ("meadow", "#5b8c3a", ["plants"])])
-    job = SearchJob.objects.create(owner=user, status="done", k=20, rerank=True, source_image=crop, results=[
-        {"image_id": crop.id, "score": 0.88, "match": "copy"}, {"image_id": lookalike.id, "score": 0.93, "match": "similar"},
-        {"image_id": older.id, "score": 0.61}])  # stored before re-ranking existed: "similar"
+    crop, lookalike, older = (
+        picture_row(settings, *spec)
+        for spec in [
+            ("harbour-crop", "#3a6ea5", ["boats"]),
+            ("other-harbour", "#6a8caf", ["boats"]),
+            ("meadow", "#5b8c3a", ["plants"]),
+        ]
+    )
+    job = SearchJob.objects.create(
+        owner=user,
+        status="done",
+        k=20,
+        rerank=True,
+        source_image=crop,
+        results=[
+            {"image_id": crop.id, "score": 0.88, "match": "copy"},
+            {"image_id": lookalike.id, "score": 0.93, "match": "similar"},
+            {"image_id": older.id, "score": 0.61},
+        ],
+    )  # stored before re-ranking existed: "similar"
     page = open_page(f"/?job={job.id}", session=session)
     cards = page.locator("#results .card")
     expect(cards).to_have_count(3)
     # The indexed image searched with is shown as the source, by its title (it has no thumbnail: its full image).
     expect(page.locator("[data-source-name]")).to_have_text("harbour-crop")
-    expect(page.locator("[data-source-preview] img")).to_have_attribute("src", re.compile(re.escape(crop.file.url) + "$"))
+    expect(page.locator("[data-source-preview] img")).to_have_attribute(
+        "src", re.compile(re.escape(crop.file.url) + "$")
+    )
     expect(page.locator("[data-source-preview] img")).to_be_visible()
     expect(page.locator("#id_rerank")).to_be_checked()
     badge = cards.first.locator(".match-badge")
@@ -374,15 +410,28 @@ def test_a_verified_copy_is_badged_and_finding_copies_first_is_sent_with_the_sea
     page.keyboard.press("Escape")
 
     # The re-run is answered with a finished job made here, so no worker is involved.
-    rerun = SearchJob.objects.create(owner=user, status="done", k=20, rerank=False, source_image=crop, results=[
-        {"image_id": lookalike.id, "score": 0.93, "match": "similar"}, {"image_id": crop.id, "score": 0.88, "match": "similar"}])
+    rerun = SearchJob.objects.create(
+        owner=user,
+        status="done",
+        k=20,
+        rerank=False,
+        source_image=crop,
+        results=[
+            {"image_id": lookalike.id, "score": 0.93, "match": "similar"},
+            {"image_id": crop.id, "score": 0.88, "match": "similar"},
+        ],
+    )
     sent = []
 
     def answer(route):
         sent.append(route.request.post_data)
-        route.fulfill(status=202, json={"id": str(rerun.id), "status": "pending", "url": f"/api/v1/searches/{rerun.id}/"})
+        route.fulfill(
+            status=202, json={"id": str(rerun.id), "status": "pending", "url": f"/api/v1/searches/{rerun.id}/"}
+        )
 
-    page.route("**/api/v1/searches/", lambda route: answer(route) if route.request.method == "POST" else route.continue_())
+    page.route(
+        "**/api/v1/searches/", lambda route: answer(route) if route.request.method == "POST" else route.continue_()
+    )
     page.locator("#id_rerank").uncheck()  # the results in the page cannot answer this: it re-runs the query
     expect(page).to_have_url(re.compile(f"job={rerun.id}"))
     assert len(sent) == 1 and re.search(r'name="rerank"\r\n\r\nfalse\r\n', sent[0]), sent
@@ -417,7 +466,9 @@ def test_clear_returns_to_the_fresh_home_state(open_page, indexed, tmp_path):
     expect(page.locator("#results .card").first.locator(".card-title")).to_have_text(title)
 
 
-def test_a_rejected_upload_and_a_failed_job_show_their_message_in_the_page(open_page, indexed, tmp_path, django_user_model):
+def test_a_rejected_upload_and_a_failed_job_show_their_message_in_the_page(
+    open_page, indexed, tmp_path, django_user_model
+):
     """A file the server refuses and a job that fails both end with a readable message, the spinner stopped."""
     page = open_page()
     fake = tmp_path / "notes.png"
@@ -471,7 +522,9 @@ def test_a_visitor_is_asked_to_sign_in_to_keep_favourites(open_page, indexed, tm
     page.locator("#results .card").first.locator(".star").tap()
     notice = page.locator("#toast")
     expect(notice).to_be_visible()
-    expect(notice.get_by_role("link", name="Sign in")).to_have_attribute("href", re.compile(r"^/accounts/login/\?next=%2F%3Fjob%3D"))
+    expect(notice.get_by_role("link", name="Sign in")).to_have_attribute(
+        "href", re.compile(r"^/accounts/login/\?next=%2F%3Fjob%3D")
+    )
     expect(page.locator("#results .card").first.locator(".star")).to_have_attribute("aria-pressed", "false")
     shoot(page, "sign-in-asked")
     notice.get_by_role("button", name="Close").tap()
@@ -484,8 +537,10 @@ def test_a_visitor_is_asked_to_sign_in_to_keep_favourites(open_page, indexed, tm
     page.locator("#lightbox .star").tap()  # from the large view the message must show, and take taps, above it
     expect(notice).to_be_visible()
     box = notice.bounding_box()
-    assert page.evaluate("([x, y]) => document.getElementById('toast').contains(document.elementFromPoint(x, y))",
-                         [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+    assert page.evaluate(
+        "([x, y]) => document.getElementById('toast').contains(document.elementFromPoint(x, y))",
+        [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
+    )
 
 
 def test_the_page_in_simplified_chinese(open_page, indexed, tmp_path):

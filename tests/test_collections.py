@@ -39,10 +39,20 @@ def incoming(settings, tmp_path):
 def test_an_archive_is_unpacked_without_leaving_its_folder(tmp_path):
     """Folders are kept, directory entries skipped; absolute paths, "..", hidden files and links are refused."""
     archive = tmp_path / "a.zip"
-    archive.write_bytes(make_zip({
-        "animals/": b"", "animals/cat.png": png(), "top.png": png("blue"), "../escape.png": png(),
-        "/etc/evil.png": png(), "a/../../up.png": png(), ".hidden.png": png(), "__MACOSX/x.png": png(),
-    }))
+    archive.write_bytes(
+        make_zip(
+            {
+                "animals/": b"",
+                "animals/cat.png": png(),
+                "top.png": png("blue"),
+                "../escape.png": png(),
+                "/etc/evil.png": png(),
+                "a/../../up.png": png(),
+                ".hidden.png": png(),
+                "__MACOSX/x.png": png(),
+            }
+        )
+    )
     with zipfile.ZipFile(archive, "a") as zf:
         link = zipfile.ZipInfo("link.png")
         link.external_attr = 0o120777 << 16  # a symbolic link to somewhere else
@@ -115,8 +125,10 @@ def test_only_collections_marked_for_rescan_are_rescanned(tmp_path, django_captu
 def test_uploaded_files_and_zips_are_imported_into_the_collection(incoming, django_capture_on_commit_callbacks):
     """Uploads wait under INCOMING_ROOT; the import indexes them with zip folders as tags and cleans up."""
     collection = Collection.objects.create(name="uploads")
-    files = [SimpleUploadedFile("../../sneaky name.png", png("green")),
-             SimpleUploadedFile("set.zip", make_zip({"birds/owl.png": png("gray"), "readme.txt": b"hi"}))]
+    files = [
+        SimpleUploadedFile("../../sneaky name.png", png("green")),
+        SimpleUploadedFile("set.zip", make_zip({"birds/owl.png": png("gray"), "readme.txt": b"hi"})),
+    ]
     with django_capture_on_commit_callbacks() as sent:
         folder = collections.upload_store(collection, files)
     assert len(sent) == 1
@@ -167,12 +179,19 @@ def test_images_uploaded_in_the_admin_are_indexed_in_the_background(worker, clie
     client.force_login(get_user_model().objects.create_superuser("admin", "a@example.com", "x" * 12))
     collection = Collection.objects.create(name="uploads")
     archive = make_zip({str(p.relative_to(photo_folder)): p.read_bytes() for p in sorted(photo_folder.rglob("*.png"))})
-    response = client.post(f"/admin/search/collection/{collection.id}/upload/",
-                           {"files": [SimpleUploadedFile("photos.zip", archive, "application/zip")]})
+    response = client.post(
+        f"/admin/search/collection/{collection.id}/upload/",
+        {"files": [SimpleUploadedFile("photos.zip", archive, "application/zip")]},
+    )
     assert response.status_code == 302
     ready = IndexedImage.objects.filter(collection=collection, status="ready")
     wait_until(lambda: ready.count() == 12)
-    assert {tuple(tags) for tags in ready.values_list("user_tags", flat=True)} == {("animals",), ("food",), ("vehicles",), ("plants",)}
+    assert {tuple(tags) for tags in ready.values_list("user_tags", flat=True)} == {
+        ("animals",),
+        ("food",),
+        ("vehicles",),
+        ("plants",),
+    }
 
 
 @pytest.mark.slow
@@ -180,8 +199,9 @@ def test_images_uploaded_in_the_admin_are_indexed_in_the_background(worker, clie
 def test_adding_a_folder_in_the_admin_indexes_it_in_the_background(worker, client, photo_folder):
     """Saving a collection with a folder scans it on a worker; its images end up embedded."""
     client.force_login(get_user_model().objects.create_superuser("admin", "a@example.com", "x" * 12))
-    response = client.post("/admin/search/collection/add/",
-                           {"name": "photos", "source_path": str(photo_folder), "tags_from_folders": "on"})
+    response = client.post(
+        "/admin/search/collection/add/", {"name": "photos", "source_path": str(photo_folder), "tags_from_folders": "on"}
+    )
     assert response.status_code == 302
     collection = Collection.objects.get(name="photos")
     wait_until(lambda: IndexedImage.objects.filter(collection=collection, status="ready").count() == 12)

@@ -61,7 +61,7 @@ def test_an_unrelated_picture_is_never_called_a_copy(worker, client, photo_folde
 
 
 def test_searching_with_an_indexed_image_finds_itself_as_a_copy(worker, client, photo_folder):
-    """"Find similar" on a result: the image itself comes back first, verified with its stored features."""
+    """ "Find similar" on a result: the image itself comes back first, verified with its stored features."""
     call_command("index_images", str(photo_folder))
     image = IndexedImage.objects.order_by("id")[3]
     job = wait_for_job(client, client.post("/api/v1/searches/", {"image_id": image.id, "k": 4}).json()["url"])
@@ -105,7 +105,9 @@ def test_a_copy_too_small_to_verify_is_found_by_its_signature(worker, client, ph
         tried += 1
         job = search_upload(client, jpeg_bytes(copy), k=5)
         assert job["status"] == "done", job["error"]
-        assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (original.id, "copy"), original.source_path
+        assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (original.id, "copy"), (
+            original.source_path
+        )
         assert [r["match"] for r in job["results"][1:]] == ["similar"] * 4
     assert tried >= 6
     # Without re-ranking the same copies are only "similar".
@@ -125,22 +127,30 @@ def test_the_signature_brings_in_an_original_the_k_nn_did_not_return(photo_folde
     crow_path = next(photo_folder.glob("animals/*.png"))
     crow = load_rgb(crow_path)
     rows = {}
-    for name, tag, vector, img in (("crow", "animals", [1.0, 0.0, 0.0], crow),
-                                   ("other", "food", [0.0, 1.0, 0.0], Image.new("RGB", (90, 60), "orange"))):
-        image = IndexedImage.objects.create(content_hash=name, file=f"{name}.png", title=name, user_tags=[tag],
-                                            status=IndexedImage.Status.READY)
+    for name, tag, vector, img in (
+        ("crow", "animals", [1.0, 0.0, 0.0], crow),
+        ("other", "food", [0.0, 1.0, 0.0], Image.new("RGB", (90, 60), "orange")),
+    ):
+        image = IndexedImage.objects.create(
+            content_hash=name, file=f"{name}.png", title=name, user_tags=[tag], status=IndexedImage.Status.READY
+        )
         Embedding.objects.create(image=image, model_key="test-space", vector=vector)
-        LocalFeatures.objects.create(image=image, data=verification.pack(verification.extract(img)),
-                                     signature=signature.compute(img))
+        LocalFeatures.objects.create(
+            image=image, data=verification.pack(verification.extract(img)), signature=signature.compute(img)
+        )
         rows[name] = image.id
     query_signature = signature.compute(blurred_thumbnail(crow_path))
 
     def near(candidates=((rows["other"], 0.8),), query_signature=query_signature, categories=(), min_score=0.0):
         """[(image_id, score, is the near duplicate)] after the signature's stage, the global k-NN having returned
         `candidates`; the query's cosine is 0.6 to the crow, 0.8 to the other."""
-        query = SimpleNamespace(vector=[0.6, 0.8, 0.0], space=SimpleNamespace(key="test-space"),
-                                categories=categories, min_score=min_score,
-                                signature_match=signature.best_in_index(query_signature))
+        query = SimpleNamespace(
+            vector=[0.6, 0.8, 0.0],
+            space=SimpleNamespace(key="test-space"),
+            categories=categories,
+            min_score=min_score,
+            signature_match=signature.best_in_index(query_signature),
+        )
         table = Candidates(query)
         for image_id, score in candidates:
             table.add(image_id, score, GLOBAL)
@@ -177,11 +187,14 @@ def test_a_candidate_whose_signature_looks_like_the_query_leads_the_similar_resu
     looks_alike = signature._unit(query_signature + 0.5 * signature._unit(noise[0]))  # about 0.9: no near duplicate
     no_keypoints = verification.pack(verification.Features((verification.EMPTY, verification.EMPTY)))
     ids = {}
-    for name, sig, vector in (("closer", signature._unit(noise[1]), [0.8, 0.6, 0.0]),
-                              ("unsigned", None, [0.79, 0.0, (1 - 0.79**2) ** 0.5]),
-                              ("alike", looks_alike, [0.7, -(1 - 0.7**2) ** 0.5, 0.0])):
-        image = IndexedImage.objects.create(content_hash=name, file=f"{name}.png", title=name,
-                                            status=IndexedImage.Status.READY)
+    for name, sig, vector in (
+        ("closer", signature._unit(noise[1]), [0.8, 0.6, 0.0]),
+        ("unsigned", None, [0.79, 0.0, (1 - 0.79**2) ** 0.5]),
+        ("alike", looks_alike, [0.7, -((1 - 0.7**2) ** 0.5), 0.0]),
+    ):
+        image = IndexedImage.objects.create(
+            content_hash=name, file=f"{name}.png", title=name, status=IndexedImage.Status.READY
+        )
         LocalFeatures.objects.create(image=image, data=no_keypoints, signature=sig)
         Embedding.objects.create(image=image, model_key="test-space", vector=vector)
         ids[name] = image.id
@@ -189,7 +202,11 @@ def test_a_candidate_whose_signature_looks_like_the_query_leads_the_similar_resu
     space = SimpleNamespace(key="test-space", projection=None, copy_key=None, vectors=lambda raw: raw)
     query = Query.of_image(crow, [[1.0, 0.0, 0.0]], space, k=3)
     ranked = [(i, round(score, 4), match) for i, score, match in rank(query).results]
-    assert ranked == [(ids["alike"], 0.7, "similar"), (ids["closer"], 0.8, "similar"), (ids["unsigned"], 0.79, "similar")]
+    assert ranked == [
+        (ids["alike"], 0.7, "similar"),
+        (ids["closer"], 0.8, "similar"),
+        (ids["unsigned"], 0.79, "similar"),
+    ]
     assert [i for i, _, _ in rank(query, PLAIN).results] == [ids["closer"], ids["unsigned"], ids["alike"]]
     assert len(STAGES) > len(PLAIN)
 

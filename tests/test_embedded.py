@@ -52,12 +52,21 @@ def test_a_killed_run_does_not_keep_postgres_running_after_the_next_one(tmp_path
     env.update(IMGSEARCH_DATA_DIR=str(tmp_path / "data"), REDIS_URL="redis://127.0.0.1:1/0")
     launcher = [sys.executable, "-m", "imgsearch.embedded", "exec", "--"]
     pgdata = tmp_path / "data" / "pg"
-    crashed = subprocess.Popen([*launcher, sys.executable, "-c", "import time; time.sleep(120)"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    crashed = subprocess.Popen(
+        [*launcher, sys.executable, "-c", "import time; time.sleep(120)"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
-        while not (postmaster_running(pgdata) and (pgdata / ".handle_pids.json").exists()
-                   and crashed.pid in json.loads((pgdata / ".handle_pids.json").read_text() or "[]")):
+        while not (
+            postmaster_running(pgdata)
+            and (pgdata / ".handle_pids.json").exists()
+            and crashed.pid in json.loads((pgdata / ".handle_pids.json").read_text() or "[]")
+        ):
             assert time.monotonic() < deadline, "the embedded PostgreSQL did not start"
             assert crashed.poll() is None, "the launcher ended early"
             time.sleep(0.2)
@@ -82,8 +91,13 @@ def test_a_killed_run_does_not_leave_its_redis_running_after_the_next_one(tmp_pa
     env.update(IMGSEARCH_DATA_DIR=str(tmp_path / "data"), DATABASE_URL="postgresql://unused@127.0.0.1:1/unused")
     launcher = [sys.executable, "-m", "imgsearch.embedded", "exec", "--"]
     port_file = tmp_path / "data" / "redis" / "port"
-    crashed = subprocess.Popen([*launcher, sys.executable, "-c", "import time; time.sleep(120)"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    crashed = subprocess.Popen(
+        [*launcher, sys.executable, "-c", "import time; time.sleep(120)"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (port_file.exists() and port_file.read_text() and redis_answers(int(port_file.read_text()))):

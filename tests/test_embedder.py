@@ -5,14 +5,16 @@ import pytest
 import torchvision.models._api
 from PIL import Image
 
-from workers.embedder import Embedder, WeightsError, check_weights
 from imgsearch.backbones import MODELS
+from workers.embedder import Embedder, WeightsError, check_weights
 
 from .conftest import WEIGHTS
 
 
 def pictures():
-    return [Image.new("RGB", (300, 200), c) for c in ("red", "navy")] + [Image.effect_noise((240, 240), 60).convert("RGB")]
+    return [Image.new("RGB", (300, 200), c) for c in ("red", "navy")] + [
+        Image.effect_noise((240, 240), 60).convert("RGB")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +82,7 @@ def test_unknown_weights_names_list_the_valid_ones():
 
 def test_no_download_without_network_gives_an_actionable_message(monkeypatch):
     """Where the download fails, the message says to point IMGSEARCH_WEIGHTS at a file."""
+
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
 
@@ -99,7 +102,11 @@ def test_the_tag_is_the_category_its_classes_add_up_to_and_only_a_likely_one():
     cat_class, dog_classes = CATEGORIES.index("cat"), [i for i, c in enumerate(CATEGORIES) if c == "dog"][:3]
     probs = torch.full((3, 1000), 1e-9)
     other = next(i for i, c in enumerate(CATEGORIES) if c not in ("cat", "dog"))
-    probs[0, cat_class], probs[0, dog_classes], probs[0, other] = 0.3, torch.tensor([0.25, 0.2, 0.15]), 0.1  # cat on top
+    probs[0, cat_class], probs[0, dog_classes], probs[0, other] = (
+        0.3,
+        torch.tensor([0.25, 0.2, 0.15]),
+        0.1,
+    )  # cat on top
     probs[1, :] = 1 / 1000  # no idea at all
     probs[2, cat_class], probs[2, other] = 0.9, 0.1
     dogs, flat, cat = _predictions(probs.log(), names)

@@ -1,8 +1,8 @@
 """End to end through a real Celery worker: index real images, search with an edited copy."""
 
 import pytest
-from django.core.management import call_command
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 
 from search.models import Embedding, IndexedImage, ModelVersion, SearchJob
 from workers.ranking import tunables
@@ -91,7 +91,7 @@ def test_min_score_filters_results(worker, client, photo_folder):
 
 
 def test_search_with_an_indexed_image_and_refine_by_category(worker, client, photo_folder):
-    """"Search with this image" finds itself first; a category filter keeps only that category."""
+    """ "Search with this image" finds itself first; a category filter keeps only that category."""
     call_command("index_images", str(photo_folder), "--tags-from-folders")
     image = IndexedImage.objects.filter(user_tags__contains=["food"]).first()
     response = client.post("/api/v1/searches/", {"image_id": image.id, "k": 12})

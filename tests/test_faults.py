@@ -57,12 +57,24 @@ def own_postgres(tmp_path):
 def test_the_site_answers_503_while_postgres_is_down_and_recovers_by_itself(own_postgres, tmp_path):
     """Pages get a clear 503 page and the API a JSON 503 with Retry-After; both work again once it is back."""
     server, pgdata = own_postgres
-    env = {**os.environ, "DATABASE_URL": server.get_uri("faults"), "DEBUG": "0", "SECRET_KEY": "k" * 50,
-           "SECURE_SSL_REDIRECT": "0", "ALLOWED_HOSTS": "127.0.0.1", "MEDIA_ROOT": str(tmp_path / "media")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": server.get_uri("faults"),
+        "DEBUG": "0",
+        "SECRET_KEY": "k" * 50,
+        "SECURE_SSL_REDIRECT": "0",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "MEDIA_ROOT": str(tmp_path / "media"),
+    }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     port = free_port()
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "imgsearch.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1"],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "imgsearch.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/", 200)

@@ -26,9 +26,15 @@ def api(user):
 
 
 def make_image(title, user_tags=(), auto_tags=(), status="ready", thumbnail=""):
-    return IndexedImage.objects.create(content_hash=title.ljust(64, "0"), file=f"img/{title}.png", title=title,
-                                       status=status, user_tags=list(user_tags), auto_tags=list(auto_tags),
-                                       thumbnail=thumbnail)
+    return IndexedImage.objects.create(
+        content_hash=title.ljust(64, "0"),
+        file=f"img/{title}.png",
+        title=title,
+        status=status,
+        user_tags=list(user_tags),
+        auto_tags=list(auto_tags),
+        thumbnail=thumbnail,
+    )
 
 
 def test_saving_an_image_answers_201_with_the_documented_object(api):
@@ -38,7 +44,12 @@ def test_saving_an_image_answers_201_with_the_documented_object(api):
     assert response.status_code == 201
     body = response.json()
     assert set(body) == FIELDS
-    assert (body["image_id"], body["note"], body["title"], body["tags"]) == (image.id, "good boy", "rex", ["pets", "dog"])
+    assert (body["image_id"], body["note"], body["title"], body["tags"]) == (
+        image.id,
+        "good boy",
+        "rex",
+        ["pets", "dog"],
+    )
     assert body["image_url"] == "http://testserver/media/img/rex.png"
     assert body["thumbnail_url"] == "http://testserver/media/thumbs/rex.jpg"
 
@@ -60,13 +71,16 @@ def test_the_note_is_optional_and_form_data_works(api):
     assert response.status_code == 201 and response.json()["note"] == ""
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"image_id": 999999}, "image_id"),
-    ({}, "image_id"),
-    ({"image_id": "twelve"}, "image_id"),
-    ({"image_id": "PENDING", "note": ""}, "image_id"),
-    ({"image_id": "READY", "note": "x" * 501}, "note"),
-])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"image_id": 999999}, "image_id"),
+        ({}, "image_id"),
+        ({"image_id": "twelve"}, "image_id"),
+        ({"image_id": "PENDING", "note": ""}, "image_id"),
+        ({"image_id": "READY", "note": "x" * 501}, "note"),
+    ],
+)
 def test_bad_requests_are_400_with_a_detail(api, payload, field):
     """Unknown, missing, malformed or not-yet-indexed images and over-long notes get 400 naming the field."""
     ids = {"PENDING": make_image("wip", status="pending").id, "READY": make_image("ok").id}
@@ -89,7 +103,11 @@ def test_list_is_newest_first_with_the_documented_fields(api, user):
 
 def test_tag_filter_matches_given_and_automatic_tags(api):
     """?tag= keeps images with the tag among their given or automatic tags, case-insensitively."""
-    for image in (make_image("a", user_tags=["dog"]), make_image("b", auto_tags=["dog"]), make_image("c", auto_tags=["cat"])):
+    for image in (
+        make_image("a", user_tags=["dog"]),
+        make_image("b", auto_tags=["dog"]),
+        make_image("c", auto_tags=["cat"]),
+    ):
         api.post(URL, {"image_id": image.id})
     assert sorted(f["title"] for f in api.get(URL, {"tag": "Dog"}).json()) == ["a", "b"]
     assert [f["title"] for f in api.get(URL, {"tag": "cat"}).json()] == ["c"]

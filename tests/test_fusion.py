@@ -8,9 +8,9 @@ from .test_verification import shapes, web_copy
 
 
 def order(scored, inliers, **evidence):
-    """fusion.order of a table of `scored` rows with these inliers (and other evidence; weights pass through)."""
+    """fusion.fuse of a table of `scored` rows with these inliers (and other evidence; weights pass through)."""
     weights = {k: evidence.pop(k) for k in ("min_inliers", "inlier_weight", "signature_weight") if k in evidence}
-    return fusion.order(candidates_table(scored, inliers=inliers, **evidence), **weights)
+    return fusion.fuse(candidates_table(scored, inliers=inliers, **evidence), **weights)
 
 
 def test_a_verified_copy_comes_first_even_with_a_lower_global_score():
@@ -50,10 +50,20 @@ def test_inliers_below_the_copy_threshold_credit_the_lead_of_the_candidates_that
     candidates = [(1, 0.80), (2, 0.78), (3, 0.70), (4, 0.69), (5, 0.40)]
     ranked = order(candidates, [0, 6, 0, 5, 12], min_inliers=10, inlier_weight=0.02)
     # 2: 0.78 + 6 x 0.02 = 0.90 leads the rest; 4 (0.69 + 0.10 = 0.79) stays behind 3; 5 is a copy and goes first.
-    assert ranked == [(5, 0.40, "copy"), (2, 0.78, "similar"), (1, 0.80, "similar"), (3, 0.70, "similar"),
-                      (4, 0.69, "similar")]
+    assert ranked == [
+        (5, 0.40, "copy"),
+        (2, 0.78, "similar"),
+        (1, 0.80, "similar"),
+        (3, 0.70, "similar"),
+        (4, 0.69, "similar"),
+    ]
     assert order(candidates, [0, 6, 0, 5, 0], min_inliers=10, inlier_weight=0.0) == [
-        (1, 0.80, "similar"), (2, 0.78, "similar"), (3, 0.70, "similar"), (4, 0.69, "similar"), (5, 0.40, "similar")]
+        (1, 0.80, "similar"),
+        (2, 0.78, "similar"),
+        (3, 0.70, "similar"),
+        (4, 0.69, "similar"),
+        (5, 0.40, "similar"),
+    ]
     far = order([(1, 0.95), (2, 0.60)], [0, 9], min_inliers=10, inlier_weight=0.02)
     assert [i for i, _, _ in far] == [1, 2]  # 0.60 + 0.18 < 0.95
 
@@ -69,8 +79,9 @@ def test_signature_likeness_credits_the_lead_of_the_candidates_that_are_not_copi
     assert [i for i, _, _ in order(candidates, [0] * 4, min_inliers=10)] == [1, 2, 3, 4]  # no likeness
     far = order([(1, 0.95), (2, 0.70)], [0, 0], min_inliers=10, likeness=[0.0, 1.0], signature_weight=0.2)
     assert [i for i, _, _ in far] == [1, 2]  # 0.70 + 0.2 < 0.95
-    both = order([(1, 0.80), (2, 0.70)], [0, 3], min_inliers=10, inlier_weight=0.02, likeness=[0.2, 0.5],
-                 signature_weight=0.2)
+    both = order(
+        [(1, 0.80), (2, 0.70)], [0, 3], min_inliers=10, inlier_weight=0.02, likeness=[0.2, 0.5], signature_weight=0.2
+    )
     assert [i for i, _, _ in both] == [2, 1]  # 0.70 + 3 x 0.02 + 0.10 = 0.86 against 0.80 + 0.04
 
 
@@ -89,7 +100,7 @@ def test_the_lead_is_picked_on_lead_scores_where_given_and_the_global_scores_sta
     # 3 has 2 inliers: 0.25 + 0.04 does not beat 4's 0.60; without lead scores 1 leads on its global score.
     assert [i for i, _, _ in order(candidates, [0, 0, 2, 0], min_inliers=10)] == [1, 2, 3, 4]
     table = candidates_table(candidates, inliers=[0, 0, 2, 0], lead=[0.30, 0.20, 0.25, 0.60])
-    assert [i for i, _, _ in fusion.order(table, min_inliers=10, lead_scores=False)] == [1, 2, 3, 4]
+    assert [i for i, _, _ in fusion.fuse(table, min_inliers=10, lead_scores=False)] == [1, 2, 3, 4]
 
 
 def test_a_stage_left_out_takes_its_finds_along_and_keeps_the_rest():
@@ -98,4 +109,4 @@ def test_a_stage_left_out_takes_its_finds_along_and_keeps_the_rest():
     table.get(2).sources.add("global")
     kept = table.without("words")
     assert [(row.image_id, row.sources, row.inliers) for row in kept] == [(1, {"global"}, 0), (2, {"global"}, 30)]
-    assert [i for i, _, _ in fusion.order(table)] == [2, 3, 1] and [i for i, _, _ in fusion.order(kept)] == [2, 1]
+    assert [i for i, _, _ in fusion.fuse(table)] == [2, 3, 1] and [i for i, _, _ in fusion.fuse(kept)] == [2, 1]

@@ -249,12 +249,7 @@ def test_target_size_ignored_for_non_jpeg():
 
 @pytest.mark.parametrize(
     "data",
-    [
-        b"",
-        b"hello, this is plain text\n" * 10,
-        b"<html><body>hi</body></html>",
-        b"%PDF-1.7\n%\xe2\xe3",
-    ],
+    [b"", b"hello, this is plain text\n" * 10, b"<html><body>hi</body></html>", b"%PDF-1.7\n%\xe2\xe3"],
     ids=["empty", "text", "html", "pdf"],
 )
 def test_not_an_image(data):
@@ -317,7 +312,7 @@ def test_global_pillow_limit_untouched():
     with pytest.raises(ImageDecodeError):
         load_rgb(png_header_only(100_000, 100_000))
     load_rgb(encode(Image.new("RGB", (10, 10)), "PNG"), max_pixels=5_000_000_000)
-    assert Image.MAX_IMAGE_PIXELS == before
+    assert before == Image.MAX_IMAGE_PIXELS
 
 
 def test_decode_error_is_value_error():
@@ -350,8 +345,5 @@ def test_thumbnail_portrait_and_extreme_aspect():
 
 def test_module_does_not_import_torch():
     """Importing workers.imageio pulls in neither torch nor torchvision."""
-    code = (
-        "import sys, workers.imageio; "
-        "sys.exit('torch' in sys.modules or 'torchvision' in sys.modules)"
-    )
+    code = "import sys, workers.imageio; sys.exit('torch' in sys.modules or 'torchvision' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0

@@ -1,6 +1,5 @@
 """Adding files to the index (the part that runs in the management command, before any worker)."""
 
-
 import pytest
 from PIL import Image
 
@@ -90,17 +89,37 @@ def test_images_ready_marks_each_image_with_its_own_tags_and_clears_old_errors()
     """One statement sets each image's own thumbnail, label, score and tag, ready; other images are untouched."""
     from django.utils import timezone
 
-    a, b, unsure, other = (IndexedImage.objects.create(content_hash=f"{i:064d}", file=f"x/{i}.png", title=str(i),
-                                                       user_tags=["mine"]) for i in range(4))
+    a, b, unsure, other = (
+        IndexedImage.objects.create(content_hash=f"{i:064d}", file=f"x/{i}.png", title=str(i), user_tags=["mine"])
+        for i in range(4)
+    )
     IndexedImage.objects.filter(id=b.id).update(status="failed", error="earlier failure")
     IndexedImage.objects.filter(id=unsure.id).update(auto_tags=["armor"])  # from an earlier model, say
     now = timezone.now()
-    indexing.images_ready([(a.id, "thumbs/a.jpg", "tabby", 0.5, "cat"), (b.id, "thumbs/b.jpg", "it's \"odd\"", 0.25, "dog"),
-                           (unsure.id, "thumbs/u.jpg", "ping-pong ball", 0.08, "")], now)
+    indexing.images_ready(
+        [
+            (a.id, "thumbs/a.jpg", "tabby", 0.5, "cat"),
+            (b.id, "thumbs/b.jpg", 'it\'s "odd"', 0.25, "dog"),
+            (unsure.id, "thumbs/u.jpg", "ping-pong ball", 0.08, ""),
+        ],
+        now,
+    )
     a, b, unsure, other = (IndexedImage.objects.get(id=image.id) for image in (a, b, unsure, other))
     assert (unsure.auto_label, unsure.auto_tags, unsure.status) == ("ping-pong ball", [], "ready")  # no tag, not [""]
-    assert (a.thumbnail.name, a.auto_label, a.auto_score, a.auto_tags, a.status) == ("thumbs/a.jpg", "tabby", 0.5, ["cat"], "ready")
-    assert (b.thumbnail.name, b.auto_label, b.auto_tags, b.status, b.error) == ("thumbs/b.jpg", "it's \"odd\"", ["dog"], "ready", "")
+    assert (a.thumbnail.name, a.auto_label, a.auto_score, a.auto_tags, a.status) == (
+        "thumbs/a.jpg",
+        "tabby",
+        0.5,
+        ["cat"],
+        "ready",
+    )
+    assert (b.thumbnail.name, b.auto_label, b.auto_tags, b.status, b.error) == (
+        "thumbs/b.jpg",
+        'it\'s "odd"',
+        ["dog"],
+        "ready",
+        "",
+    )
     assert a.indexed_at == b.indexed_at == now and a.user_tags == ["mine"]
     assert (other.status, other.auto_tags, other.indexed_at) == ("pending", [], None)
     indexing.images_ready([], now)  # nothing to mark: no statement

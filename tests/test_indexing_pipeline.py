@@ -69,7 +69,9 @@ def thumbnails_of(image):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_an_image_deleted_while_its_batch_is_embedded_is_skipped_and_the_rest_stored(photo_folder, settings, monkeypatch):
+def test_an_image_deleted_while_its_batch_is_embedded_is_skipped_and_the_rest_stored(
+    photo_folder, settings, monkeypatch
+):
     """The admin deletes an image while a worker embeds it: its batch is still stored, without it (no vector, local
     features or thumbnail), rather than the whole batch failing on the missing image."""
     from django.db import connections

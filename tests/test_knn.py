@@ -88,7 +88,9 @@ def test_the_query_plan_uses_the_model_hnsw_index(settings):
         cursor.execute("SET LOCAL enable_sort = off")  # as search.knn.nearest does
         cursor.execute(
             "EXPLAIN SELECT image_id FROM search_embedding WHERE model_key = 'plan:1' "
-            "ORDER BY (vector::vector(32)) <=> %s::vector(32) LIMIT 5", [literal])
+            "ORDER BY (vector::vector(32)) <=> %s::vector(32) LIMIT 5",
+            [literal],
+        )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert knn.index_name("plan:1") in plan
 
@@ -128,7 +130,12 @@ def test_vectors_upsert_stores_exact_float32_values_and_replaces_old_ones():
     images = [IndexedImage.objects.create(content_hash=f"{i:064d}", file=f"x/{i}.png", title=str(i)) for i in range(3)]
     ids = [image.id for image in images]
     first = rng.normal(size=(3, 1280)).astype(np.float32) * np.float32(1e-3)
-    first[0, :4] = [np.float32(1 / 3), np.float32(-7.1e-9), np.float32(123456.789), 0.0]  # digits that a 7-digit form would lose
+    first[0, :4] = [
+        np.float32(1 / 3),
+        np.float32(-7.1e-9),
+        np.float32(123456.789),
+        0.0,
+    ]  # digits that a 7-digit form would lose
     knn.vectors_upsert("fast:1", ids, first)
     stored = dict(Embedding.objects.filter(model_key="fast:1").values_list("image_id", "vector"))
     for i, image_id in enumerate(ids):
@@ -136,11 +143,15 @@ def test_vectors_upsert_stores_exact_float32_values_and_replaces_old_ones():
     second = unit(rng.normal(size=1280))[None, :]
     knn.vectors_upsert("fast:1", ids[:1], second)
     assert Embedding.objects.filter(model_key="fast:1").count() == 3
-    assert np.array_equal(np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[0]).vector, np.float32), second[0])
+    assert np.array_equal(
+        np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[0]).vector, np.float32), second[0]
+    )
     knn.vectors_upsert("fast:1", [], np.zeros((0, 1280), np.float32))  # an empty batch writes nothing
     knn.vectors_upsert("fast:1", [ids[1], 10**12], np.concatenate([second, second]))  # an image deleted meanwhile
     assert not Embedding.objects.filter(image_id=10**12).exists()
-    assert np.array_equal(np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[1]).vector, np.float32), second[0])
+    assert np.array_equal(
+        np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[1]).vector, np.float32), second[0]
+    )
     with pytest.raises(ValueError):
         knn.vectors_upsert("bad key;", ids[:1], second)
 

@@ -14,8 +14,9 @@ STATIC = Path(settings.BASE_DIR) / "static"
 
 
 def add_image(title, tags=(), status="ready"):
-    return IndexedImage.objects.create(content_hash=title.ljust(64, "0"), file=f"img/{title}.png", title=title,
-                                       status=status, user_tags=list(tags))
+    return IndexedImage.objects.create(
+        content_hash=title.ljust(64, "0"), file=f"img/{title}.png", title=title, status=status, user_tags=list(tags)
+    )
 
 
 @pytest.fixture
@@ -32,8 +33,11 @@ def test_home_says_what_it_does_and_how_big_the_index_is(client, index):
     assert "Search by image" in html and "finds the images in its index" in html
     assert "<strong>3</strong> images in the index" in html
     assert "<strong>3</strong> categories" in html
-    assert re.search(r'value="animals">\s*<span class="category-name" data-tag="animals">animals</span>\s*'
-                     r'<span class="category-count">2</span>', html)
+    assert re.search(
+        r'value="animals">\s*<span class="category-name" data-tag="animals">animals</span>\s*'
+        r'<span class="category-count">2</span>',
+        html,
+    )
     assert "How to start" in html and "Search!" in html and "Clear" in html
 
 
@@ -91,7 +95,9 @@ def test_the_script_catalogue_has_the_plural_count_sentence_in_chinese(client):
     assert "django.pluralidx" in english
     client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
     chinese = client.get("/jsi18n/").content.decode()
-    assert "\\u672c\\u6b21\\u5171\\u68c0\\u7d22\\u5230 %(count)s \\u5f20\\u76f8\\u4f3c\\u56fe\\u7247" in chinese  # 本次共检索到 … 张相似图片
+    assert (
+        "\\u672c\\u6b21\\u5171\\u68c0\\u7d22\\u5230 %(count)s \\u5f20\\u76f8\\u4f3c\\u56fe\\u7247" in chinese
+    )  # 本次共检索到 … 张相似图片
     assert "%(count)s similar image found" in chinese
 
 

@@ -50,11 +50,13 @@ def signed_in(user):
 
 @pytest.fixture
 def image():
-    return IndexedImage.objects.create(content_hash="f" * 64, file="cats/tom.png", title="Tom", status="ready",
-                                       user_tags=["pets"], auto_tags=["cat"])
+    return IndexedImage.objects.create(
+        content_hash="f" * 64, file="cats/tom.png", title="Tom", status="ready", user_tags=["pets"], auto_tags=["cat"]
+    )
 
 
 # --- Search jobs ------------------------------------------------------------------------------------
+
 
 def test_a_signed_in_users_job_is_theirs_and_hidden_from_another_user(alice, bob):
     """User B asking for user A's search gets 404, exactly like a job that does not exist."""
@@ -130,6 +132,7 @@ def test_the_history_pages_show_only_the_users_own_searches(alice, bob):
 
 # --- Query images -------------------------------------------------------------------------------------
 
+
 def test_the_owner_gets_the_query_image_with_its_real_type(alice):
     """The type comes from the bytes (a PNG named .jpg is served as PNG), never from the client."""
     a = signed_in(alice)
@@ -171,6 +174,7 @@ def test_query_images_have_no_public_media_url(client, settings):
 
 
 # --- Favourites and tokens ------------------------------------------------------------------------------
+
 
 def test_another_user_can_neither_see_nor_delete_a_favourite(alice, bob, image):
     """B's list does not include A's favourite, and deleting it by id is a 404 that leaves it in place."""

@@ -5,12 +5,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from search import knn, projections, reindex, versions
+from search import knn, projections, versions
+from search.models import Embedding, IndexedImage, ModelVersion, ReindexRun
 from workers import learning, projection
 from workers.indexing import store
 from workers.ranking import tunables
 from workers.spaces import Space
-from search.models import Embedding, IndexedImage, ModelVersion, ReindexRun
 
 from .conftest import edited_copy, wait_for_job
 
@@ -82,8 +82,9 @@ def test_edited_copies_teach_a_copy_space_where_copies_find_their_originals():
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(200, 64)) * np.r_[np.full(8, 3.0), np.full(56, 1.0)]).astype(np.float32)
     learned_from = rng.choice(200, 100, replace=False)
-    learned, info = projection.fit(x, [[]] * len(x), copies=(x[learned_from], edited(x[learned_from], rng)),
-                                   pca_dims=16, min_images=10)
+    learned, info = projection.fit(
+        x, [[]] * len(x), copies=(x[learned_from], edited(x[learned_from], rng)), pca_dims=16, min_images=10
+    )
     assert info["copy_pairs"] == 100 and info["copy_dims"] == 64 and learned.copy.shape == (64, 64)
     queries = edited(x, rng)  # new edits, of every image
     pca_hits = (np.argmax(learned.apply(queries) @ learned.apply(x).T, axis=1) == np.arange(200)).mean()
@@ -119,8 +120,13 @@ def raw_index(count, dim=32, key="test:raw", start=0):
         ModelVersion.objects.create(key=key, arch="mobilenet_v2", weights="x", dim=dim, active=True)
     rng = np.random.default_rng(1 + start)
     for i in range(start, start + count):
-        image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"x/{i}.png", title=str(i),
-                                            status=IndexedImage.Status.READY, user_tags=["cats" if i % 2 else "dogs"])
+        image = IndexedImage.objects.create(
+            content_hash=f"h{i}",
+            file=f"x/{i}.png",
+            title=str(i),
+            status=IndexedImage.Status.READY,
+            user_tags=["cats" if i % 2 else "dogs"],
+        )
         Embedding.objects.create(image=image, model_key=key, vector=unit(rng.normal(size=(1, dim)))[0])
 
 
@@ -133,11 +139,16 @@ def test_learning_stores_the_projection_with_a_new_model_version_and_starts_its_
     assert run is not None and "Learned a projection from 40 images" in message
     version = ModelVersion.objects.get(base_key="test:raw")
     assert version.key.startswith("test:raw:p-") and run.model_key == version.key and run.status == "queued"
-    assert version.projection_info["tags"] == ["cats", "dogs"] and version.dim == version.projection_info["pca_dims"] + 32
+    assert (
+        version.projection_info["tags"] == ["cats", "dogs"] and version.dim == version.projection_info["pca_dims"] + 32
+    )
     learned = projection.Projection.loads(version.projection)
     assert learned.input_dim == 32 and learned.dim == version.dim
     # Another run is under way: learning again is refused, with the reason.
-    assert learning.projection_learn(copy_pairs=None) == (None, f"Reindex run {run.id} is still queued; wait for it or cancel it first.")
+    assert learning.projection_learn(copy_pairs=None) == (
+        None,
+        f"Reindex run {run.id} is still queued; wait for it or cancel it first.",
+    )
 
 
 @pytest.mark.django_db
@@ -153,13 +164,18 @@ def test_learning_with_edited_copies_adds_a_copy_space(settings):
         vectors = np.stack(list(Embedding.objects.filter(model_key=base.key).values_list("vector", flat=True)[:25]))
         return vectors, unit(vectors + np.random.default_rng(2).normal(size=vectors.shape) * 0.1)
 
-    assert learning.projection_learn(copy_pairs=copy_pairs) == (None, "20 embedded images; a projection is learned from 30 or more.")
+    assert learning.projection_learn(copy_pairs=copy_pairs) == (
+        None,
+        "20 embedded images; a projection is learned from 30 or more.",
+    )
     assert asked == []
     raw_index(20, start=20)
     run, message = learning.projection_learn(copy_pairs=copy_pairs)
     assert asked == ["test:raw"] and "a copy space from 25 edited copies" in message
     version = ModelVersion.objects.get(key=run.model_key)
-    assert version.projection_info["copy_pairs"] == 25 and projection.Projection.loads(version.projection).copy.shape == (32, 32)
+    assert version.projection_info["copy_pairs"] == 25 and projection.Projection.loads(
+        version.projection
+    ).copy.shape == (32, 32)
 
 
 def copy_space_index(count=40):
@@ -182,8 +198,10 @@ def lead_scores(space, raw, candidates):
     from workers.ranking import copy_space
     from workers.ranking.candidates import GLOBAL, Candidates
 
-    query = SimpleNamespace(space=space, copy_vector=None if space.copy_key is None or raw is None
-                            else space.projection.copy_vectors(raw)[0])
+    query = SimpleNamespace(
+        space=space,
+        copy_vector=None if space.copy_key is None or raw is None else space.projection.copy_vectors(raw)[0],
+    )
     table = Candidates(query)
     for image_id, score in candidates:
         table.add(image_id, score, GLOBAL)
@@ -226,15 +244,23 @@ def test_the_copy_space_brings_in_the_originals_nearest_the_query_there():
     space, ids, x = copy_space_index()
     store.projected(space, ids, x)
     raw = x[3] + 0.01
-    copy_nearest = [i for i, _ in knn.nearest(space.projection.copy_vectors(raw)[0], model_key=space.copy_key,
-                                              k=tunables.COPY_SPACE_FOUND, min_score=-1)]
+    copy_nearest = [
+        i
+        for i, _ in knn.nearest(
+            space.projection.copy_vectors(raw)[0], model_key=space.copy_key, k=tunables.COPY_SPACE_FOUND, min_score=-1
+        )
+    ]
     assert copy_nearest[0] == ids[3] and len(copy_nearest) == tunables.COPY_SPACE_FOUND
     vector = space.vectors(raw)[0]
 
     def found(space, raw):
-        query = SimpleNamespace(vector=vector, space=space, categories=(), min_score=-1.0,
-                                copy_vector=None if raw is None or space.copy_key is None
-                                else space.projection.copy_vectors(raw)[0])
+        query = SimpleNamespace(
+            vector=vector,
+            space=space,
+            categories=(),
+            min_score=-1.0,
+            copy_vector=None if raw is None or space.copy_key is None else space.projection.copy_vectors(raw)[0],
+        )
         table = Candidates(query)
         table.add(ids[9], 0.1, GLOBAL)
         copy_space.nearest(query, table)
@@ -261,7 +287,9 @@ def test_the_command_says_so_when_the_model_for_the_edited_copies_cannot_be_load
 
 
 @pytest.mark.django_db
-def test_the_admin_asks_a_worker_to_learn_a_projection_unless_it_would_be_refused(settings, django_capture_on_commit_callbacks):
+def test_the_admin_asks_a_worker_to_learn_a_projection_unless_it_would_be_refused(
+    settings, django_capture_on_commit_callbacks
+):
     """projection_request (the admin action) sends the learning to a worker, which has the model for the copies; too
     small an index or a run under way is said at once instead."""
     settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 30
@@ -273,7 +301,10 @@ def test_the_admin_asks_a_worker_to_learn_a_projection_unless_it_would_be_refuse
         sent, message = projections.projection_request()
     assert sent and "A worker is learning a projection" in message and len(callbacks) == 1
     run = ReindexRun.objects.create(arch="mobilenet_v2", weights="x", model_key="test:raw")
-    assert projections.projection_request() == (False, f"Reindex run {run.id} is still queued; wait for it or cancel it first.")
+    assert projections.projection_request() == (
+        False,
+        f"Reindex run {run.id} is still queued; wait for it or cancel it first.",
+    )
 
 
 @pytest.mark.django_db
@@ -287,8 +318,16 @@ def test_a_projection_is_due_once_the_index_is_big_enough_and_again_when_it_has_
         Embedding.objects.create(image=image, model_key="test:raw", vector=np.ones(32) / np.sqrt(32))
     assert projections.projection_due()[0] is True
     ModelVersion.objects.filter(key="test:raw").update(active=False)
-    ModelVersion.objects.create(key="test:raw:p-1", arch="mobilenet_v2", weights="x", dim=8, active=True, base_key="test:raw",
-                                projection=b"x", projection_info={"images": 35, "tagged_images": 20})
+    ModelVersion.objects.create(
+        key="test:raw:p-1",
+        arch="mobilenet_v2",
+        weights="x",
+        dim=8,
+        active=True,
+        base_key="test:raw",
+        projection=b"x",
+        projection_info={"images": 35, "tagged_images": 20},
+    )
     assert projections.projection_due() == (False, "The projection is up to date.")
     settings.IMGSEARCH_PROJECTION = "off"
     assert projections.projection_due()[0] is False
@@ -299,7 +338,9 @@ def test_dropping_old_models_keeps_the_raw_vectors_of_the_active_projection():
     """The active projected version's base holds the raw vectors new projections are learned from: kept."""
     raw_index(3)
     ModelVersion.objects.filter(key="test:raw").update(active=False)
-    ModelVersion.objects.create(key="test:raw:p-1", arch="mobilenet_v2", weights="x", dim=8, active=True, base_key="test:raw")
+    ModelVersion.objects.create(
+        key="test:raw:p-1", arch="mobilenet_v2", weights="x", dim=8, active=True, base_key="test:raw"
+    )
     ModelVersion.objects.create(key="test:other", arch="resnet50", weights="x", dim=8)
     assert versions.model_versions_drop() == (1, 0)
     assert set(ModelVersion.objects.values_list("key", flat=True)) == {"test:raw", "test:raw:p-1"}
@@ -313,8 +354,16 @@ def test_a_projection_applied_before_copy_vectors_were_stored_gets_them_from_the
     space, ids, x = copy_space_index(12)
     assert learning.copy_vectors_fill() == 0  # the raw model is active: no projection
     ModelVersion.objects.update(active=False)
-    ModelVersion.objects.create(key=space.key, arch="mobilenet_v2", weights="x", dim=space.dim, base_key="test:raw", active=True,
-                                projection=space.projection.dumps(), projection_info={"copy_dims": 11})
+    ModelVersion.objects.create(
+        key=space.key,
+        arch="mobilenet_v2",
+        weights="x",
+        dim=space.dim,
+        base_key="test:raw",
+        active=True,
+        projection=space.projection.dumps(),
+        projection_info={"copy_dims": 11},
+    )
     knn.vectors_upsert(space.key, ids, space.vectors(x))  # projected vectors only, as before this change
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred FK checks
@@ -336,11 +385,20 @@ def test_a_replaced_projection_goes_with_its_copy_space_vectors_and_their_index(
     """Dropping an inactive projected version drops its copy-space vectors and their HNSW index too."""
     settings.IMGSEARCH_HNSW_MIN_VECTORS = 4
     space, ids, x = copy_space_index(12)
-    ModelVersion.objects.create(key=space.key, arch="mobilenet_v2", weights="x", dim=space.dim, base_key="test:raw",
-                                projection=space.projection.dumps(), projection_info={"copy_dims": 11})
+    ModelVersion.objects.create(
+        key=space.key,
+        arch="mobilenet_v2",
+        weights="x",
+        dim=space.dim,
+        base_key="test:raw",
+        projection=space.projection.dumps(),
+        projection_info={"copy_dims": 11},
+    )
     store.projected(space, ids, x)
     assert [(key, dim) for key, dim in versions.vector_indexes(ModelVersion.objects.get(key=space.key))] == [
-        (space.key, space.dim), (knn.copy_key(space.key), 11)]
+        (space.key, space.dim),
+        (knn.copy_key(space.key), 11),
+    ]
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred FK checks
     space.ensure_vector_indexes()
@@ -366,7 +424,9 @@ def test_the_command_says_why_nothing_was_learned(settings):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_learned_projection_is_applied_in_the_background_and_searches_use_it(worker, client, photo_folder, settings, capsys):
+def test_a_learned_projection_is_applied_in_the_background_and_searches_use_it(
+    worker, client, photo_folder, settings, capsys
+):
     """Real images: the run projects the stored raw vectors, the projected version becomes active, searches use it."""
     settings.IMGSEARCH_PROJECTION_MIN_IMAGES = 10
     call_command("index_images", str(photo_folder), "--tags-from-folders")
@@ -380,7 +440,9 @@ def test_a_learned_projection_is_applied_in_the_background_and_searches_use_it(w
     assert Embedding.objects.filter(model_key=raw.key).count() == 12  # kept: the next projection learns from them
     assert Embedding.objects.filter(model_key=knn.copy_key(active.key)).count() == 12  # its copy space's, for searches
     # Edited copies of the 12 images, embedded by the command, taught it a copy space.
-    assert active.projection_info["copy_pairs"] == 12 and projection.Projection.loads(active.projection).copy is not None
+    assert (
+        active.projection_info["copy_pairs"] == 12 and projection.Projection.loads(active.projection).copy is not None
+    )
     original = IndexedImage.objects.order_by("id")[5]
     from django.core.files.uploadedfile import SimpleUploadedFile
 

@@ -28,8 +28,12 @@ def ready_images(count, key="test:1", with_vectors=True):
     """Ready images (and their vectors of `key`) without any file: enough for the bookkeeping tests."""
     images = []
     for i in range(count):
-        image = IndexedImage.objects.create(content_hash=f"{key}-{i}-{time.monotonic_ns()}"[-64:], file=f"x/{i}.png",
-                                            title=str(i), status=IndexedImage.Status.READY)
+        image = IndexedImage.objects.create(
+            content_hash=f"{key}-{i}-{time.monotonic_ns()}"[-64:],
+            file=f"x/{i}.png",
+            title=str(i),
+            status=IndexedImage.Status.READY,
+        )
         if with_vectors:
             Embedding.objects.create(image=image, model_key=key, vector=[1.0, float(i), 0.0])
         images.append(image)
@@ -56,7 +60,9 @@ def test_plan_cuts_ready_images_into_chunks_and_queues_only_a_few():
     assert (run.status, run.total, run.model_key, run.overwrite) == ("running", 9, "test:1", False)
     chunks = list(run.chunks.order_by("number"))
     assert [len(c.image_ids) for c in chunks] == [2, 2, 2, 2, 1]
-    assert sum((c.image_ids for c in chunks), []) == sorted(IndexedImage.objects.filter(status="ready").values_list("id", flat=True))
+    assert sum((c.image_ids for c in chunks), []) == sorted(
+        IndexedImage.objects.filter(status="ready").values_list("id", flat=True)
+    )
     assert [c.queued_at is not None for c in chunks] == [True] * reindex.CHUNKS_IN_FLIGHT + [False]
     assert reindex.reindex_plan(run.id, model_key="test:1") is None  # a second delivery plans nothing
 
@@ -79,7 +85,8 @@ def test_a_chunk_delivered_twice_is_counted_once_and_the_last_one_switches_the_m
 
 @pytest.mark.django_db
 def test_a_run_big_enough_for_a_vector_index_builds_it_in_a_task_of_its_own_before_the_switch(
-        settings, django_capture_on_commit_callbacks):
+    settings, django_capture_on_commit_callbacks
+):
     """At a million vectors the build outlasts a chunk's time limit: the last chunk hands it to its own task,
     a resend while it builds returns at once, and the model switches only once the index exists."""
     settings.IMGSEARCH_HNSW_MIN_VECTORS = 4
@@ -289,9 +296,29 @@ def many_photos(dev_images, tmp_path):
 def start_index_worker(env, name):
     """A worker for the index queue alone, in its own process group so it can be killed whole."""
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "imgsearch", "worker", "--queues", "index", "--concurrency", "1",
-         "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "imgsearch",
+            "worker",
+            "--queues",
+            "index",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -334,8 +361,10 @@ def test_a_run_resumes_after_its_worker_is_killed(worker, worker_env, many_photo
     call_command("index_images", str(many_photos))
     run = reindex.reindex_start(ReindexRun(arch=SWITCH_ARCH, weights="random"))
     deadline = time.monotonic() + 120
-    while not ReindexChunk.objects.filter(run=run, finished_at__isnull=False).exists() or \
-            not ReindexChunk.objects.filter(run=run, started_at__isnull=False, finished_at=None).exists():
+    while (
+        not ReindexChunk.objects.filter(run=run, finished_at__isnull=False).exists()
+        or not ReindexChunk.objects.filter(run=run, started_at__isnull=False, finished_at=None).exists()
+    ):
         assert time.monotonic() < deadline, "the run never got going"
         time.sleep(0.02)
     os.killpg(first.pid, signal.SIGKILL)
@@ -362,8 +391,9 @@ def test_a_run_resumes_after_its_worker_is_killed(worker, worker_env, many_photo
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_run_big_enough_for_an_index_builds_it_on_a_real_worker_then_switches(worker, worker_env, photo_folder,
-                                                                                  lone_index_queue):
+def test_a_run_big_enough_for_an_index_builds_it_on_a_real_worker_then_switches(
+    worker, worker_env, photo_folder, lone_index_queue
+):
     """A worker that indexes from 5 vectors: the run's last chunk sends workers.reindex_build_index, which builds
     the new model's HNSW index and switches; searches then use it."""
     builder = start_index_worker({**worker_env, "IMGSEARCH_HNSW_MIN_VECTORS": "5"}, "builder")
@@ -424,8 +454,9 @@ def test_a_model_switch_keeps_search_answering_and_ends_on_the_new_model(worker,
     assert old in answered_by and answered_by[-1] == run.model_key
     assert answered_by == sorted(answered_by, key=lambda key: key != old)
     assert ModelVersion.objects.get(active=True).key == run.model_key == f"{SWITCH_ARCH}:random"
-    assert set(IndexedImage.objects.filter(embeddings__model_key=run.model_key).values_list("id", flat=True)) == \
-        set(IndexedImage.objects.values_list("id", flat=True))
+    assert set(IndexedImage.objects.filter(embeddings__model_key=run.model_key).values_list("id", flat=True)) == set(
+        IndexedImage.objects.values_list("id", flat=True)
+    )
     deadline = time.monotonic() + reindex.DROP_GRACE_SECONDS + 30
     while Embedding.objects.filter(model_key=old).exists():
         assert time.monotonic() < deadline, "the old embeddings were not dropped"

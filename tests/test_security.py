@@ -33,6 +33,7 @@ def search(client, **extra):
 
 # --- Rate limits -------------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_anonymous_searches_are_limited_per_ip_with_429_and_retry_after(client, settings):
     """Past the anonymous rate a client gets 429 with Retry-After and a readable detail; other IPs are not affected."""
@@ -94,6 +95,7 @@ def test_rate_limit_counts_are_kept_in_redis_for_every_web_process(client, setti
 
 # --- CSRF --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def browser(user):
     """A signed-in browser whose requests carry the session cookie but no CSRF token."""
@@ -107,8 +109,11 @@ def test_signed_in_browser_posts_without_csrf_token_are_refused(browser, user):
     """Search, favourite save and favourite delete with only the session cookie are 403, and change nothing."""
     image = IndexedImage.objects.create(content_hash="e" * 64, file="x.png", title="x", status="ready")
     favorite = Favorite.objects.create(user=user, image=image)
-    for response in (search(browser), browser.post("/api/v1/favorites/", {"image_id": image.id}),
-                     browser.delete(f"/api/v1/favorites/{favorite.id}/")):
+    for response in (
+        search(browser),
+        browser.post("/api/v1/favorites/", {"image_id": image.id}),
+        browser.delete(f"/api/v1/favorites/{favorite.id}/"),
+    ):
         assert response.status_code == 403 and "CSRF" in response.json()["detail"]
     assert not SearchJob.objects.exists() and Favorite.objects.filter(id=favorite.id).exists()
 
@@ -126,8 +131,16 @@ def test_the_same_posts_with_the_csrf_token_succeed(browser, user):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("url", ["/accounts/logout/", "/accounts/token/", "/accounts/token/revoke/",
-                                 "/accounts/password_change/", "/favorites/1/remove/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/accounts/logout/",
+        "/accounts/token/",
+        "/accounts/token/revoke/",
+        "/accounts/password_change/",
+        "/favorites/1/remove/",
+    ],
+)
 def test_state_changing_pages_refuse_posts_without_csrf_token(browser, user, url):
     """Every form that changes something checks the CSRF token."""
     Token.objects.create(user=user)
@@ -145,11 +158,18 @@ def test_sign_in_and_sign_up_forms_check_csrf(user):
 
 # --- Production settings -------------------------------------------------------------------------------
 
+
 def run_manage(*args, **env):
-    full = {**os.environ, "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(64), "ALLOWED_HOSTS": "imgsearch.example",
-            **env}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True,
-                          timeout=120)
+    full = {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "imgsearch.example",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_check_deploy_passes_with_production_settings():
@@ -159,8 +179,15 @@ def test_check_deploy_passes_with_production_settings():
     assert "no issues" in proc.stdout
 
 
-PRINT = "shell", "--no-imports", "-c", ("from django.conf import settings as s; print(s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE,"
-                        " s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.SECURE_PROXY_SSL_HEADER)")
+PRINT = (
+    "shell",
+    "--no-imports",
+    "-c",
+    (
+        "from django.conf import settings as s; print(s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE,"
+        " s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.SECURE_PROXY_SSL_HEADER)"
+    ),
+)
 
 
 def test_production_security_settings_follow_the_environment():

@@ -15,8 +15,10 @@ from workers.ranking import signature, tunables
 def photos(dev_images):
     """Real photo cut-outs, decoded as the indexer decodes them."""
     folder = dev_images / "tuxpaint" / "animals"
-    return [load_rgb(folder / f"{name}.png") for name in ("birds_crow", "birds_blackbird", "amphibians_frog",
-                                                           "mammals_cats_tiger", "birds_pink_flamingo")]
+    return [
+        load_rgb(folder / f"{name}.png")
+        for name in ("birds_crow", "birds_blackbird", "amphibians_frog", "mammals_cats_tiger", "birds_pink_flamingo")
+    ]
 
 
 def degraded(img):
@@ -38,8 +40,10 @@ def test_a_degraded_copy_keeps_its_signature_and_others_do_not_match(photos):
         assert np.delete(likeness, number).max() < tunables.SIGNATURE_COPY
 
 
-@pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.FLIP_LEFT_RIGHT,
-                                  Image.Transpose.TRANSPOSE])
+@pytest.mark.parametrize(
+    "turn",
+    [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.TRANSPOSE],
+)
 def test_a_turned_or_mirrored_copy_matches_in_one_of_the_eight_orientations(photos, turn):
     """A photo saved sideways or mirrored matches as well as an upright copy, and not when upright only."""
     original = signature.compute(photos[3])
@@ -63,8 +67,13 @@ def test_signatures_are_unit_vectors_and_a_flat_picture_matches_nothing(photos):
 
 def test_odd_images_have_a_signature():
     """A one-pixel image, a long strip, a palette, a grey and a transparent image all give DIM values."""
-    for img in (Image.new("RGB", (1, 1)), Image.new("RGB", (20000, 3), "red"), Image.new("P", (40, 30)),
-                Image.new("L", (50, 60), 128), Image.new("RGBA", (10, 10))):
+    for img in (
+        Image.new("RGB", (1, 1)),
+        Image.new("RGB", (20000, 3), "red"),
+        Image.new("P", (40, 30)),
+        Image.new("L", (50, 60), 128),
+        Image.new("RGBA", (10, 10)),
+    ):
         assert signature.compute(img).shape == (signature.DIM,)
 
 

@@ -19,8 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 LIMITS = {"max_bytes": 20 * MB, "max_pixels": 50_000_000}
 NOT_AN_IMAGE = (
-    "This file is not an image (or its format is not supported). "
-    "Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF."
+    "This file is not an image (or its format is not supported). Supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF."
 )
 CORRUPT = "The image file is truncated or corrupt."
 
@@ -65,14 +64,7 @@ def rejection(f, **limits):
 
 @pytest.mark.parametrize(
     ("fmt", "params"),
-    [
-        ("JPEG", {}),
-        ("PNG", {}),
-        ("GIF", {}),
-        ("WEBP", {}),
-        ("BMP", {}),
-        ("TIFF", {"compression": "tiff_lzw"}),
-    ],
+    [("JPEG", {}), ("PNG", {}), ("GIF", {}), ("WEBP", {}), ("BMP", {}), ("TIFF", {"compression": "tiff_lzw"})],
 )
 def test_supported_formats_accepted(fmt, params):
     """Each supported format is accepted and described correctly, whatever its file name."""

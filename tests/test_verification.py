@@ -19,8 +19,10 @@ from workers.ranking.verification import extract, pack, unpack, verify
 def animals(dev_images):
     """Three real photo cut-outs, decoded as the indexer decodes them: two birds alike, and a frog."""
     folder = dev_images / "tuxpaint" / "animals"
-    return {name: load_rgb(folder / f"{file}.png") for name, file in
-            (("crow", "birds_crow"), ("blackbird", "birds_blackbird"), ("frog", "amphibians_frog"))}
+    return {
+        name: load_rgb(folder / f"{file}.png")
+        for name, file in (("crow", "birds_crow"), ("blackbird", "birds_blackbird"), ("frog", "amphibians_frog"))
+    }
 
 
 def shapes(seed, size=(320, 240)):
@@ -96,7 +98,9 @@ def test_a_blurred_small_copy_verifies_at_the_smaller_size(animals):
     from PIL import ImageFilter
 
     frog = animals["frog"]
-    copy = frog.resize((frog.width // 2, frog.height // 2), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(1.5))
+    copy = frog.resize((frog.width // 2, frog.height // 2), Image.Resampling.BILINEAR).filter(
+        ImageFilter.GaussianBlur(1.5)
+    )
     original, query = extract(frog), extract(copy)
     assert verification._verify_at(query.scales[0], original.scales[0]) < MIN_INLIERS
     assert verify(query, original) >= MIN_INLIERS

@@ -28,6 +28,7 @@ def pending_job(client, django_user_model):
 
 def finish_later(job_id, delay, fail=False):
     """What a worker does, from another thread (another database connection) after `delay` seconds."""
+
     def run():
         time.sleep(delay)
         job = SearchJob.objects.get(id=job_id)
@@ -36,6 +37,7 @@ def finish_later(job_id, delay, fail=False):
             jobs.search_job_fail(job_id, "broken")
         else:
             jobs.search_job_complete(job, [], model_key="m:1", embed_ms=1.0, query_ms=1.0)
+
     thread = threading.Thread(target=run)
     thread.start()
     return thread

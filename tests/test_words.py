@@ -69,11 +69,11 @@ def test_a_vocabulary_needs_enough_descriptors_and_round_trips(photos):
 
 
 def test_a_candidate_found_by_words_stays_only_when_verified_or_leading_on_its_evidence():
-    """fusion.order: candidates found only in the whole index are dropped unless they are verified copies, or lead the
+    """fusion.fuse: candidates found only in the whole index are dropped unless they are verified copies, or lead the
     rest by the same measure as the global candidates (cosine plus the credit of a few inliers and of likeness)."""
 
     def order(candidates, inliers, found, likeness=None):
-        return fusion.order(candidates_table(candidates, inliers=inliers, found=found, likeness=likeness))
+        return fusion.fuse(candidates_table(candidates, inliers=inliers, found=found, likeness=likeness))
 
     candidates = [(1, 0.9), (2, 0.8), (3, 0.3), (4, 0.2)]
     ranked = order(candidates, [0, 0, 40, 3], {2, 3})
@@ -101,9 +101,14 @@ def test_the_vocabulary_is_learned_once_the_index_is_large_enough_and_every_imag
     settings.IMGSEARCH_WORDS_MIN_IMAGES = 12
     assert bookkeeping.words_due()[0]
     learned, message = learning.words_learn()
-    assert message == f"Learned {words.WORDS} visual words from the keypoints of 12 images." and learned.info["images"] == 12
+    assert (
+        message == f"Learned {words.WORDS} visual words from the keypoints of 12 images."
+        and learned.info["images"] == 12
+    )
     assert bookkeeping.words_due() == (
-        False, "The vocabulary is learned from 12 images; it is learned again once 18 have local features (12 now).")
+        False,
+        "The vocabulary is learned from 12 images; it is learned again once 18 have local features (12 now).",
+    )
     assert bookkeeping.words_missing() == ids
     assert learning.words_compute(ids) == 12 and bookkeeping.words_missing() == []
     vocabulary = words.vocabulary()
@@ -125,8 +130,9 @@ def test_the_vocabulary_is_learned_again_as_the_index_grows_and_words_of_another
 
     def add(batch):
         for f in batch:
-            image = IndexedImage.objects.create(content_hash=f"h{len(ids)}", file=f"{len(ids)}.png",
-                                                status=IndexedImage.Status.READY)
+            image = IndexedImage.objects.create(
+                content_hash=f"h{len(ids)}", file=f"{len(ids)}.png", status=IndexedImage.Status.READY
+            )
             LocalFeatures.objects.create(image=image, data=verification.pack(f))
             ids.append(image.id)
 
@@ -136,9 +142,14 @@ def test_the_vocabulary_is_learned_again_as_the_index_grows_and_words_of_another
     learning.words_compute(bookkeeping.words_missing())
     add(features[8:11])
     assert bookkeeping.words_due() == (
-        False, "The vocabulary is learned from 8 images; it is learned again once 12 have local features (11 now).")
+        False,
+        "The vocabulary is learned from 8 images; it is learned again once 12 have local features (11 now).",
+    )
     add(features[11:])
-    assert bookkeeping.words_due() == (True, "The index has grown from 8 to 12 images since the vocabulary was learned.")
+    assert bookkeeping.words_due() == (
+        True,
+        "The index has grown from 8 to 12 images since the vocabulary was learned.",
+    )
     old = words.vocabulary()
     second, _ = learning.words_learn()
     assert second.info["images"] == 12 and list(VisualWords.objects.values_list("id", flat=True)) == [second.id]
@@ -149,15 +160,21 @@ def test_the_vocabulary_is_learned_again_as_the_index_grows_and_words_of_another
     assert bookkeeping.words_missing() == ids
     assert learning.words_compute(ids) == 12 and bookkeeping.words_missing() == []
     assert set(LocalFeatures.objects.values_list("words_vocabulary", flat=True)) == {second.id}
-    assert np.allclose(np.asarray(LocalFeatures.objects.get(image_id=ids[0]).words, np.float32),
-                       words.aggregate(features[0], words.vocabulary().centroids), atol=1e-6)
+    assert np.allclose(
+        np.asarray(LocalFeatures.objects.get(image_id=ids[0]).words, np.float32),
+        words.aggregate(features[0], words.vocabulary().centroids),
+        atol=1e-6,
+    )
     assert not bookkeeping.words_due()[0]
     assert second.info["sample_limit"] == tunables.WORDS_FIT_IMAGES
     full = tunables.WORDS_FIT_IMAGES
     VisualWords.objects.filter(id=second.id).update(info={"images": full, "words": words.WORDS, "sample_limit": full})
     assert bookkeeping.words_due() == (False, f"The vocabulary is learned (from {full} images).")
     VisualWords.objects.filter(id=second.id).update(info={"images": 8, "words": words.WORDS})  # an older vocabulary
-    assert bookkeeping.words_due() == (True, "The index has grown from 8 to 12 images since the vocabulary was learned.")
+    assert bookkeeping.words_due() == (
+        True,
+        "The index has grown from 8 to 12 images since the vocabulary was learned.",
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -169,18 +186,27 @@ def test_words_bring_in_an_original_the_k_nn_did_not_return(photos):
     VisualWords.objects.create(words=words.dumps(vocabulary))
     rows = []
     for i, f in enumerate(features):
-        image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"{i}.png", user_tags=[paths[i].parent.name],
-                                            status=IndexedImage.Status.READY)
+        image = IndexedImage.objects.create(
+            content_hash=f"h{i}", file=f"{i}.png", user_tags=[paths[i].parent.name], status=IndexedImage.Status.READY
+        )
         LocalFeatures.objects.create(image=image, data=verification.pack(f), words=words.aggregate(f, vocabulary))
-        Embedding.objects.create(image=image, model_key="test-space", vector=[0.6, 0.8, 0.0] if i == 0 else [0.0, 1.0, 0.0])
+        Embedding.objects.create(
+            image=image, model_key="test-space", vector=[0.6, 0.8, 0.0] if i == 0 else [0.0, 1.0, 0.0]
+        )
         rows.append(image.id)
     space = SimpleNamespace(key="test-space", copy_key=None)  # no copy space
     copy = copy_features(paths[0])
 
     def found(lookalike=None, categories=(), min_score=0.0):
         """The candidates after the words' and the lookalike's stages, the global k-NN having returned rows[1]."""
-        query = SimpleNamespace(vector=[1.0, 0.0, 0.0], space=space, categories=categories, min_score=min_score,
-                                features=copy, signature_match=None if lookalike is None else (lookalike, 0.5))
+        query = SimpleNamespace(
+            vector=[1.0, 0.0, 0.0],
+            space=space,
+            categories=categories,
+            min_score=min_score,
+            features=copy,
+            signature_match=None if lookalike is None else (lookalike, 0.5),
+        )
         table = Candidates(query)  # cosine 0.6 to the original, 0 to the rest
         table.add(rows[1], 0.0, GLOBAL)
         words.nearest(query, table)
@@ -206,8 +232,9 @@ def test_words_bring_in_an_original_the_k_nn_did_not_return(photos):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_once_learned_new_images_get_words_as_they_are_indexed_and_copies_are_still_found(worker, client, photo_folder,
-                                                                                          tmp_path, settings):
+def test_once_learned_new_images_get_words_as_they_are_indexed_and_copies_are_still_found(
+    worker, client, photo_folder, tmp_path, settings
+):
     """Through the real worker: the index learns its words (the beat task, here called directly), images indexed
     afterwards get theirs in the pipeline, and a copy search with words in use still brings the original first."""
     import time
@@ -244,9 +271,12 @@ def test_the_admin_lists_the_vocabulary_with_how_many_images_have_words_and_can_
     learned = VisualWords.objects.create(words=words.dumps(vocabulary), info={"images": 12, "words": words.WORDS})
     for i, f in enumerate(features[:3]):
         image = IndexedImage.objects.create(content_hash=f"h{i}", file=f"{i}.png", status=IndexedImage.Status.READY)
-        LocalFeatures.objects.create(image=image, data=verification.pack(f),
-                                     words=words.aggregate(f, vocabulary) if i else None,
-                                     words_vocabulary=learned if i else None)
+        LocalFeatures.objects.create(
+            image=image,
+            data=verification.pack(f),
+            words=words.aggregate(f, vocabulary) if i else None,
+            words_vocabulary=learned if i else None,
+        )
     page = admin_client.get("/admin/search/visualwords/").content.decode()
     assert f"{words.WORDS} words, the keypoints of 12 images" in page
     assert '<td class="field-images_with_words">2</td>' in page
@@ -254,4 +284,5 @@ def test_the_admin_lists_the_vocabulary_with_how_many_images_have_words_and_can_
     assert admin_client.get("/admin/search/visualwords/add/").status_code == 403
     admin_client.post(f"/admin/search/visualwords/{learned.id}/delete/", {"post": "yes"})
     assert not VisualWords.objects.exists() and bookkeeping.words_due()[1] == (
-        "3 images have local features; visual words are learned from 200.")
+        "3 images have local features; visual words are learned from 200."
+    )

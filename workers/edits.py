@@ -27,7 +27,9 @@ def crop(img, rng):
 
 def shrink(img, rng):
     factor = rng.uniform(0.25, 0.8)
-    return img.resize((max(1, round(img.width * factor)), max(1, round(img.height * factor))), Image.Resampling.BILINEAR)
+    return img.resize(
+        (max(1, round(img.width * factor)), max(1, round(img.height * factor))), Image.Resampling.BILINEAR
+    )
 
 
 def rotate(img, rng):

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torchvision import models as tvm
 
-from .categories import CLASS_CATEGORY, NAMES, tag_for
 from imgsearch.backbones import MODELS
+
+from .categories import CLASS_CATEGORY, NAMES, tag_for
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ def _predictions(logits, class_names):
     by_category = torch.zeros(len(probs), len(NAMES)).index_add_(1, _CLASS_CATEGORY, probs)
     scores, best = by_category.max(dim=1)
     classes = probs.masked_fill(_CLASS_CATEGORY[None, :] != best[:, None], -1.0).argmax(dim=1)
-    return [Prediction(class_names[c], NAMES[k], round(float(p), 4))
-            for c, k, p in zip(classes.tolist(), best.tolist(), scores.tolist())]
+    return [
+        Prediction(class_names[c], NAMES[k], round(float(p), 4))
+        for c, k, p in zip(classes.tolist(), best.tolist(), scores.tolist())
+    ]
 
 
 def _features(net, family, x):
@@ -118,7 +121,9 @@ def load_state_dict(arch, weights):
         member = enum[weights.split(".")[-1]]
     except KeyError:
         names = ", ".join(m.name for m in enum)
-        raise WeightsError(f"IMGSEARCH_WEIGHTS={weights!r} is neither a file path nor one of {arch}'s weights: {names}, DEFAULT.") from None
+        raise WeightsError(
+            f"IMGSEARCH_WEIGHTS={weights!r} is neither a file path nor one of {arch}'s weights: {names}, DEFAULT."
+        ) from None
     try:
         return member.get_state_dict(progress=False), member.name
     except Exception as exc:

@@ -26,9 +26,7 @@ class ImageDecodeError(ValueError):
     """The source could not be decoded into an image."""
 
 
-def load_rgb(
-    source, target_size: int | None = None, *, max_pixels: int | None = None
-) -> Image.Image:
+def load_rgb(source, target_size: int | None = None, *, max_pixels: int | None = None) -> Image.Image:
     """Decode `source` into a fully loaded, EXIF-upright 8-bit RGB image."""
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     with _open(source, limit) as img:

@@ -38,8 +38,11 @@ def copy_pairs(base, count=tunables.COPY_PAIRS):
     """(originals, copies): the stored raw vectors of up to `count` ready images of the model version `base`, chosen
     at random, and the raw vectors of an edited copy of each (workers/edits.py), for projection.fit. Images whose
     file cannot be read any more are left out."""
-    ids = list(Embedding.objects.filter(model_key=base.key, image__status=IndexedImage.Status.READY)
-               .values_list("image_id", flat=True))
+    ids = list(
+        Embedding.objects.filter(model_key=base.key, image__status=IndexedImage.Status.READY).values_list(
+            "image_id", flat=True
+        )
+    )
     rng = random.Random(0)
     ids = rng.sample(ids, min(count, len(ids)))
     embedder = embedder_module.get_embedder(base.arch, base.weights)
@@ -107,12 +110,18 @@ def copy_vectors_fill(batch=5000):
     if have.count() >= Embedding.objects.filter(model_key=version.key).count():
         return 0
     learned = Projection.loads(ModelVersion.objects.values_list("projection", flat=True).get(key=version.key))
-    missing = list(Embedding.objects.filter(model_key=version.key).exclude(image_id__in=have.values("image_id"))
-                   .values_list("image_id", flat=True))
+    missing = list(
+        Embedding.objects.filter(model_key=version.key)
+        .exclude(image_id__in=have.values("image_id"))
+        .values_list("image_id", flat=True)
+    )
     stored = 0
     for start in range(0, len(missing), batch):
-        raw = dict(Embedding.objects.filter(model_key=version.base_key, image_id__in=missing[start : start + batch])
-                   .values_list("image_id", "vector"))
+        raw = dict(
+            Embedding.objects.filter(
+                model_key=version.base_key, image_id__in=missing[start : start + batch]
+            ).values_list("image_id", "vector")
+        )
         if raw:
             knn.vectors_upsert(key, list(raw), learned.copy_vectors(list(raw.values())))
             stored += len(raw)
@@ -148,9 +157,12 @@ def words_compute(image_ids):
     vocabulary = words.vocabulary()
     if vocabulary is None:
         return 0
-    rows = [LocalFeatures(image_id=image_id, words=words.aggregate(features, vocabulary.centroids),
-                          words_vocabulary_id=vocabulary.id)
-            for image_id, features in stored_features(list(image_ids)).items()]
+    rows = [
+        LocalFeatures(
+            image_id=image_id, words=words.aggregate(features, vocabulary.centroids), words_vocabulary_id=vocabulary.id
+        )
+        for image_id, features in stored_features(list(image_ids)).items()
+    ]
     LocalFeatures.objects.bulk_update(rows, ["words", "words_vocabulary"])
     return len(rows)
 

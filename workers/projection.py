@@ -28,8 +28,17 @@ import numpy as np
 
 from search.projections import too_few
 
-from .ranking.tunables import (BETA, COPY_DIMS, COPY_REGULARISATION, LDA_DIMS, LDA_REGULARISATION, MAX_FIT_VECTORS,
-                               MAX_TAG_SHARE, MIN_IMAGES_PER_TAG, PCA_DIMS)
+from .ranking.tunables import (
+    BETA,
+    COPY_DIMS,
+    COPY_REGULARISATION,
+    LDA_DIMS,
+    LDA_REGULARISATION,
+    MAX_FIT_VECTORS,
+    MAX_TAG_SHARE,
+    MIN_IMAGES_PER_TAG,
+    PCA_DIMS,
+)
 
 
 class ProjectionError(ValueError):
@@ -113,12 +122,17 @@ def fit(vectors, tags, *, copies=None, pca_dims=PCA_DIMS, lda_dims=LDA_DIMS, bet
     pairs = 0 if copies is None else len(copies[0])
     copy = _copy_whitening(centred, *copies, min(COPY_DIMS, dim, n - 1)) if pairs else None
     info = {
-        "images": int(len(vectors)), "input_dim": int(dim), "pca_dims": int(pca_dims),
-        "lda_dims": 0 if lda is None else int(lda.shape[1]), "beta": beta if lda is not None else 0.0,
-        "tags": sorted(labels), "tagged_images": int(sum(1 for t in tags if set(t) & labels)),
-        "copy_pairs": int(pairs), "copy_dims": 0 if copy is None else int(copy.shape[1]),
+        "images": int(len(vectors)),
+        "input_dim": int(dim),
+        "pca_dims": int(pca_dims),
+        "lda_dims": 0 if lda is None else int(lda.shape[1]),
+        "beta": beta if lda is not None else 0.0,
+        "tags": sorted(labels),
+        "tagged_images": int(sum(1 for t in tags if set(t) & labels)),
+        "copy_pairs": int(pairs),
+        "copy_dims": 0 if copy is None else int(copy.shape[1]),
     }
-    as32 = (lambda m: None if m is None else m.astype(np.float32))
+    as32 = lambda m: None if m is None else m.astype(np.float32)
     return Projection(mean, pca.astype(np.float32), as32(lda), beta, as32(copy)), info
 
 

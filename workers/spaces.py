@@ -56,7 +56,8 @@ def space_for(version):
         embedder = embedder_module.get_embedder(version.arch, version.weights)
         if embedder.key not in (version.key, version.base_key):
             raise embedder_module.WeightsError(
-                f"The weights of {version.key} changed since it was registered: they now load as {embedder.key}.")
+                f"The weights of {version.key} changed since it was registered: they now load as {embedder.key}."
+            )
         data = ModelVersion.objects.filter(key=version.key).values_list("projection", flat=True).first()
         projection = Projection.loads(data) if data else None
         space = Space(version.key, embedder, projection)
@@ -76,7 +77,8 @@ def active_space(key=None):
     version = versions.model_active()
     if version is None:
         embedder = embedder_module.get_embedder(settings.IMGSEARCH_MODEL, settings.IMGSEARCH_WEIGHTS)
-        versions.model_version_ensure(key=embedder.key, arch=embedder.spec.name, weights=embedder.weights,
-                                      dim=embedder.dim, activate_if_none=True)
+        versions.model_version_ensure(
+            key=embedder.key, arch=embedder.spec.name, weights=embedder.weights, dim=embedder.dim, activate_if_none=True
+        )
         version = versions.model_active()  # ours, or one another worker made active first
     return space_for(version)

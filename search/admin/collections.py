@@ -55,8 +55,10 @@ class MultipleFileField(forms.FileField):
 
 
 class UploadForm(forms.Form):
-    files = MultipleFileField(label=_("Images or zip archives"),
-                              help_text=_("Zip archives are unpacked; their folder names become tags if the collection says so."))
+    files = MultipleFileField(
+        label=_("Images or zip archives"),
+        help_text=_("Zip archives are unpacked; their folder names become tags if the collection says so."),
+    )
 
     def clean_files(self):
         for upload in self.cleaned_data["files"]:
@@ -81,10 +83,14 @@ class CollectionAdmin(admin.ModelAdmin):
         css = {"all": ["admin_index/admin.css"]}
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            images_n=Count("images"),
-            failed_n=Count("images", filter=Q(images__status=IndexedImage.Status.FAILED)),
-            last_indexed_at=Max("images__indexed_at"),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                images_n=Count("images"),
+                failed_n=Count("images", filter=Q(images__status=IndexedImage.Status.FAILED)),
+                last_indexed_at=Max("images__indexed_at"),
+            )
         )
 
     @admin.display(description=_("images"), ordering="images_n")
@@ -103,7 +109,9 @@ class CollectionAdmin(admin.ModelAdmin):
         super().save_model(request, collection, form, change)
         if collection.source_path and "source_path" in form.changed_data:
             collections.collection_scan_enqueue(collection)
-            self.message_user(request, _("The folder is being scanned in the background; new images appear as they are embedded."))
+            self.message_user(
+                request, _("The folder is being scanned in the background; new images appear as they are embedded.")
+            )
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
@@ -122,12 +130,23 @@ class CollectionAdmin(admin.ModelAdmin):
         if form.is_bound and form.is_valid():
             collections.upload_store(collection, form.cleaned_data["files"])
             count = len(form.cleaned_data["files"])
-            self.message_user(request, ngettext(
-                "%d file received; it is being indexed in the background.",
-                "%d files received; they are being indexed in the background.", count) % count)
+            self.message_user(
+                request,
+                ngettext(
+                    "%d file received; it is being indexed in the background.",
+                    "%d files received; they are being indexed in the background.",
+                    count,
+                )
+                % count,
+            )
             return redirect("admin:search_collection_change", collection.pk)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": collection,
-                   "form": form, "title": _("Add images to %s") % collection}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": collection,
+            "form": form,
+            "title": _("Add images to %s") % collection,
+        }
         return TemplateResponse(request, "admin/search/collection/upload.html", context)
 
     def scan_view(self, request, object_id):

@@ -32,17 +32,52 @@ class IndexedImageAdmin(admin.ModelAdmin):
     search_fields = ("title", "source_path")
     search_help_text = _("Title, source path, or an exact tag.")
     actions = ("reembed", "retag", "delete_selected")
-    fields = ("preview_large", "title", "user_tags", "auto_tags", "auto_label", "auto_score", "collection", "status",
-              "error", "model_list", "source_path", "file", "content_hash", "width", "height", "created_at", "indexed_at")
-    readonly_fields = ("preview_large", "auto_tags", "auto_label", "auto_score", "status", "error", "model_list",
-                       "source_path", "file", "content_hash", "width", "height", "created_at", "indexed_at")
+    fields = (
+        "preview_large",
+        "title",
+        "user_tags",
+        "auto_tags",
+        "auto_label",
+        "auto_score",
+        "collection",
+        "status",
+        "error",
+        "model_list",
+        "source_path",
+        "file",
+        "content_hash",
+        "width",
+        "height",
+        "created_at",
+        "indexed_at",
+    )
+    readonly_fields = (
+        "preview_large",
+        "auto_tags",
+        "auto_label",
+        "auto_score",
+        "status",
+        "error",
+        "model_list",
+        "source_path",
+        "file",
+        "content_hash",
+        "width",
+        "height",
+        "created_at",
+        "indexed_at",
+    )
     list_per_page = 50
 
     class Media:
         css = {"all": ["admin_index/admin.css"]}
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(model_keys=ArrayAgg("embeddings__model_key", distinct=True, default=[]))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(model_keys=ArrayAgg("embeddings__model_key", distinct=True, default=[]))
+        )
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -69,7 +104,9 @@ class IndexedImageAdmin(admin.ModelAdmin):
     @admin.display(description=_("tags"))
     def tag_list(self, image):
         given = format_html_join(" ", '<span class="index-tag">{}</span>', ((t,) for t in image.user_tags))
-        auto = format_html_join(" ", '<span class="index-tag index-tag-auto">{}</span>', ((t,) for t in image.auto_tags))
+        auto = format_html_join(
+            " ", '<span class="index-tag index-tag-auto">{}</span>', ((t,) for t in image.auto_tags)
+        )
         return format_html("{} {}", given, auto)
 
     @admin.display(description=_("models"))
@@ -87,14 +124,19 @@ class IndexedImageAdmin(admin.ModelAdmin):
     @admin.action(description=_("Re-embed selected images with the active model"), permissions=["change"])
     def reembed(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
-        indexing.images_reembed(ids)
-        self.message_user(request, ngettext("%d image queued for embedding.", "%d images queued for embedding.", len(ids)) % len(ids))
+        indexing.queue_reembed(ids)
+        self.message_user(
+            request, ngettext("%d image queued for embedding.", "%d images queued for embedding.", len(ids)) % len(ids)
+        )
 
     @admin.action(description=_("Re-tag selected images with the classifier"), permissions=["change"])
     def retag(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
-        indexing.images_retag(ids)
-        self.message_user(request, ngettext("%d image queued for re-tagging.", "%d images queued for re-tagging.", len(ids)) % len(ids))
+        indexing.queue_retag(ids)
+        self.message_user(
+            request,
+            ngettext("%d image queued for re-tagging.", "%d images queued for re-tagging.", len(ids)) % len(ids),
+        )
 
     def get_actions(self, request):
         actions = super().get_actions(request)

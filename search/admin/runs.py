@@ -18,9 +18,14 @@ from ..models import ReindexRun
 
 class ReindexStartForm(forms.ModelForm):
     arch = forms.ChoiceField(label=_("Model"), choices=[(name, name) for name in MODELS])
-    weights = forms.CharField(required=False, label=_("Weights"), help_text=_(
-        "A torchvision weights name (e.g. DEFAULT, IMAGENET1K_V2) or the path of a .pth file on the workers. "
-        "Empty: the active or configured weights of this model, else DEFAULT."))
+    weights = forms.CharField(
+        required=False,
+        label=_("Weights"),
+        help_text=_(
+            "A torchvision weights name (e.g. DEFAULT, IMAGENET1K_V2) or the path of a .pth file on the workers. "
+            "Empty: the active or configured weights of this model, else DEFAULT."
+        ),
+    )
 
     class Meta:
         model = ReindexRun
@@ -35,8 +40,10 @@ class ReindexStartForm(forms.ModelForm):
     def clean(self):
         current = ReindexRun.objects.filter(status__in=ReindexRun.ACTIVE_STATUSES).first()
         if current:
-            raise forms.ValidationError(_("Run %(id)s is still %(status)s; wait for it or cancel it first.")
-                                        % {"id": current.id, "status": current.status})
+            raise forms.ValidationError(
+                _("Run %(id)s is still %(status)s; wait for it or cancel it first.")
+                % {"id": current.id, "status": current.status}
+            )
         return super().clean()
 
 
@@ -58,8 +65,20 @@ class ReindexRunAdmin(admin.ModelAdmin):
     list_display = ("id", "model_name", "status", "progress", "failed", "rate_display", "started_at", "finished_at")
     list_filter = ("status", "arch")
     # Status, counts, rate and time left are in the live progress box above these fields.
-    readonly_fields = ("arch", "weights", "model_key", "overwrite", "drop_old", "chunk_size", "started_by",
-                       "created_at", "started_at", "finished_at", "error", "failure_list")
+    readonly_fields = (
+        "arch",
+        "weights",
+        "model_key",
+        "overwrite",
+        "drop_old",
+        "chunk_size",
+        "started_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+        "failure_list",
+    )
     change_form_template = "admin/search/reindexrun/change_form.html"
     change_list_template = "admin/search/reindexrun/change_list.html"
 
@@ -73,7 +92,9 @@ class ReindexRunAdmin(admin.ModelAdmin):
         return False  # a run is started, watched and cancelled; never edited
 
     def has_delete_permission(self, request, obj=None):
-        return super().has_delete_permission(request, obj) and (obj is None or obj.status not in ReindexRun.ACTIVE_STATUSES)
+        return super().has_delete_permission(request, obj) and (
+            obj is None or obj.status not in ReindexRun.ACTIVE_STATUSES
+        )
 
     def save_model(self, request, run, form, change):
         run.started_by = request.user
@@ -136,20 +157,33 @@ class ReindexRunAdmin(admin.ModelAdmin):
         if not run.failures:
             return "-"
         url = reverse("admin:search_indexedimage_changelist")
-        return format_html("<ul>{}</ul>", format_html_join(
-            "", '<li><a href="{}?id={}">{}</a>: {}</li>', ((url, f["image_id"], f["image_id"], f["reason"]) for f in run.failures)))
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                '<li><a href="{}?id={}">{}</a>: {}</li>',
+                ((url, f["image_id"], f["image_id"], f["reason"]) for f in run.failures),
+            ),
+        )
 
 
 def run_json(run):
     """What the progress bar shows."""
     return {
-        "id": run.id, "status": run.status, "status_label": str(run.get_status_display()),
-        "model": run.model_key or run.arch, "total": run.total,
-        "done": run.done, "failed": run.failed, "processed": run.processed,
+        "id": run.id,
+        "status": run.status,
+        "status_label": str(run.get_status_display()),
+        "model": run.model_key or run.arch,
+        "total": run.total,
+        "done": run.done,
+        "failed": run.failed,
+        "processed": run.processed,
         "percent": round(100 * run.processed / run.total, 1) if run.total else (100.0 if run.finished_at else 0.0),
         "rate": round(run.rate, 2) if run.rate else None,
         "eta_seconds": round(run.eta_seconds) if run.eta_seconds is not None else None,
-        "failures": run.failures[:20], "error": run.error or None,
-        "started_at": run.started_at, "finished_at": run.finished_at,
+        "failures": run.failures[:20],
+        "error": run.error or None,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
         "active": run.status in ReindexRun.ACTIVE_STATUSES,
     }

@@ -6,8 +6,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import projections, versions
-from ..vocabulary import words_due
 from ..models import Embedding, LocalFeatures, ModelVersion, VisualWords
+from ..vocabulary import words_due
 
 
 @admin.register(VisualWords)
@@ -23,7 +23,9 @@ class VisualWordsAdmin(admin.ModelAdmin):
     @admin.display(description=_("learned from"))
     def learned_from(self, vocabulary):
         return _("%(words)s words, the keypoints of %(images)s images") % {
-            "words": vocabulary.info.get("words", "?"), "images": vocabulary.info.get("images", "?")}
+            "words": vocabulary.info.get("words", "?"),
+            "images": vocabulary.info.get("images", "?"),
+        }
 
     @admin.display(description=_("images with words"))
     def images_with_words(self, vocabulary):
@@ -48,7 +50,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
     actions = ("learn_projection", "drop_embeddings")
 
     def get_queryset(self, request):
-        count = Embedding.objects.filter(model_key=OuterRef("key")).order_by().values("model_key").annotate(n=Count("id")).values("n")
+        count = (
+            Embedding.objects.filter(model_key=OuterRef("key"))
+            .order_by()
+            .values("model_key")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
         queryset = super().get_queryset(request).defer("projection")  # megabytes each, never shown
         return queryset.annotate(embeddings_n=Subquery(count, output_field=IntegerField()))
 
@@ -61,9 +69,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
         info = version.projection_info
         if not version.base_key or not info:
             return "-"
-        tags = ngettext("%(dims)d from %(tags)d tag", "%(dims)d from %(tags)d tags", len(info["tags"])) % {
-            "dims": info["lda_dims"], "tags": len(info["tags"])} if info["lda_dims"] else _("no tags")
-        summary = _("%(pca)d + %(tags)s, learned from %(images)d images") % {"pca": info["pca_dims"], "tags": tags, "images": info["images"]}
+        tags = (
+            ngettext("%(dims)d from %(tags)d tag", "%(dims)d from %(tags)d tags", len(info["tags"]))
+            % {"dims": info["lda_dims"], "tags": len(info["tags"])}
+            if info["lda_dims"]
+            else _("no tags")
+        )
+        summary = _("%(pca)d + %(tags)s, learned from %(images)d images") % {
+            "pca": info["pca_dims"],
+            "tags": tags,
+            "images": info["images"],
+        }
         if info.get("copy_dims"):
             summary += _("; a copy space from %(pairs)d edited copies") % {"pairs": info["copy_pairs"]}
         return summary
@@ -92,6 +108,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def drop_embeddings(self, request, queryset):
         dropped, embeddings = versions.model_versions_drop(queryset)
         kept = queryset.count()  # what is left: the active model, or one a run is building
-        self.message_user(request, _("Dropped %(embeddings)d embeddings of %(models)d models.") % {"embeddings": embeddings, "models": dropped})
+        self.message_user(
+            request,
+            _("Dropped %(embeddings)d embeddings of %(models)d models.")
+            % {"embeddings": embeddings, "models": dropped},
+        )
         if kept:
-            self.message_user(request, _("The active model, and any model a run is building, were kept."), messages.WARNING)
+            self.message_user(
+                request, _("The active model, and any model a run is building, were kept."), messages.WARNING
+            )

@@ -41,8 +41,9 @@ decoders = ThreadPoolExecutor(max_workers=_decode_threads(), thread_name_prefix=
 # With local features an image costs its decode thread more CPU than the model spends on it (SIFT at two sizes), so
 # the model waits idle between batches; one thread more fills that time (bench/indexing.py). Also for extracting
 # features alone, where no model runs.
-feature_decoders = ThreadPoolExecutor(max_workers=_decode_threads() + 1, thread_name_prefix="decode-features",
-                                      initializer=_below_the_model)
+feature_decoders = ThreadPoolExecutor(
+    max_workers=_decode_threads() + 1, thread_name_prefix="decode-features", initializer=_below_the_model
+)
 
 
 @dataclass
@@ -63,8 +64,9 @@ def decode(embedder, with_features, vocabulary, image):
     except OSError as exc:
         return Decoded(image, error=f"cannot read the stored file: {exc}")
     evidence = features_module.copy_evidence(pil, vocabulary) if image.id in with_features else None
-    return Decoded(image, embedder.prepare(pil), thumbnail=None if image.thumbnail else make_thumbnail(pil),
-                   evidence=evidence)
+    return Decoded(
+        image, embedder.prepare(pil), thumbnail=None if image.thumbnail else make_thumbnail(pil), evidence=evidence
+    )
 
 
 def ahead(fn, items, count, pool):

@@ -22,8 +22,9 @@ def copy_evidence(pil, vocabulary):
     """The Evidence of a decoded image; no words without a vocabulary (words.vocabulary())."""
     features = verification.extract(pil)
     found = None if vocabulary is None else words.aggregate(features, vocabulary.centroids)
-    return Evidence(verification.pack(features), signature.compute(pil), found,
-                    None if vocabulary is None else vocabulary.id)
+    return Evidence(
+        verification.pack(features), signature.compute(pil), found, None if vocabulary is None else vocabulary.id
+    )
 
 
 def vocabulary_for(extracting):

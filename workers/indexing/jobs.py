@@ -23,8 +23,9 @@ def images_embed(image_ids, *, overwrite=False):
     if not overwrite:
         images = images.exclude(embeddings__model_key=space.key)
     images = list(images)
-    switched, failed = embed(images, space.embedder, with_features=features.feature_ids(images),
-                             store=partial(store.active_batch, space))
+    switched, failed = embed(
+        images, space.embedder, with_features=features.feature_ids(images), store=partial(store.active_batch, space)
+    )
     store.failed(failed)
     space.ensure_vector_indexes()  # built once the index has grown enough
     if any(switched):  # a reindex run made another model active while we worked: these images need its vectors
@@ -103,8 +104,9 @@ def chunk_embed(run, image_ids, space):
     images = list(IndexedImage.objects.filter(id__in=image_ids))
     gone = len(set(image_ids)) - len(images)
     if run.overwrite:  # the active model itself: a full re-embed, as for new images
-        _, failed = embed(images, space.embedder, with_features=features.feature_ids(images),
-                          store=partial(store.active_batch, space))
+        _, failed = embed(
+            images, space.embedder, with_features=features.feature_ids(images), store=partial(store.active_batch, space)
+        )
         with transaction.atomic():
             store.failed(failed)
             # An image that cannot be read any more should not be found by its old vector either.
@@ -127,7 +129,9 @@ def project_stored(space, images):
     """Store a projected space's vectors of images whose raw vectors are kept: no forward pass. Returns their ids."""
     if space.projection is None or not images:
         return set()
-    stored = dict(Embedding.objects.filter(image__in=images, model_key=space.base_key).values_list("image_id", "vector"))
+    stored = dict(
+        Embedding.objects.filter(image__in=images, model_key=space.base_key).values_list("image_id", "vector")
+    )
     if not stored:
         return set()
     ids = list(stored)

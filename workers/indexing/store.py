@@ -32,10 +32,21 @@ def evidence(rows):
         return
     kept = existing_ids([image.id for image, _ in rows])
     LocalFeatures.objects.bulk_create(
-        [LocalFeatures(image=image, data=found.features, signature=found.signature, words=found.words,
-                       words_vocabulary_id=found.words_vocabulary) for image, found in rows if image.id in kept],
-        update_conflicts=True, unique_fields=["image"],
-        update_fields=["data", "signature", "words", "words_vocabulary", "created_at"])
+        [
+            LocalFeatures(
+                image=image,
+                data=found.features,
+                signature=found.signature,
+                words=found.words,
+                words_vocabulary_id=found.words_vocabulary,
+            )
+            for image, found in rows
+            if image.id in kept
+        ],
+        update_conflicts=True,
+        unique_fields=["image"],
+        update_fields=["data", "signature", "words", "words_vocabulary", "created_at"],
+    )
 
 
 def failed(failures):

@@ -29,5 +29,11 @@ def answer(job):
     embed_ms = (time.perf_counter() - started) * 1000
     ranking = rank(query, STAGES if rerank else PLAIN)
     knn_ms = ranking.timings[KNN]
-    jobs.search_job_complete(job, ranking.results, model_key=space.key, embed_ms=embed_ms, query_ms=knn_ms,
-                             rerank_ms=sum(ranking.timings.values()) - knn_ms if rerank else None)
+    jobs.search_job_complete(
+        job,
+        ranking.results,
+        model_key=space.key,
+        embed_ms=embed_ms,
+        query_ms=knn_ms,
+        rerank_ms=sum(ranking.timings.values()) - knn_ms if rerank else None,
+    )

@@ -72,8 +72,11 @@ class Candidates:
         new = [i for i in dict.fromkeys(image_ids) if i not in self._by_id]
         scores = knn.scores_of(query.vector, new, model_key=query.space.key, categories=query.categories)
         admitted = {i for i in new if i in scores and scores[i] >= query.min_score}
-        return [self.add(i, scores.get(i, 0.0), source) for i in dict.fromkeys(image_ids)
-                if i in admitted or i in self._by_id]
+        return [
+            self.add(i, scores.get(i, 0.0), source)
+            for i in dict.fromkeys(image_ids)
+            if i in admitted or i in self._by_id
+        ]
 
     def without(self, *sources):
         """A copy of the table without what `sources` brought (rows only they found leave, the others forget them),

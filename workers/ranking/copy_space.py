@@ -34,8 +34,9 @@ def lead_scores(query, candidates):
     sims = knn.scores_of(query.copy_vector, ids, model_key=space.copy_key)
     missing = [image_id for image_id in ids if image_id not in sims]
     if missing:
-        stored = dict(Embedding.objects.filter(model_key=space.base_key, image_id__in=missing)
-                      .values_list("image_id", "vector"))
+        stored = dict(
+            Embedding.objects.filter(model_key=space.base_key, image_id__in=missing).values_list("image_id", "vector")
+        )
         if stored:
             sims.update(zip(stored, space.projection.copy_vectors(list(stored.values())) @ query.copy_vector))
     for row in candidates:

@@ -20,7 +20,7 @@ from .candidates import NEAR
 COPY, SIMILAR = "copy", "similar"
 
 
-def order(candidates, *, min_inliers=None, inlier_weight=None, signature_weight=None, lead_scores=True):
+def fuse(candidates, *, min_inliers=None, inlier_weight=None, signature_weight=None, lead_scores=True):
     """[(image_id, score, match)], best first, of the candidates (candidates.Candidates). The weights default to the
     tunables; `lead_scores` False picks the lead on the global scores even where copy-space cosines were measured."""
     min_inliers = tunables.MIN_INLIERS if min_inliers is None else min_inliers
@@ -30,8 +30,9 @@ def order(candidates, *, min_inliers=None, inlier_weight=None, signature_weight=
     counts = [row.inliers or 0 for row in rows]
     tiers = [_tier(row, count, min_inliers) for row, count in zip(rows, counts)]
     # sorted() is stable with reverse too: ties stay in the given order
-    copies = sorted((p for p, t in enumerate(tiers) if t), key=lambda p: (tiers[p], counts[p] if tiers[p] == 2 else 0),
-                    reverse=True)
+    copies = sorted(
+        (p for p, t in enumerate(tiers) if t), key=lambda p: (tiers[p], counts[p] if tiers[p] == 2 else 0), reverse=True
+    )
     others = [p for p, t in enumerate(tiers) if not t]
     rest = [p for p in others if not rows[p].found_elsewhere]
     if others:

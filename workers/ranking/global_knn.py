@@ -10,8 +10,9 @@ from .query import SearchError
 def nearest(query, candidates):
     """Stage: the query's `wanted` nearest images, best first; a search of a model with no vectors yet fails."""
     space = query.space
-    found = knn.nearest(query.vector, model_key=space.key, k=query.wanted, min_score=query.min_score,
-                        categories=query.categories)
+    found = knn.nearest(
+        query.vector, model_key=space.key, k=query.wanted, min_score=query.min_score, categories=query.categories
+    )
     if not found and not knn.has_vectors(space.key):
         raise SearchError(f"The index holds no images embedded with {space.key} yet; index some images first.")
     for image_id, score in found:

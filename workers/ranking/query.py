@@ -65,8 +65,9 @@ class Query:
     def _evidence(self):
         """(keypoints, signature): from the decoded query, else an indexed image's stored ones, else its file."""
         if self.image is None:
-            stored = (LocalFeatures.objects.filter(image_id=self.source_image_id)
-                      .values_list("data", "signature").first())
+            stored = (
+                LocalFeatures.objects.filter(image_id=self.source_image_id).values_list("data", "signature").first()
+            )
             try:
                 if stored is not None and stored[1] is not None:
                     return verification.unpack(bytes(stored[0])), np.asarray(stored[1], np.float32)

@@ -58,13 +58,17 @@ def best_in_index(query: np.ndarray):
     """The indexed image whose signature best matches `query` turned or mirrored any way: (image_id, correlation),
     or None when no image has one. One statement: the best of each orientation, each found through the signatures'
     HNSW index, by inner product since signatures are unit vectors."""
-    one = ("(SELECT image_id, -(signature <#> %s::vector({dim})) AS likeness FROM search_localfeatures"
-           " ORDER BY signature <#> %s::vector({dim}) LIMIT 1)").format(dim=DIM)
+    one = (
+        f"(SELECT image_id, -(signature <#> %s::vector({DIM})) AS likeness FROM search_localfeatures"
+        f" ORDER BY signature <#> %s::vector({DIM}) LIMIT 1)"
+    )
     literals = [vector_literal(v) for v in orientations(query)]
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT image_id, likeness FROM ({' UNION ALL '.join([one] * len(literals))}) AS best"
-                       " WHERE likeness IS NOT NULL ORDER BY likeness DESC LIMIT 1",
-                       [v for literal in literals for v in (literal, literal)])
+        cursor.execute(
+            f"SELECT image_id, likeness FROM ({' UNION ALL '.join([one] * len(literals))}) AS best"
+            " WHERE likeness IS NOT NULL ORDER BY likeness DESC LIMIT 1",
+            [v for literal in literals for v in (literal, literal)],
+        )
         row = cursor.fetchone()
     return None if row is None else (row[0], float(row[1]))
 

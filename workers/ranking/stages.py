@@ -30,13 +30,13 @@ class Ranking:
 
 
 def rank(query, stages=STAGES):
-    """Run the stages over the query, then order their candidates (fusion.order)."""
+    """Run the stages over the query, then order their candidates (fusion.fuse)."""
     candidates, timings = Candidates(query), {}
     for stage in stages:
         started = time.perf_counter()
         stage(query, candidates)
         timings[f"{stage.__module__.rsplit('.', 1)[-1]}.{stage.__name__}"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    results = fusion.order(candidates)[: query.k]
+    results = fusion.fuse(candidates)[: query.k]
     timings["fusion"] = (time.perf_counter() - started) * 1000
     return Ranking(results, candidates, timings)

@@ -66,8 +66,9 @@ def extract(img: Image.Image) -> Features:
 
 
 def _extract_at(img, side, max_keypoints):
-    sift = cv2.SIFT_create(nfeatures=max_keypoints, nOctaveLayers=tunables.SIFT_LAYERS,
-                           contrastThreshold=tunables.CONTRAST_THRESHOLD)
+    sift = cv2.SIFT_create(
+        nfeatures=max_keypoints, nOctaveLayers=tunables.SIFT_LAYERS, contrastThreshold=tunables.CONTRAST_THRESHOLD
+    )
     keypoints, descriptors = sift.detectAndCompute(_working_grey(img, side), None)
     if descriptors is None or not keypoints:
         return EMPTY
@@ -176,8 +177,11 @@ def _inliers(query_points, query_desc, cand_points, cand_desc):
         return 0
     partners = sims[matched].argmax(axis=1)
     _, mask = cv2.estimateAffinePartial2D(
-        query_points[partners], cand_points[matched], method=cv2.RANSAC,
-        ransacReprojThreshold=tunables.RANSAC_PX, maxIters=tunables.RANSAC_ITERATIONS,
+        query_points[partners],
+        cand_points[matched],
+        method=cv2.RANSAC,
+        ransacReprojThreshold=tunables.RANSAC_PX,
+        maxIters=tunables.RANSAC_ITERATIONS,
     )
     return 0 if mask is None else int(mask.sum())
 
@@ -187,8 +191,9 @@ def stored_evidence(image_ids):
     Features for a record of another version (extracted again later), no signature for an image indexed before
     signatures existed; images without a record are left out."""
     found = {}
-    for image_id, data, sig in LocalFeatures.objects.filter(image_id__in=image_ids).values_list("image_id", "data",
-                                                                                                "signature"):
+    for image_id, data, sig in LocalFeatures.objects.filter(image_id__in=image_ids).values_list(
+        "image_id", "data", "signature"
+    ):
         try:
             features = unpack(bytes(data))
         except ValueError:  # stored by another version: "similar" until extracted again

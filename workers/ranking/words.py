@@ -38,7 +38,9 @@ class VocabularyError(ValueError):
 
 def descriptors(features: verification.Features, *, mirrored: bool = False) -> np.ndarray:
     """(n, 128) RootSIFT descriptors of every size of an image's local features, their bins mirrored if asked."""
-    stacked = np.concatenate([s.descriptors for s in features.scales]) if len(features) else np.zeros((0, 128), np.uint8)
+    stacked = (
+        np.concatenate([s.descriptors for s in features.scales]) if len(features) else np.zeros((0, 128), np.uint8)
+    )
     return verification.rootsift(verification.mirrored_descriptors(stacked) if mirrored else stacked)
 
 
@@ -58,8 +60,10 @@ def learn(sample: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """The vocabulary, (WORDS, 128) float32 centroids, from (n, 128) RootSIFT descriptors (k-means++)."""
     sample = np.ascontiguousarray(sample, np.float32)
     if len(sample) < MIN_FIT_DESCRIPTORS:
-        raise VocabularyError(f"{len(sample)} descriptors are too few to learn {WORDS} visual words from "
-                              f"(at least {MIN_FIT_DESCRIPTORS}).")
+        raise VocabularyError(
+            f"{len(sample)} descriptors are too few to learn {WORDS} visual words from "
+            f"(at least {MIN_FIT_DESCRIPTORS})."
+        )
     cv2.setRNGSeed(seed)
     criteria = (cv2.TERM_CRITERIA_MAX_ITER + cv2.TERM_CRITERIA_EPS, 50, 1e-4)
     _, _, centroids = cv2.kmeans(sample, WORDS, None, criteria, tunables.KMEANS_ATTEMPTS, cv2.KMEANS_PP_CENTERS)
@@ -116,14 +120,18 @@ def nearest_in_index(queries, *, k):
     """Ids of the k indexed images whose visual words are nearest any of `queries` (unit vectors: the query's words
     as is and mirrored), best first. One statement, each query through the words' HNSW index; images without words
     are not in it."""
-    one = ("(SELECT image_id, -(words <#> %s::vector({dim})) AS likeness FROM search_localfeatures"
-           " WHERE words IS NOT NULL ORDER BY words <#> %s::vector({dim}) LIMIT {k})").format(dim=DIM, k=int(k))
+    one = (
+        f"(SELECT image_id, -(words <#> %s::vector({DIM})) AS likeness FROM search_localfeatures"
+        f" WHERE words IS NOT NULL ORDER BY words <#> %s::vector({DIM}) LIMIT {int(k)})"
+    )
     literals = [exact_text(q) for q in queries]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL hnsw.ef_search = {tunables.WORDS_EF_SEARCH}")  # its graph is sparse (migration 0009)
-        cursor.execute(f"SELECT image_id FROM ({' UNION ALL '.join([one] * len(literals))}) AS near"
-                       f" GROUP BY image_id ORDER BY max(likeness) DESC LIMIT {int(k)}",
-                       [v for literal in literals for v in (literal, literal)])
+        cursor.execute(
+            f"SELECT image_id FROM ({' UNION ALL '.join([one] * len(literals))}) AS near"
+            f" GROUP BY image_id ORDER BY max(likeness) DESC LIMIT {int(k)}",
+            [v for literal in literals for v in (literal, literal)],
+        )
         return [row[0] for row in cursor.fetchall()]
 
 

@@ -18,7 +18,9 @@ class Command(BaseCommand):
         parser.add_argument("path")
         parser.add_argument("--tags-from-folders", action="store_true", help="tag each image with its folder names")
         parser.add_argument("--collection", help="add the images to this named collection")
-        parser.add_argument("--batch-size", type=int, default=settings.IMGSEARCH_TASK_SIZE, help="images per worker task")
+        parser.add_argument(
+            "--batch-size", type=int, default=settings.IMGSEARCH_TASK_SIZE, help="images per worker task"
+        )
         parser.add_argument("--no-wait", action="store_true", help="queue the work and return at once")
 
     def handle(self, path, tags_from_folders, collection, batch_size, no_wait, **options):
@@ -69,8 +71,10 @@ class Command(BaseCommand):
             bar.update(finished - bar.n)
         bar.close()
         elapsed = time.monotonic() - started
-        self.stdout.write(self.style.SUCCESS(
-            f"Indexed {finished - failed} images in {elapsed:.1f}s ({(finished - failed) / elapsed:.1f} images/s), {failed} failed."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Indexed {finished - failed} images in {elapsed:.1f}s ({(finished - failed) / elapsed:.1f} images/s), {failed} failed."
+            )
+        )
         for image in images.filter(status=IndexedImage.Status.FAILED)[:20]:
             self.stdout.write(f"  failed {image.source_path}: {image.error}")

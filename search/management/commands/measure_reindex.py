@@ -68,13 +68,20 @@ class Command(BaseCommand):
 
     def report(self, run, idle, busy):
         seconds = (run.finished_at - run.started_at).total_seconds()
-        self.stdout.write(f"reindex: {run.done} images with {run.model_key} in {seconds:.1f}s = {run.rate:.1f} images/s "
-                          f"({run.failed} failed)")
+        self.stdout.write(
+            f"reindex: {run.done} images with {run.model_key} in {seconds:.1f}s = {run.rate:.1f} images/s "
+            f"({run.failed} failed)"
+        )
         for name, timings in (("idle", idle), ("during reindex", busy)):
             if timings:
                 total = [t["total_ms"] for t in timings]
-                split = ", ".join(f"{key} {statistics.median(t[key] for t in timings):.0f}" for key in ("queued_ms", "embed_ms", "query_ms"))
-                self.stdout.write(f"search latency {name}: median {statistics.median(total):.0f} ms, "
-                                  f"p95 {percentile(total, 0.95):.0f} ms over {len(total)} searches (medians: {split})")
+                split = ", ".join(
+                    f"{key} {statistics.median(t[key] for t in timings):.0f}"
+                    for key in ("queued_ms", "embed_ms", "query_ms")
+                )
+                self.stdout.write(
+                    f"search latency {name}: median {statistics.median(total):.0f} ms, "
+                    f"p95 {percentile(total, 0.95):.0f} ms over {len(total)} searches (medians: {split})"
+                )
         if not busy:
             self.stdout.write("The run ended before a search could be timed during it; index more images.")

@@ -32,9 +32,13 @@ def edited_copy(path):
 def post_image(url, data):
     boundary = uuid.uuid4().hex
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
-        f"Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
@@ -76,7 +80,9 @@ class Command(BaseCommand):
             server.append(job["timings"])
             hits += bool(job["results"]) and job["results"][0]["image_id"] == image.id
         self.stdout.write(f"{len(totals)} searches against {len(ids)} indexed images")
-        self.stdout.write(f"POST to done: median {statistics.median(totals):.0f} ms, p95 {percentile(totals, 0.95):.0f} ms")
+        self.stdout.write(
+            f"POST to done: median {statistics.median(totals):.0f} ms, p95 {percentile(totals, 0.95):.0f} ms"
+        )
         for key in ("queued_ms", "embed_ms", "query_ms", "rerank_ms", "total_ms"):
             values = [t[key] for t in server if t.get(key) is not None]
             if values:

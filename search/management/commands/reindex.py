@@ -5,25 +5,33 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from imgsearch.backbones import MODELS
 from search import reindex
 from search.models import ReindexRun
-from imgsearch.backbones import MODELS
 
 
 class Command(BaseCommand):
-    help = ("Re-embed every indexed image with a model in the background, beside the current vectors; "
-            "searches switch to it when the run is done.")
+    help = (
+        "Re-embed every indexed image with a model in the background, beside the current vectors; "
+        "searches switch to it when the run is done."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--model", required=True, choices=sorted(MODELS), help="the backbone to embed with")
-        parser.add_argument("--weights", default="", help="a torchvision weights name or a .pth path "
-                            "(default: the active or configured weights of that model, else DEFAULT)")
+        parser.add_argument(
+            "--weights",
+            default="",
+            help="a torchvision weights name or a .pth path "
+            "(default: the active or configured weights of that model, else DEFAULT)",
+        )
         parser.add_argument("--drop-old", action="store_true", help="drop the other models' embeddings once done")
         parser.add_argument("--no-wait", action="store_true", help="start the run and return at once")
 
     def handle(self, model, weights, drop_old, no_wait, **options):
         if weights.strip().lower() == "random":
-            self.stderr.write(self.style.WARNING("Random weights: for tests only; searches will find nothing meaningful."))
+            self.stderr.write(
+                self.style.WARNING("Random weights: for tests only; searches will find nothing meaningful.")
+            )
         try:
             run = reindex.reindex_start(ReindexRun(arch=model, weights=weights, drop_old=drop_old))
         except reindex.ReindexError as exc:
@@ -62,10 +70,12 @@ class Command(BaseCommand):
         if run.status == ReindexRun.Status.CANCELLED:
             raise CommandError(f"Reindex run {run.id} was cancelled after {run.processed} of {run.total} images.")
         seconds = (run.finished_at - run.started_at).total_seconds()
-        self.stdout.write(self.style.SUCCESS(
-            f"Reindexed {run.done} images with {run.model_key} in {seconds:.1f}s ({run.rate or 0:.1f} images/s), "
-            f"{run.failed} failed. {run.model_key} is now the active model."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Reindexed {run.done} images with {run.model_key} in {seconds:.1f}s ({run.rate or 0:.1f} images/s), "
+                f"{run.failed} failed. {run.model_key} is now the active model."
+            )
+        )
         for failure in run.failures[:20]:
             self.stdout.write(f"  image {failure['image_id']}: {failure['reason']}")
         if run.drop_old:

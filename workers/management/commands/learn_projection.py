@@ -6,9 +6,11 @@ from search.management.commands.reindex import Command as ReindexCommand
 
 
 class Command(ReindexCommand):
-    help = ("Learn a projection of the active model's vectors from the index and its given tags (workers/projection.py), "
-            "with a copy space from edited copies of some indexed images (embedded here, a minute or so), then apply "
-            "it in a background reindex run; searches switch to it when the run is done.")
+    help = (
+        "Learn a projection of the active model's vectors from the index and its given tags (workers/projection.py), "
+        "with a copy space from edited copies of some indexed images (embedded here, a minute or so), then apply "
+        "it in a background reindex run; searches switch to it when the run is done."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--no-wait", action="store_true", help="start the run and return at once")
