@@ -11,7 +11,11 @@ export DEBUG ?= 1
 # the Chinese page's screenshots show real characters.
 BROWSER_PACKAGES := chromium fonts-noto-cjk
 
-.PHONY: install browser run test lint fuzz index manage load bench bench-large clean-data
+# The accessibility tests load axe-core into the pages: the version pinned in package.json / package-lock.json,
+# installed from npm into node_modules/ (npm ci; the tests never fetch it).
+AXE := node_modules/axe-core/axe.min.js
+
+.PHONY: install browser axe run test lint fuzz index manage load bench bench-large clean-data
 
 install: $(BIN)/.installed
 
@@ -34,7 +38,17 @@ browser:  ## Debian's Chromium and CJK fonts for the browser tests (apt-get, as 
 		exit 1; \
 	fi
 
-test: install browser  ## the whole test suite against real PostgreSQL + pgvector, Redis, Celery workers and Chromium
+axe: $(AXE)  ## axe-core for the accessibility tests, from npm (npm ci: the version of package-lock.json)
+
+$(AXE): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "The accessibility tests need npm (Node.js 18 or later) to install axe-core from package-lock.json:" >&2; \
+		echo "  sudo apt-get install -y nodejs npm   (or from https://nodejs.org/), then make test again" >&2; \
+		exit 1; }
+	npm ci --no-audit --no-fund
+	@touch $@  # dated now, newer than package-lock.json: the next run does not install again
+
+test: install browser axe  ## the whole test suite against real PostgreSQL + pgvector, Redis, Celery workers and Chromium
 	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff (lint, and format check) and the import contracts of pyproject.toml (import-linter); CI runs it

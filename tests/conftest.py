@@ -1,9 +1,11 @@
-"""Shared fixtures: media folders, real dev images, and a real Celery worker process on the test database."""
+"""Shared fixtures: media folders, real dev images, a real Celery worker process on the test database, and the
+browser tests' Chromium, pages and helpers."""
 
 import collections
 import io
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -13,7 +15,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings as django_settings
+from django.core.management import call_command
 from PIL import Image
+from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -213,3 +218,141 @@ def candidates_table(scored, *, inliers=None, near=None, identical=(), likeness=
         row.lead_score = None if lead is None else lead[position]
         row.identical = image_id in identical
     return table
+
+
+# The browser tests (tests/test_browser.py, tests/test_accessibility.py): Playwright drives Debian's Chromium,
+# headless, against the live server.
+expect.set_options(timeout=20_000)  # a search on a busy 2-core machine can take a few seconds
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# Records every change of the waiting indicator, however brief, with whether its spinner was visible.
+WATCH_STATUS = """
+window.__states = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const status = document.getElementById("status");
+  if (!status) return;
+  new MutationObserver(() => window.__states.push([status.dataset.state,
+    getComputedStyle(status.querySelector(".spinner")).display !== "none"])).observe(status, { attributeFilter: ["data-state"] });
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (Debian's build: `playwright install` is never needed)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (as root) to install Debian's Chromium.")
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls of these tests are still
+    # plain synchronous code, so Django's guard against async contexts is lifted while it runs.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def open_page(browser, live_server, request):
+    """Open the site in a fresh browser context; each page fails its test on a script error."""
+    contexts, errors = [], []
+
+    def open_page(path="/", *, viewport=DESKTOP, language="en", session=None, **options):
+        context = browser.new_context(viewport=viewport, base_url=live_server.url, **options)
+        context.set_default_timeout(30_000)
+        context.add_cookies([{"name": django_settings.LANGUAGE_COOKIE_NAME, "value": language, "url": live_server.url}])
+        if session:
+            context.add_cookies(
+                [{"name": django_settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+            )
+        context.add_init_script(WATCH_STATUS)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(path)
+        contexts.append(context)
+        return page
+
+    yield open_page
+    if contexts:
+        shoot(contexts[-1].pages[-1], request.node.name)
+    for context in contexts:
+        context.close()
+    assert not errors, errors
+
+
+def shoot(page, name):
+    """A full-page screenshot in test-artifacts/screenshots/<name>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+@pytest.fixture
+def indexed(worker, photo_folder, settings):
+    """The 12 photos indexed through the real worker, tagged by folder (animals, food, vehicles, plants)."""
+    from search.models import IndexedImage
+
+    settings.IMGSEARCH_SEARCH_RATE_ANON = "10000/min"  # many searches from one address in a few minutes
+    call_command("index_images", str(photo_folder), "--tags-from-folders", stdout=io.StringIO(), stderr=io.StringIO())
+    assert IndexedImage.objects.filter(status="ready").count() == 12
+    return photo_folder
+
+
+def query_file(tmp_path, folder, category="animals"):
+    """An edited copy (cropped, re-encoded) of one indexed photo, as a JPEG file on disk."""
+    original = sorted((folder / category).glob("*.png"))[0]
+    path = tmp_path / f"{original.stem}-copy.jpg"
+    path.write_bytes(edited_copy(original))
+    return path
+
+
+def search_with_picker(page, path):
+    """Choose `path` in the file input, press Search! and wait for the job to end."""
+    page.set_input_files("#id_image", str(path))
+    page.locator("#search-button").click()
+    wait_until_done(page)
+
+
+def wait_until_done(page):
+    expect(page.locator("#status")).to_have_attribute("data-state", re.compile("done|failed"))
+
+
+def signed_in_session(django_user_model):
+    """A signed-in user and the value of their session cookie, for the browser."""
+    from django.test import Client
+
+    user = django_user_model.objects.create_user("fiona", "fiona@example.com", "a long enough secret")
+    client = Client()
+    client.force_login(user)
+    return client.cookies[django_settings.SESSION_COOKIE_NAME].value, user
+
+
+def set_min_score(page, value):
+    """Move the minimum similarity slider as a person would (input while dragging, change on release)."""
+    page.locator("#id_min_score").evaluate(
+        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); "
+        "el.dispatchEvent(new Event('change', { bubbles: true })); }",
+        str(value),
+    )
+
+
+def picture_row(settings, title, colour, tags):
+    """An indexed image with a real (small, one-colour) file under MEDIA_ROOT, without the worker."""
+    from search.models import IndexedImage
+
+    path = Path(settings.MEDIA_ROOT) / "img" / f"{title}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (120, 90), colour).save(path)
+    return IndexedImage.objects.create(
+        content_hash=title.ljust(64, "0"), file=f"img/{title}.png", title=title, status="ready", user_tags=tags
+    )

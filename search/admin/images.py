@@ -94,12 +94,17 @@ class IndexedImageAdmin(admin.ModelAdmin):
     def preview(self, image):
         if not image.thumbnail:
             return "-"
-        return format_html('<img src="{}" alt="" loading="lazy" class="index-thumb">', image.thumbnail.url)
+        # alt: the thumbnail is a link (to the image's page), and a link needs a name
+        return format_html(
+            '<img src="{}" alt="{}" loading="lazy" class="index-thumb">', image.thumbnail.url, image.title
+        )
 
     @admin.display(description=_("preview"))
     def preview_large(self, image):
         url = image.thumbnail.url if image.thumbnail else image.file.url
-        return format_html('<a href="{}"><img src="{}" alt="" class="index-preview"></a>', image.file.url, url)
+        return format_html(
+            '<a href="{}"><img src="{}" alt="{}" class="index-preview"></a>', image.file.url, url, image.title
+        )
 
     @admin.display(description=_("tags"))
     def tag_list(self, image):

@@ -13,16 +13,19 @@ export function createLightbox({ dialog, palette, isFavourite, onStar, onSearchW
   function draw() {
     const item = items[index];
     const title = titleOf(item);
-    const star = el("button", { type: "button", className: "star star-labelled" }, icon("star"), el("span", {}, gettext("Favourite")));
+    const star = el("button", { type: "button", className: "star star-labelled", dataset: { action: "star" } }, icon("star"), el("span", {}, gettext("Favourite")));
     setStar(star, isFavourite(item.image_id), title);
     star.addEventListener("click", async () => { await onStar(item); setStar(star, isFavourite(item.image_id), title); });
-    const again = el("button", { type: "button", className: "button button-primary" }, icon("search"), gettext("Search with this image"));
+    const again = el("button", { type: "button", className: "button button-primary", dataset: { action: "search" } }, icon("search"), gettext("Search with this image"));
     again.addEventListener("click", () => { dialog.close(); onSearchWith(item); });
+    // The arrow keys step on from a button of the image, which is drawn anew: its twin of the next image takes the focus.
+    const focused = figure.contains(document.activeElement) ? document.activeElement.dataset.action : null;
     figure.replaceChildren(
       el("img", { src: safeUrl(item.image_url || item.thumbnail_url), alt: title }),
       el("figcaption", {}, el("h2", { id: "lightbox-title" }, title), matchBadge(item), scoreLine(item.score),
         tagList(item.tags, palette), el("div", { className: "lightbox-actions" }, star, again)),
     );
+    if (focused) figure.querySelector(`[data-action="${focused}"]`).focus();
     position.textContent = format(gettext("%(index)s of %(total)s"), { index: formatNumber(index + 1), total: formatNumber(items.length) });
     dialog.querySelectorAll("[data-step]").forEach((b) => { b.hidden = items.length < 2; });
   }
@@ -47,6 +50,10 @@ export function createLightbox({ dialog, palette, isFavourite, onStar, onSearchW
     if (event.key === "ArrowRight" && items.length > 1) step(1);
     if (event.key === "ArrowLeft" && items.length > 1) step(-1);
   });
-  dialog.addEventListener("close", () => { if (opener && opener.isConnected) opener.focus(); });
+  // Closing gives the focus back to the thumbnail that opened the view (browsers do, this makes sure); not when
+  // the person has moved on already: the close event comes a moment after the dialog has gone.
+  dialog.addEventListener("close", () => {
+    if (opener && opener.isConnected && document.activeElement === document.body) opener.focus();
+  });
   return { open, get isOpen() { return dialog.open; } };
 }

@@ -23,14 +23,21 @@ const STATUS_TEXT = {
   running: gettext("Comparing with the index…"),
 };
 
-const state = { job: null, terms: null, items: [], view: "results", controller: null };
+const state = { job: null, terms: null, items: [], view: "results", controller: null, refocus: false };
 const jobTerms = (job) => ({ k: job.k, min_score: job.min_score, categories: job.categories || [], rerank: job.rerank });
 
 function setStatus(kind) {
   ui.status.dataset.state = kind;
   ui.statusText.textContent = STATUS_TEXT[kind] || "";
   const busy = kind in STATUS_TEXT;
+  // Disabled while a search runs, Search! lets go of the focus: it gets it back when the search ends, unless the
+  // person has moved on meanwhile, so a keyboard user goes on from where they were.
+  if (busy && document.activeElement === ui.button) state.refocus = true;
   ui.button.disabled = busy;
+  if (!busy && state.refocus) {
+    state.refocus = false;
+    if (document.activeElement === document.body) ui.button.focus();
+  }
   ui.view.setAttribute("aria-busy", String(busy));
 }
 

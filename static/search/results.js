@@ -31,17 +31,21 @@ export function matchBadge(item) {
 /** Show a star button's state: pressed when the image is a favourite. */
 export function setStar(button, pressed, title) {
   button.setAttribute("aria-pressed", String(pressed));
+  button.title = pressed ? gettext("Remove from favourites") : gettext("Add to favourites");
+  // The large view's star says "Favourite" and is named by that word, so that voice control finds it by what it
+  // shows (WCAG 2.5.3); an icon-only star on a card names the image it keeps.
+  if (button.classList.contains("star-labelled")) return;
   const label = pressed ? gettext("Remove %(title)s from favourites") : gettext("Add %(title)s to favourites");
   button.setAttribute("aria-label", format(label, { title }));
-  button.title = pressed ? gettext("Remove from favourites") : gettext("Add to favourites");
 }
 
 function cardActions(item, title, { isFavourite, handlers }) {
   const star = el("button", { type: "button", className: "star" }, icon("star"));
   setStar(star, isFavourite(item.image_id), title);
   star.addEventListener("click", () => handlers.onStar(item));
+  // The name starts with the words shown, so "click Find similar" works by voice (WCAG 2.5.3).
   const again = el("button", { type: "button", className: "search-with", title: gettext("Search with this image"),
-    "aria-label": format(gettext("Search with this image: %(title)s"), { title }) }, icon("search"), el("span", {}, gettext("Find similar")));
+    "aria-label": format(gettext("Find similar: %(title)s"), { title }) }, icon("search"), el("span", {}, gettext("Find similar")));
   again.addEventListener("click", () => handlers.onSearchWith(item));
   return el("div", { className: "card-tools" }, star, again);
 }
