@@ -37,6 +37,18 @@ def reset():
         )
 
 
+def _thumbnail(number, img):
+    """The thumbnail the indexing pipeline would store for the image (workers.imageio.make_thumbnail): its name."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from workers.imageio import make_thumbnail
+
+    name = f"thumbs/bench/{number}.jpg"
+    default_storage.delete(name)
+    return default_storage.save(name, ContentFile(make_thumbnail(img)))
+
+
 @dataclass
 class Searched:
     """One query's rankings: `rankings[w]` the production Ranking with `w` global candidates (its candidates table
@@ -79,11 +91,12 @@ class AppIndex:
                 IndexedImage(
                     content_hash=f"bench-{n}",
                     file=f"bench/{name}",
+                    thumbnail=_thumbnail(n, img),  # the candidates' pixels the "Same picture" verdict compares
                     title=str(name)[:255],
                     user_tags=list(t),
                     status=IndexedImage.Status.READY,
                 )
-                for n, (name, t) in enumerate(zip(names, tags))
+                for n, (name, t, img) in enumerate(zip(names, tags, images))
             ]
         )
         ids = [row.id for row in rows]

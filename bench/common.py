@@ -1,6 +1,7 @@
 """Shared helpers for the benchmark parts: the labelled dev-image subset, the model, timing and machine facts."""
 
 import hashlib
+import json
 import os
 import random
 import statistics
@@ -140,3 +141,11 @@ def machine():
 def uptime():
     """The `uptime` line: the load average tells how noisy the timings were."""
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def run_and_save(run, parser):
+    """A benchmark script's main: run(argv) prints its figures; with --json, its report is saved there too."""
+    report = run(sys.argv[1:])
+    out = parser().parse_args().json
+    if out:
+        out.write_text(json.dumps(report, indent=2, default=str))

@@ -22,15 +22,13 @@ Recall is also split by the size of the original (its longer side), because many
 """
 
 import argparse
-import json
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from bench import benchdb
-from bench.common import DEV_IMAGES, RERANK_CANDIDATES
+from bench.common import DEV_IMAGES, RERANK_CANDIDATES, run_and_save
 from bench.copysets import EDIT_TYPES, build_queries, pick_images
 
 benchdb.use_once()  # the app's modules below need Django, on the bench database
@@ -39,6 +37,7 @@ from bench.appindex import KNN_STAGE, AppIndex
 from bench.copy_tables import (
     FUSION_CANDIDATES,
     STAGES,
+    badged_first,
     category_check,
     fusion_table,
     print_report,
@@ -170,6 +169,7 @@ def evaluate_at_scale(embedder, root, args):
         "by_original_size": size_table(searched, sources, edits, sides, args),
         "global": float((searched.global_first() == sources).mean()),
         "global_at_k": float(searched.global_within(sources, args.k).mean()),
+        "badged": float(badged_first(searched, sources, args).mean()),
         "stages": stages,
         "edits": sorted(set(edits.tolist())),
     }
@@ -258,7 +258,8 @@ def run(argv=()):
         scale = report["at_scale"] = evaluate_at_scale(embedder, args.root, args)
         print(
             f"\nphoto + {scale['distractors']} other images ({scale['images']} indexed), {scale['queries']} combined-edit "
-            f"copies: global R@1 {scale['global']:.3f}, original in the global top {args.k} {scale['global_at_k']:.3f}"
+            f"copies: global R@1 {scale['global']:.3f}, original in the global top {args.k} {scale['global_at_k']:.3f}, "
+            f"badged first {scale['badged']:.3f}"
         )
         for row in scale["stages"]:
             print(f"  {row['stage']:<45} combined R@1 {row['combined']:.3f}")
@@ -268,12 +269,5 @@ def run(argv=()):
     return report
 
 
-def main():
-    report = run(sys.argv[1:])
-    out = parser().parse_args().json
-    if out:
-        out.write_text(json.dumps(report, indent=2, default=str))
-
-
 if __name__ == "__main__":
-    main()
+    run_and_save(run, parser)

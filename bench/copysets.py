@@ -165,11 +165,19 @@ def photo_like(img):
     return len(np.unique(codes)) >= 600
 
 
-def thumb_vectors(img):
-    """16x16 colour thumbnails of the image, its margins trimmed, and of its mirror image, for spotting duplicates."""
+def thumb_vectors(img, turns=False):
+    """16x16 colour thumbnails of the image, its margins trimmed, and of its mirror image (with `turns`, of all 8 turns
+    and mirrorings of it), for spotting duplicates."""
     small = trimmed(img).resize((16, 16), Image.Resampling.BOX)
-    mirror = small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return [np.asarray(t, np.float32).ravel() for t in (small, mirror)]
+    if turns:
+        views = [
+            v.rotate(90 * k, expand=True)
+            for v in (small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+            for k in range(4)
+        ]
+    else:
+        views = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    return [np.asarray(t, np.float32).ravel() for t in views]
 
 
 def trimmed(img):

@@ -25,7 +25,7 @@ from bench import benchdb, common, report  # noqa: E402
 DOCS = common.ROOT / "docs"
 
 
-PARTS = ("quality", "copies", "memory", "indexing", "search", "knn", "gpu")
+PARTS = ("quality", "copies", "badges", "memory", "indexing", "search", "knn", "gpu")
 LARGE_PARTS = ("search_large", "knn_large")
 
 
@@ -48,7 +48,7 @@ def part(name, results, load, fn, *args, **kwargs):
 
 def _suite_position(name):
     """Where a part comes in the report: the order the suite runs them in (a large part after its small one)."""
-    order = ("quality", "copies", "memory", "indexing", "search", "search_large", "knn", "knn_large", "gpu")
+    order = ("quality", "copies", "badges", "memory", "indexing", "search", "search_large", "knn", "knn_large", "gpu")
     return order.index(name) if name in order else len(order)
 
 
@@ -108,9 +108,13 @@ def main():
             copy_detection.run,
             ["--queries", str(args.copy_queries), "--combined-queries", str(args.copy_combined_queries)],
         )
+    if "badges" in wanted:
+        from bench import badges
+
+        part("badges", results, load, badges.run)
     from bench import appindex
 
-    appindex.reset()  # the index the copies and quality parts left: the other parts build their own
+    appindex.reset()  # the index the quality, copies and badges parts left: the other parts build their own
     if "gpu" in wanted:  # where torch sees no GPU this records only that
         from bench import gpu
 

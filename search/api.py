@@ -72,11 +72,12 @@ class SearchRequestSerializer(serializers.Serializer):
         return data
 
 
-def result_json(request, image, score, match):
+def result_json(request, image, score, match, evidence=None):
     return {
         "image_id": image.id,
         "score": score,
         "match": match,
+        "evidence": evidence,
         "tags": image.tags,
         "image_url": request.build_absolute_uri(image.file.url),
         "thumbnail_url": request.build_absolute_uri(image.thumbnail.url) if image.thumbnail else None,

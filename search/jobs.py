@@ -125,10 +125,12 @@ def search_jobs_reap(now=None):
 
 
 def search_job_complete(job, results, *, model_key, embed_ms, query_ms, rerank_ms=None):
-    """Store the results [(image_id, score, match)], best first, and the timings; the job is done."""
+    """Store the results [(image_id, score, match, evidence)] (evidence may be left out: None), best first, and the
+    timings; the job is done."""
     now = timezone.now()
     job.results = [
-        {"image_id": image_id, "score": round(score, 6), "match": match} for image_id, score, match in results
+        {"image_id": image_id, "score": round(score, 6), "match": match, "evidence": evidence}
+        for image_id, score, match, evidence in ((*result, None)[:4] for result in results)
     ]
     job.model_key = model_key
     job.timings = {
@@ -158,14 +160,17 @@ def search_job_fail(job_id, reason):
 
 
 def search_job_results(job):
-    """(image, score, match) of the job's results, best first; images removed since are skipped.
+    """(image, score, match, evidence) of the job's results, best first; images removed since are skipped.
 
-    match is "copy" for a result verified as the same picture, else "similar" (also for jobs stored before
-    re-ranking existed).
+    match is "copy" for a result found to be the same picture, else "similar" (also for jobs stored before
+    re-ranking existed); evidence says why a result leads as, or looks like, the query's picture (None for one merely
+    similar, and for jobs stored before it was kept).
     """
     images = IndexedImage.objects.in_bulk([r["image_id"] for r in job.results])
     return [
-        (images[r["image_id"]], r["score"], r.get("match", "similar")) for r in job.results if r["image_id"] in images
+        (images[r["image_id"]], r["score"], r.get("match", "similar"), r.get("evidence"))
+        for r in job.results
+        if r["image_id"] in images
     ]
 
 

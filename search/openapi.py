@@ -18,17 +18,34 @@ class JobReferenceSerializer(serializers.Serializer):
     url = serializers.URLField(help_text="Poll this until status is done or failed.")
 
 
+class EvidenceSerializer(serializers.Serializer):
+    verdict = serializers.ChoiceField(
+        ["same picture", "looks alike"], help_text='"same picture" exactly when the result\'s match is "copy".'
+    )
+    by = serializers.ChoiceField(
+        ["identical file", "keypoints", "signature"],
+        help_text='"identical file": the very bytes searched with; "keypoints": keypoints that fit one transform '
+        '(inliers says how many); "signature": the 16x16 grey thumbnails correlate at 0.95 or more (likeness).',
+    )
+    inliers = serializers.IntegerField(allow_null=True, help_text="Keypoints that fit the transform, where verified.")
+    likeness = serializers.FloatField(allow_null=True, help_text="The signatures' correlation, for by=signature.")
+
+
 class ResultSerializer(serializers.Serializer):
     image_id = serializers.IntegerField()
     score = serializers.FloatField(help_text="Cosine similarity of the embeddings, 0..1 (1: identical).")
     match = serializers.ChoiceField(
         ["copy", "similar"],
-        help_text='"copy": verified by local-feature geometric matching to be the same picture as the query, '
-        "possibly cropped, rescaled, re-encoded, rotated, flipped, recoloured or captioned; or the image whose "
-        "16x16 grey signature matches the query's best in the whole index (at 0.95 correlation or more: a "
-        "shrunk, blurred copy with too few keypoints); or the very file uploaded (or the indexed image "
-        "searched with), however few keypoints it has. "
-        '"similar": looks alike (always, for a search without re-ranking).',
+        help_text='"copy" (the "Same picture" badge): the very file uploaded (or the indexed image searched with), or '
+        "an image whose keypoints fit the query's under one transform (possibly cropped, rescaled, re-encoded, "
+        "turned, flipped, recoloured or captioned), distinctly better than any other image's, and which, so mapped, "
+        'looks like the query in lightness and colour. "similar": anything else, also a result that leads because '
+        "it looks much like the query (its evidence says why) without proof that it is the same picture; always, "
+        "for a search without re-ranking.",
+    )
+    evidence = EvidenceSerializer(
+        allow_null=True,
+        help_text="Why the result leads as, or looks like, the query's own picture; null for a merely similar one.",
     )
     tags = serializers.ListField(child=serializers.CharField(), help_text="Given tags first, then automatic ones.")
     image_url = serializers.URLField()

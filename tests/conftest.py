@@ -203,10 +203,11 @@ def wait_for_job(client, url, timeout=60):
     raise AssertionError(f"job still {body['status']} after {timeout}s")
 
 
-def candidates_table(scored, *, inliers=None, near=None, identical=(), likeness=None, lead=None, found=()):
+def candidates_table(scored, *, inliers=None, near=None, identical=(), likeness=None, lead=None, found=(), alike=None):
     """A candidates table (workers/ranking/candidates.py) as the stages leave it: rows (image_id, score) in the order
     they were found, from the global k-NN but the near duplicate at position `near` and the whole-index finds at the
-    positions in `found`; with inliers, signature likeness and lead scores per row, and the query's very file."""
+    positions in `found`; with inliers, signature likeness and lead scores per row, and the query's very file. The
+    verified copies (10 inliers or more) passed the appearance check unless `alike` (image ids that passed) says."""
     from workers.ranking.candidates import GLOBAL, NEAR, Candidates
 
     table = Candidates(query=None)
@@ -217,6 +218,8 @@ def candidates_table(scored, *, inliers=None, near=None, identical=(), likeness=
         row.likeness = None if likeness is None else likeness[position]
         row.lead_score = None if lead is None else lead[position]
         row.identical = image_id in identical
+        verified = (row.inliers or 0) >= 10
+        row.same_picture = verified and (alike is None or image_id in alike)
     return table
 
 

@@ -123,25 +123,37 @@ def test_signing_in_claims_only_this_browsers_searches(client, dave):
 
 
 def test_a_past_search_shows_which_results_are_the_same_picture(client, dave):
-    """The history page of a search badges its verified copies "Same picture", and only those."""
+    """The history page of a search badges its verified copies "Same picture", and only those; a result whose
+    evidence says it only looks alike is marked so."""
     from search.models import IndexedImage
 
-    for n, title in enumerate(["original-crop", "lookalike"], start=1):
+    for n, title in enumerate(["original-crop", "lookalike", "other"], start=1):
         IndexedImage.objects.create(
             id=n, content_hash=str(n) * 64, file=f"img/{title}.png", title=title, status="ready"
         )
     job = SearchJob.objects.create(
         owner=dave,
         status="done",
-        results=[{"image_id": 1, "score": 0.9, "match": "copy"}, {"image_id": 2, "score": 0.93, "match": "similar"}],
+        results=[
+            {"image_id": 1, "score": 0.9, "match": "copy"},
+            {
+                "image_id": 2,
+                "score": 0.93,
+                "match": "similar",
+                "evidence": {"verdict": "looks alike", "by": "signature"},
+            },
+            {"image_id": 3, "score": 0.8, "match": "similar", "evidence": None},
+        ],
     )
     client.force_login(dave)
     page = client.get(f"/accounts/history/{job.id}/").content.decode()
     cards = page.split('<li class="card')[1:]
-    assert len(cards) == 2 and cards[0].startswith(' is-copy">') and cards[1].startswith('">')
+    assert len(cards) == 3 and cards[0].startswith(' is-copy">') and cards[1].startswith('">')
     assert "Same picture" in cards[0] and "original-crop" in cards[0] and "Same picture" not in cards[1]
+    assert "Looks alike" in cards[1] and "Looks alike" not in cards[0] + cards[2] and "Same picture" not in cards[2]
     client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
-    assert "同一张图片" in client.get(f"/accounts/history/{job.id}/").content.decode()
+    page = client.get(f"/accounts/history/{job.id}/").content.decode()
+    assert "同一张图片" in page and "外观相似" in page
 
 
 # --- Passwords ---------------------------------------------------------------------------------------

@@ -240,7 +240,8 @@ def test_refining_refilters_or_reruns_without_reuploading_and_offers_to_relax(op
 def test_a_verified_copy_is_badged_and_finding_copies_first_is_sent_with_the_search(
     open_page, settings, django_user_model
 ):
-    """Only the "copy" result wears the "Same picture" badge (card and large view); unticking the box re-runs."""
+    """Only the "copy" result wears the "Same picture" badge (card and large view); one that only looks alike (its
+    evidence says so) wears an outlined "Looks alike" that is not counted; unticking the box re-runs."""
     session, user = signed_in_session(django_user_model)
     crop, lookalike, older = (
         picture_row(settings, *spec)
@@ -257,8 +258,18 @@ def test_a_verified_copy_is_badged_and_finding_copies_first_is_sent_with_the_sea
         rerank=True,
         source_image=crop,
         results=[
-            {"image_id": crop.id, "score": 0.88, "match": "copy"},
-            {"image_id": lookalike.id, "score": 0.93, "match": "similar"},
+            {
+                "image_id": crop.id,
+                "score": 0.88,
+                "match": "copy",
+                "evidence": {"verdict": "same picture", "by": "keypoints"},
+            },
+            {
+                "image_id": lookalike.id,
+                "score": 0.93,
+                "match": "similar",
+                "evidence": {"verdict": "looks alike", "by": "signature", "inliers": 2, "likeness": 0.97},
+            },
             {"image_id": older.id, "score": 0.61},
         ],
     )  # stored before re-ranking existed: "similar"
@@ -274,7 +285,10 @@ def test_a_verified_copy_is_badged_and_finding_copies_first_is_sent_with_the_sea
     expect(page.locator("#id_rerank")).to_be_checked()
     badge = cards.first.locator(".match-badge")
     expect(badge).to_have_text("Same picture")
-    expect(page.locator("#results .match-badge")).to_have_count(1)
+    expect(page.locator("#results .match-badge")).to_have_count(2)
+    expect(cards.nth(1).locator(".match-badge")).to_have_text("Looks alike")
+    expect(cards.nth(1).locator(".match-badge svg")).to_have_count(0)
+    expect(cards.nth(2).locator(".match-badge")).to_have_count(0)
     expect(page.locator("#copies")).to_have_text("1 of them is the same picture as yours")
     background = [int(n) for n in re.findall(r"\d+", badge.evaluate("e => getComputedStyle(e).backgroundColor"))[:3]]
     assert contrast_with_white(background) >= 4.5 and badge.locator("svg").count() == 1
@@ -284,6 +298,8 @@ def test_a_verified_copy_is_badged_and_finding_copies_first_is_sent_with_the_sea
     shoot(page, "same-picture-lightbox")
     page.keyboard.press("ArrowRight")
     expect(page.locator("#lightbox h2")).to_have_text("other-harbour")
+    expect(page.locator("#lightbox .match-badge")).to_have_text("Looks alike")
+    page.keyboard.press("ArrowRight")
     expect(page.locator("#lightbox .match-badge")).to_have_count(0)
     page.keyboard.press("Escape")
 

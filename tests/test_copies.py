@@ -90,9 +90,10 @@ def blurred_thumbnail(path):
     return img.filter(ImageFilter.GaussianBlur(1.0)).transpose(Image.Transpose.ROTATE_90)
 
 
-def test_a_copy_too_small_to_verify_is_found_by_its_signature(worker, client, photo_folder):
+def test_a_copy_too_small_to_verify_leads_by_its_signature_without_the_badge(worker, client, photo_folder):
     """Copies that local features cannot verify but whose signature matches (most of them, bench/copy_detection.py
-    measures how many): the original comes first as a copy, though it was not first globally for all of them."""
+    measures how many): the original comes first, though it was not first globally for all of them; a 16x16 likeness
+    alone is no proof of the same picture, so it is "similar", its evidence saying it looks alike by its signature."""
     call_command("index_images", str(photo_folder))
     tried = 0
     for original in IndexedImage.objects.order_by("id"):
@@ -105,9 +106,10 @@ def test_a_copy_too_small_to_verify_is_found_by_its_signature(worker, client, ph
         tried += 1
         job = search_upload(client, jpeg_bytes(copy), k=5)
         assert job["status"] == "done", job["error"]
-        assert (job["results"][0]["image_id"], job["results"][0]["match"]) == (original.id, "copy"), (
-            original.source_path
-        )
+        first = job["results"][0]
+        assert (first["image_id"], first["match"]) == (original.id, "similar"), original.source_path
+        assert first["evidence"]["by"] == "signature" and first["evidence"]["verdict"] == "looks alike"
+        assert first["evidence"]["likeness"] >= tunables.SIGNATURE_COPY
         assert [r["match"] for r in job["results"][1:]] == ["similar"] * 4
     assert tried >= 6
     # Without re-ranking the same copies are only "similar".
@@ -271,3 +273,41 @@ def test_missing_copy_evidence_is_extracted_for_ready_images_only(photo_folder):
         assert row.signature is not None and len(row.signature) == signature.DIM
     assert bytes(LocalFeatures.objects.get(image=complete).data) == b"kept"
     assert not LocalFeatures.objects.filter(image__in=[pending, unreadable]).exists()
+
+
+def test_pictures_of_one_kind_get_no_badge_and_a_copy_says_why_it_has_one(worker, client, photo_folder):
+    """Through the real worker, an index of plain pictures built here (a grey disc, a red diamond, a flag, a warning
+    sign) beside real photos: another picture of the same kind (a brown disc, a blue diamond, another flag of that
+    layout, the sign of that family with another pictogram) may lead the results but never wears the "Same picture"
+    badge; the very file does (identical file), and so does an edited copy of a photo (keypoints, with its inliers)."""
+    from .test_appearance import diamond, disc, tricolour, warning
+
+    plain = photo_folder / "plain"
+    plain.mkdir()
+    indexed = {
+        "disc": disc((45, 45, 50)),
+        "diamond": diamond((220, 20, 30)),
+        "flag": tricolour([(0, 146, 70), "white", (206, 43, 55)]),
+        "sign": warning("flame"),
+    }
+    for name, img in indexed.items():
+        img.save(plain / f"{name}.png")
+    call_command("index_images", str(photo_folder))
+    others = [
+        disc((140, 90, 40)),
+        diamond((30, 90, 220)),
+        tricolour([(0, 85, 164), "white", (239, 65, 53)]),
+        warning("!"),
+    ]
+    for img in others:
+        job = search_upload(client, jpeg_bytes(img, quality=95), k=5)
+        assert job["status"] == "done", job["error"]
+        assert {r["match"] for r in job["results"]} == {"similar"}
+    own = search_upload(client, (plain / "sign.png").read_bytes(), k=3)
+    assert own["results"][0]["match"] == "copy" and own["results"][0]["evidence"]["by"] == "identical file"
+    original = IndexedImage.objects.get(source_path=str(next(photo_folder.glob("animals/*.png"))))
+    job = search_upload(client, mirrored_turned_copy(original.source_path), k=3)
+    first = job["results"][0]
+    assert (first["image_id"], first["match"]) == (original.id, "copy")
+    assert first["evidence"]["by"] == "keypoints" and first["evidence"]["inliers"] >= tunables.MIN_INLIERS
+    assert [r["evidence"] for r in job["results"][1:]] == [None, None]

@@ -85,10 +85,41 @@ def test_signature_likeness_credits_the_lead_of_the_candidates_that_are_not_copi
     assert [i for i, _, _ in both] == [2, 1]  # 0.70 + 3 x 0.02 + 0.10 = 0.86 against 0.80 + 0.04
 
 
-def test_the_near_duplicate_comes_after_verified_copies_and_before_the_rest():
-    """The signature's near duplicate is a copy, behind any verified copy, ahead of closer-scoring candidates."""
-    ranked = order([(1, 0.9), (2, 0.8), (3, 0.6), (4, 0.5)], [0, 0, 12, 0], min_inliers=10, near=3)
-    assert ranked == [(3, 0.6, "copy"), (4, 0.5, "copy"), (1, 0.9, "similar"), (2, 0.8, "similar")]
+def test_the_near_duplicate_leads_after_verified_copies_but_wears_no_badge():
+    """The signature's near duplicate comes behind any verified copy, ahead of closer-scoring candidates, but a 16x16
+    likeness alone proves no copy: it is "similar", its evidence saying it looks alike by its signature."""
+    table = candidates_table(
+        [(1, 0.9), (2, 0.8), (3, 0.6), (4, 0.5)], inliers=[0, 0, 12, 0], near=3, likeness=[0.1, 0.2, 0.3, 0.97]
+    )
+    assert fusion.fuse(table) == [(3, 0.6, "copy"), (4, 0.5, "similar"), (1, 0.9, "similar"), (2, 0.8, "similar")]
+    assert fusion.evidence(table.get(4)) == {
+        "verdict": "looks alike",
+        "by": "signature",
+        "inliers": 0,
+        "likeness": 0.97,
+    }
+    assert fusion.evidence(table.get(3)) == {
+        "verdict": "same picture",
+        "by": "keypoints",
+        "inliers": 12,
+        "likeness": None,
+    }
+    assert fusion.evidence(table.get(1)) is None
+
+
+def test_a_verified_copy_that_fails_the_appearance_check_leads_as_a_lookalike():
+    """Keypoints that fit (a sign's frame, a plain shape) order a candidate first, but without the appearance check's
+    verdict it is "similar", and its evidence says it looks alike by its keypoints; the query's very file is the same
+    picture whatever its keypoints."""
+    table = candidates_table([(1, 0.9), (2, 0.6), (3, 0.99)], inliers=[0, 40, 2], alike=set(), identical={3})
+    assert fusion.fuse(table) == [(3, 0.99, "copy"), (2, 0.6, "similar"), (1, 0.9, "similar")]
+    assert fusion.evidence(table.get(2))["verdict"] == "looks alike"
+    assert fusion.evidence(table.get(3)) == {
+        "verdict": "same picture",
+        "by": "identical file",
+        "inliers": 2,
+        "likeness": None,
+    }
 
 
 def test_the_lead_is_picked_on_lead_scores_where_given_and_the_global_scores_stay():

@@ -102,7 +102,7 @@ def test_a_blurred_small_copy_verifies_at_the_smaller_size(animals):
         ImageFilter.GaussianBlur(1.5)
     )
     original, query = extract(frog), extract(copy)
-    assert verification._verify_at(query.scales[0], original.scales[0]) < MIN_INLIERS
+    assert verification._match_at(0, query.scales[0], original.scales[0]).inliers < MIN_INLIERS
     assert verify(query, original) >= MIN_INLIERS
 
 
@@ -150,7 +150,7 @@ def test_the_stage_verifies_every_candidate_with_stored_keypoints_and_only_once_
         if img is not None:
             LocalFeatures.objects.create(image=image, data=pack(extract(img)))
         ids.append(image.id)
-    query = SimpleNamespace(features=extract(web_copy(original)), inliers={})
+    query = SimpleNamespace(features=extract(web_copy(original)), matches={})
     table = Candidates(query)
     for image_id, score in zip(ids[:3], (0.9, 0.8, 0.7)):
         table.add(image_id, score, GLOBAL)
@@ -158,7 +158,7 @@ def test_the_stage_verifies_every_candidate_with_stored_keypoints_and_only_once_
     verification.inliers(query, table)
     counts = [row.inliers for row in table]
     assert counts[2] is None and counts[3] >= MIN_INLIERS and counts[0] < MIN_INLIERS and counts[1] < MIN_INLIERS
-    assert query.inliers == dict(zip(ids, counts))
+    assert {i: m and m.inliers for i, m in query.matches.items()} == dict(zip(ids, counts))
     query.features = None  # a second pass must not need the query's keypoints: every count is kept
     again = Candidates(query)
     again.add(ids[3], 0.5, NEAR)

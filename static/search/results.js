@@ -21,11 +21,22 @@ export function scoreLine(score) {
   return el("p", { className: "score" }, bar, format(gettext("%(score)s similar"), { score: formatPercent(score) }));
 }
 
-/** The "Same picture" badge of a result verified as a copy of the query image; null for the others. */
+/** The badge of a result that is (or looks like) the query's own picture; null for the others. "Same picture": the
+ * very file, or verified (its keypoints fit the query's and, mapped onto it, it looks the same); "Looks alike": it
+ * leads because it resembles the query closely, but nothing proves it is the same picture. */
 export function matchBadge(item) {
-  if (item.match !== "copy") return null;
-  const title = gettext("Verified as the same picture as yours, possibly cropped or edited");
-  return el("p", { className: "match-badge", title }, icon("verified"), el("span", {}, gettext("Same picture")));
+  const by = item.evidence && item.evidence.by;
+  if (item.match === "copy") {
+    const title = by === "identical file"
+      ? gettext("The very file you searched with")
+      : gettext("Verified as the same picture as yours, possibly cropped or edited");
+    return el("p", { className: "match-badge", title }, icon("verified"), el("span", {}, gettext("Same picture")));
+  }
+  if (item.evidence && item.evidence.verdict === "looks alike") {
+    const title = gettext("Looks very like your picture, but is not verified as the same picture");
+    return el("p", { className: "match-badge is-lookalike", title }, el("span", {}, gettext("Looks alike")));
+  }
+  return null;
 }
 
 /** Show a star button's state: pressed when the image is a favourite. */

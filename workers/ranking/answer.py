@@ -8,6 +8,7 @@ from search import jobs
 
 from ..embedder import WeightsError
 from ..spaces import active_space
+from .fusion import evidence
 from .query import Query, SearchError
 from .stages import PLAIN, STAGES, rank
 
@@ -29,9 +30,13 @@ def answer(job):
     embed_ms = (time.perf_counter() - started) * 1000
     ranking = rank(query, STAGES if rerank else PLAIN)
     knn_ms = ranking.timings[KNN]
+    results = [
+        (image_id, score, match, evidence(ranking.candidates.get(image_id)))
+        for image_id, score, match in ranking.results
+    ]
     jobs.search_job_complete(
         job,
-        ranking.results,
+        results,
         model_key=space.key,
         embed_ms=embed_ms,
         query_ms=knn_ms,

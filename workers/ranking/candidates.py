@@ -21,9 +21,11 @@ class Candidate:
     score: float  # cosine similarity to the query in the search's vector space
     sources: set = field(default_factory=set)  # the stages that found it: GLOBAL, NEAR, or a finder's name
     inliers: int | None = None  # verified keypoint inliers (None: not verified)
+    match: object = None  # verification.Match: the transform and inlier keypoints (None: not verified)
     likeness: float | None = None  # its 16x16 signature's correlation with the query's (None: not compared)
     lead_score: float | None = None  # its likeness to the query where the lead is picked (None: its score)
     identical: bool = False  # the query's very file
+    same_picture: bool = False  # a verified copy that is distinct and looks like the query (appearance.py)
 
     @property
     def found_elsewhere(self):

@@ -1,6 +1,7 @@
-"""Fusion: the order of a search's results, from the evidence its stages gathered on the candidates.
+"""Fusion: the order of a search's results, from the evidence its stages gathered on the candidates, and the
+verdict each result shows.
 
-Tiers, best first, all marked "copy" but the last:
+Tiers, best first (the first three are the candidates with evidence of being the query's picture):
   3. the query's very file (identical.py);
   2. verified copies, MIN_INLIERS or more inliers, by inliers;
   1. the signature's near duplicate (signature.py);
@@ -12,6 +13,10 @@ Tiers, best first, all marked "copy" but the last:
      precision@10 up to 0.007 on some samples). Candidates found only in the whole index (visual words, the
      lookalike, the copy space) stay only as copies or as that lead, so the similar results are the global neighbours.
 Ties keep the order the candidates were found in.
+
+Only the query's very file, and a verified copy that appearance.py finds distinct and alike, is marked "copy" (the
+"Same picture" badge); the others of the first tiers lead the list but are marked "similar", their evidence saying
+they look alike: a 16x16 likeness or a frame two signs share is no proof that a picture is the query's.
 """
 
 from . import tunables
@@ -44,7 +49,23 @@ def fuse(candidates, *, min_inliers=None, inlier_weight=None, signature_weight=N
 
         lead = max(others, key=strength)  # ties: the first
         rest = [lead] + [p for p in rest if p != lead]
-    return [(rows[p].image_id, rows[p].score, COPY if tiers[p] else SIMILAR) for p in copies + rest]
+    return [(rows[p].image_id, rows[p].score, COPY if _same_picture(rows[p]) else SIMILAR) for p in copies + rest]
+
+
+def _same_picture(row):
+    return row.identical or row.same_picture
+
+
+def evidence(row):
+    """Why a result leads as (or looks like) the query's own picture, for the API: None for a merely similar one."""
+    verdict = "same picture" if _same_picture(row) else "looks alike"
+    if row.identical:
+        return {"verdict": verdict, "by": "identical file", "inliers": row.inliers, "likeness": None}
+    if (row.inliers or 0) >= tunables.MIN_INLIERS:
+        return {"verdict": verdict, "by": "keypoints", "inliers": row.inliers, "likeness": None}
+    if NEAR in row.sources:
+        return {"verdict": verdict, "by": "signature", "inliers": row.inliers, "likeness": round(row.likeness or 0, 3)}
+    return None
 
 
 def _tier(row, inliers, min_inliers):

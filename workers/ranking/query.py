@@ -11,7 +11,7 @@ from search import knn
 from search.models import IndexedImage, LocalFeatures
 
 from ..imageio import ImageDecodeError, load_rgb
-from . import signature, tunables, verification
+from . import appearance, signature, tunables, verification
 
 
 class SearchError(Exception):
@@ -30,7 +30,9 @@ class Query:
     image: object = None  # the decoded query (PIL); None for an indexed image whose evidence is stored
     source_image_id: int | None = None  # an indexed image searched with
     upload: object = None  # the uploaded file (a FieldFile), for recognising the very file (identical.py)
-    inliers: dict = field(default_factory=dict)  # image_id -> verified inliers, kept across rankings of this query
+    matches: dict = field(
+        default_factory=dict
+    )  # image_id -> its verification.Match, kept across rankings of this query
 
     @classmethod
     def of_image(cls, image, raw, space, *, k, wanted=None, min_score=0.0, categories=()):
@@ -88,6 +90,14 @@ class Query:
     def signature_match(self):
         """The image whose signature matches the query's best in the whole index: (id, likeness) or None."""
         return signature.best_in_index(self.signature)
+
+    @cached_property
+    def working(self):
+        """The query's pixels in the verification's frame (appearance.py): its decoded image, else (an indexed image
+        searched with) its stored thumbnail; None where they cannot be read."""
+        if self.image is not None:
+            return appearance.working(self.image)
+        return appearance.stored_pixels(self.source_image_id) if self.source_image_id else None
 
     @cached_property
     def copy_vector(self):

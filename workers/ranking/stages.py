@@ -5,7 +5,7 @@ stage is deleting its line."""
 import time
 from dataclasses import dataclass
 
-from . import copy_space, fusion, global_knn, identical, signature, verification, words
+from . import appearance, copy_space, fusion, global_knn, identical, signature, verification, words
 from .candidates import Candidates
 
 STAGES = (
@@ -18,6 +18,7 @@ STAGES = (
     signature.likeness,  # each candidate's signature likeness to the query's
     copy_space.lead_scores,  # each candidate's cosine in the copy space, where the lead is picked
     identical.mark,  # the query's very file
+    appearance.check,  # of the verified copies, those distinct and alike enough to be called the same picture
 )
 PLAIN = (global_knn.nearest,)  # a search without re-ranking (rerank=false, or IMGSEARCH_LOCAL_FEATURES=0)
 

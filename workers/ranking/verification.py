@@ -143,19 +143,43 @@ def mirrored_descriptors(descriptors):
     return descriptors[:, _MIRROR]
 
 
+@dataclass(frozen=True)
+class Match:
+    """How the query's keypoints map onto a candidate's at the size where most of them do: the RANSAC inliers, the
+    similarity transform (2x3, query working pixels to the candidate's; the query's x negated first where
+    `mirrored`), and the inlier keypoints on both sides."""
+
+    inliers: int
+    scale: int  # which of tunables.SCALES
+    mirrored: bool
+    matrix: np.ndarray | None  # None without a transform
+    query_points: np.ndarray  # (inliers, 2), in the query's working pixels, as extracted
+    candidate_points: np.ndarray  # (inliers, 2), in the candidate's
+
+
+NO_MATCH = Match(0, 0, False, None, np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32))
+
+
 def verify(query: Features, candidate: Features) -> int:
     """RANSAC inliers of the query mapped onto the candidate, at the size where they are most; 0 if none matches."""
-    return max((_verify_at(q, c) for q, c in zip(query.scales, candidate.scales)), default=0)
+    return match(query, candidate).inliers
 
 
-def _verify_at(query: Keypoints, candidate: Keypoints) -> int:
-    """Inliers at one size, the query as is or mirrored; 0 below tunables.MIN_MATCHES matches."""
+def match(query: Features, candidate: Features) -> Match:
+    """The Match of the query onto the candidate at the size where the most inliers fit (NO_MATCH if none does)."""
+    found = [_match_at(n, q, c) for n, (q, c) in enumerate(zip(query.scales, candidate.scales))]
+    return max(found, key=lambda m: m.inliers, default=NO_MATCH)
+
+
+def _match_at(scale, query: Keypoints, candidate: Keypoints) -> Match:
+    """The Match at one size, the query as is or mirrored (the mirror where it fits more); NO_MATCH below
+    tunables.MIN_MATCHES matches."""
     if len(query) < tunables.MIN_MATCHES or len(candidate) < tunables.MIN_MATCHES:
-        return 0
+        return NO_MATCH
     q, c = rootsift(query.descriptors), rootsift(candidate.descriptors)
-    direct = _inliers(query.points, q, candidate.points, c)
-    mirrored = _inliers(query.points * np.array([-1, 1], np.float32), mirrored_descriptors(q), candidate.points, c)
-    return max(direct, mirrored)
+    direct = _fit(scale, False, query.points, q, candidate.points, c)
+    mirrored = _fit(scale, True, query.points, mirrored_descriptors(q), candidate.points, c)
+    return mirrored if mirrored.inliers > direct.inliers else direct
 
 
 def rootsift(descriptors):
@@ -164,8 +188,8 @@ def rootsift(descriptors):
     return np.sqrt(d / np.maximum(d.sum(axis=1, keepdims=True), 1.0))
 
 
-def _inliers(query_points, query_desc, cand_points, cand_desc):
-    """Ratio-test matches from candidate to query keypoints, then RANSAC similarity inliers."""
+def _fit(scale, mirrored, query_points, query_desc, cand_points, cand_desc):
+    """Ratio-test matches from candidate to query keypoints, then a RANSAC similarity transform: its Match."""
     # cv2.gemm, not numpy's @: in the worker, OpenBLAS threads fight torch's OpenMP threads after an
     # embedding and stalled this small product for up to 600 ms (measured in bench/copy_detection.py).
     sims = cv2.gemm(cand_desc, query_desc, 1.0, None, 0.0, flags=cv2.GEMM_2_T)
@@ -174,16 +198,20 @@ def _inliers(query_points, query_desc, cand_points, cand_desc):
     d1, d2 = (np.sqrt(np.maximum(2 - 2 * best_two[:, i], 0)) for i in (0, 1))
     matched = np.nonzero(d1 < tunables.RATIO * d2)[0]
     if len(matched) < tunables.MIN_MATCHES:
-        return 0
+        return NO_MATCH
     partners = sims[matched].argmax(axis=1)
-    _, mask = cv2.estimateAffinePartial2D(
-        query_points[partners],
+    source = query_points[partners] * (np.array([-1, 1], np.float32) if mirrored else 1)
+    matrix, mask = cv2.estimateAffinePartial2D(
+        source,
         cand_points[matched],
         method=cv2.RANSAC,
         ransacReprojThreshold=tunables.RANSAC_PX,
         maxIters=tunables.RANSAC_ITERATIONS,
     )
-    return 0 if mask is None else int(mask.sum())
+    if mask is None:
+        return NO_MATCH
+    kept = mask.ravel().astype(bool)
+    return Match(int(kept.sum()), scale, mirrored, matrix, query_points[partners][kept], cand_points[matched][kept])
 
 
 def stored_evidence(image_ids):
@@ -203,12 +231,13 @@ def stored_evidence(image_ids):
 
 
 def inliers(query, candidates):
-    """Stage: verify every candidate against the query (RANSAC inliers); a candidate whose keypoints are not stored
-    (not extracted yet) stays unverified (None). The query keeps its counts, so a second ranking of it verifies only
-    the images it has not met yet."""
+    """Stage: verify every candidate against the query (its Match, and so its RANSAC inliers); a candidate whose
+    keypoints are not stored (not extracted yet) stays unverified (None). The query keeps its matches, so a second
+    ranking of it verifies only the images it has not met yet."""
     stored = candidates.stored_evidence()
     for row in candidates:
-        if row.image_id not in query.inliers:
+        if row.image_id not in query.matches:
             features = stored.get(row.image_id, (None, None))[0]
-            query.inliers[row.image_id] = None if features is None else verify(query.features, features)
-        row.inliers = query.inliers[row.image_id]
+            query.matches[row.image_id] = None if features is None else match(query.features, features)
+        row.match = query.matches[row.image_id]
+        row.inliers = None if row.match is None else row.match.inliers
