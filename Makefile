@@ -15,16 +15,38 @@ BROWSER_PACKAGES := chromium fonts-noto-cjk
 # installed from npm into node_modules/ (npm ci; the tests never fetch it).
 AXE := node_modules/axe-core/axe.min.js
 
-.PHONY: install browser axe run test lint fuzz index manage load bench bench-large clean-data
+.PHONY: install install-run lock browser axe run test lint fuzz index manage load bench bench-large clean-data
 
-install: $(BIN)/.installed
+# The lock files (pyproject.toml says what is in each): requirements.txt the service alone (the docker image),
+# requirements-run.txt that plus the embedded PostgreSQL and Redis, requirements-dev.txt that plus the test, lint
+# and benchmark tools. `make lock` writes them again after a change to pyproject.toml.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-$(BIN)/.installed: requirements.txt
+install: $(BIN)/.installed-dev  ## everything: the service, the embedded servers, the test, lint and benchmark tools
+
+install-run: $(BIN)/.installed-run  ## the service and the embedded servers only (what `make run` needs)
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+
+$(BIN)/.installed-dev: requirements-dev.txt | $(BIN)/python
+	$(PIP_INSTALL) -r requirements-dev.txt
+	touch $@ $(BIN)/.installed-run
+
+$(BIN)/.installed-run: requirements-run.txt | $(BIN)/python
+	$(PIP_INSTALL) -r requirements-run.txt
 	touch $@
 
-run: install  ## services, migrations, a search worker, an index worker, beat and the web server on http://127.0.0.1:8000
+# uv keeps each file's pins unless told to upgrade (UV_ARGS=--upgrade, or --upgrade-package NAME). torch is written
+# with '===' so that pip takes the registry's build over a local +cpu wheel that pip's find-links may offer.
+LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --python $(BIN)/python $(UV_ARGS)
+lock: install  ## write the lock files again from pyproject.toml (uv pip compile)
+	$(LOCK) -o requirements.txt
+	$(LOCK) --group embedded -o requirements-run.txt
+	$(LOCK) --group dev -o requirements-dev.txt
+	sed -i 's/^torch==/torch===/' requirements.txt requirements-run.txt requirements-dev.txt
+
+run: install-run  ## services, migrations, a search worker, an index worker, beat and the web server on http://127.0.0.1:8000
 	$(BIN)/python -m imgsearch.embedded run
 
 browser:  ## Debian's Chromium and CJK fonts for the browser tests (apt-get, as root, when missing)
@@ -51,18 +73,19 @@ $(AXE): package.json package-lock.json
 test: install browser axe  ## the whole test suite against real PostgreSQL + pgvector, Redis, Celery workers and Chromium
 	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install  ## ruff (lint, and format check) and the import contracts of pyproject.toml (import-linter); CI runs it
+lint: install  ## ruff (lint, and format check), the import contracts (import-linter), docker-compose.yml's schema; CI runs it
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 fuzz: install  ## Schemathesis against the live test server with many more examples (FUZZ_EXAMPLES=300)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python -m pytest -s tests/test_api_contract.py -k fuzzed
 
-index: install  ## index a folder into the running service: make index DIR=~/Pictures
+index: install-run  ## index a folder into the running service: make index DIR=~/Pictures
 	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python manage.py index_images "$(DIR)" --tags-from-folders
 
-manage: install  ## any manage.py command on the embedded services: make manage CMD="measure_search --n 20"
+manage: install-run  ## any manage.py command on the embedded services: make manage CMD="measure_search --n 20"
 	$(BIN)/python -m imgsearch.embedded exec -- $(BIN)/python manage.py $(CMD)
 
 load: install  ## 50 clients searching for 60 s against the running `make run` (bench/load.py --help for options)

@@ -86,6 +86,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "imgsearch.middleware.UnreadBodyMiddleware",  # outermost: reads what an early answer (413, 429) left unread
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -144,7 +145,7 @@ MEDIA_ROOT = env_path("MEDIA_ROOT", DATA_DIR / "media")  # indexed images and th
 MEDIA_URL = "/media/"
 QUERY_ROOT = env_path("QUERY_ROOT", DATA_DIR / "queries")  # uploaded query images (never public)
 INCOMING_ROOT = env_path("INCOMING_ROOT", DATA_DIR / "incoming")  # admin uploads waiting to be indexed (never public)
-# Folders a collection may point at (comma-separated); empty: any folder the server can read.
+# Folders a collection's server folder may lie under (comma-separated); empty: none (search/collections.py).
 IMGSEARCH_IMPORT_ROOTS = [
     (BASE_DIR / p.strip()).resolve() for p in env_str("IMGSEARCH_IMPORT_ROOTS", "").split(",") if p.strip()
 ]

@@ -5,7 +5,7 @@ from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from PIL import Image, UnidentifiedImageError
 from redis.exceptions import RedisError
 from rest_framework import serializers, status
@@ -72,6 +72,24 @@ class SearchRequestSerializer(serializers.Serializer):
         return data
 
 
+class SearchWaitSerializer(serializers.Serializer):
+    wait = serializers.IntegerField(
+        min_value=0,
+        max_value=settings.IMGSEARCH_MAX_WAIT_SECONDS,
+        default=0,
+        help_text="Seconds to wait for a pending or running job to end before answering (0: answer at once). The "
+        "answer comes the moment the job ends; when the server is too busy to wait it answers at once.",
+    )
+
+
+KEY_PARAMETER = OpenApiParameter(
+    "key",
+    str,
+    description="The secret of an anonymous search, in the Location its creator was given: with it, a client "
+    "without the session cookie reads the search (and its query image).",
+)
+
+
 def result_json(request, image, score, match, evidence=None):
     return {
         "image_id": image.id,
@@ -85,7 +103,7 @@ def result_json(request, image, score, match, evidence=None):
     }
 
 
-def job_json(request, job):
+def job_json(request, job, key=""):
     results = [result_json(request, *result) for result in jobs.search_job_results(job)]
     return {
         "id": str(job.id),
@@ -99,7 +117,7 @@ def job_json(request, job):
         "categories": job.categories,
         "rerank": job.rerank,
         "query_name": job.query_name,
-        "query_image_url": query_image_url(request, job),
+        "query_image_url": query_image_url(request, job, key),
         "source_image_id": job.source_image_id,
         "created_at": job.created_at,
     }
@@ -110,9 +128,24 @@ def timings_json(job):
     return {**job.timings, "rerank_ms": job.timings.get("rerank_ms")} if job.timings else None
 
 
-def query_image_url(request, job):
-    """Where the job's owner can see its uploaded image; None for a search with an indexed image."""
-    return request.build_absolute_uri(reverse("search-query-image", args=[job.id])) if job.query_image else None
+def query_image_url(request, job, key=""):
+    """Where the job's owner (or the holder of its key) can see its uploaded image; None for an indexed image."""
+    if not job.query_image:
+        return None
+    return with_key(request.build_absolute_uri(reverse("search-query-image", args=[job.id])), key)
+
+
+def with_key(url, key):
+    return f"{url}?key={key}" if key else url
+
+
+def job_for(request, job_id):
+    """(job, key): the job this request may read, by the key it gives (an anonymous job's) or as its owner; else 404."""
+    key = request.query_params.get("key", "")
+    job = jobs.keyed_jobs(job_id, key).first()
+    if job is None:
+        return get_object_or_404(jobs.visible_jobs(request), id=job_id), ""
+    return job, key
 
 
 class _SearchThrottle:
@@ -153,8 +186,12 @@ class SearchAnonThrottle(_SearchThrottle, AnonRateThrottle):
     request={"multipart/form-data": SearchRequestSerializer},
     summary="Start a search",
     description="Upload a query image (or name an indexed image, or an earlier search to refine) and get a job "
-    "to poll. Anyone may search; anonymous searches belong to the browser session that made them.",
+    "to poll. Anyone may search; anonymous searches belong to the browser session that made them, and to whoever "
+    "follows the `Location` answered (it carries the search's `key`), so a client without cookies reads its own. "
+    "With `wait` (e.g. `?wait=10`) a search that ends within that time is answered at once: 200 with the job.",
+    parameters=[SearchWaitSerializer],
     responses={
+        200: openapi.SearchJobSerializer,
         202: openapi.JobReferenceSerializer,
         400: openapi.BAD_REQUEST,
         401: openapi.UNAUTHORIZED,
@@ -192,6 +229,8 @@ def search_create(request):
     refusal = search_refusal(request)
     if refusal:
         return refusal
+    params = SearchWaitSerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
     serializer = SearchRequestSerializer(data=request.data, context={"request": request})
     serializer.is_valid(raise_exception=True)
     if not request.session.session_key:
@@ -201,11 +240,17 @@ def search_create(request):
         owner=request.user if request.user.is_authenticated else None,
         session_key=request.session.session_key,
     )
+    # An anonymous search's Location carries its key: a client without cookies follows it. The body's url stays
+    # the plain one, which the page's script adds ?wait= to (the browser has the session cookie).
+    key = jobs.job_key(job.id) if job.owner_id is None else ""
     url = request.build_absolute_uri(reverse("search-detail", args=[job.id]))
+    headers = {"Location": with_key(url, key)}
+    if params.validated_data["wait"]:
+        jobs.search_job_wait(job, params.validated_data["wait"])
+        if job.status in (SearchJob.Status.DONE, SearchJob.Status.FAILED):
+            return Response(job_json(request, job, key), headers=headers)
     return Response(
-        {"id": str(job.id), "status": job.status, "url": url},
-        status=status.HTTP_202_ACCEPTED,
-        headers={"Location": url},
+        {"id": str(job.id), "status": job.status, "url": url}, status=status.HTTP_202_ACCEPTED, headers=headers
     )
 
 
@@ -250,20 +295,10 @@ def search_list(request):
     )
 
 
-class SearchWaitSerializer(serializers.Serializer):
-    wait = serializers.IntegerField(
-        min_value=0,
-        max_value=settings.IMGSEARCH_MAX_WAIT_SECONDS,
-        default=0,
-        help_text="Seconds to wait for a pending or running job to end before answering (0: answer at once). The "
-        "answer comes the moment the job ends; when the server is too busy to wait it answers at once.",
-    )
-
-
 @extend_schema(
     operation_id="search_get",
     summary="Follow a search",
-    parameters=[SearchWaitSerializer],
+    parameters=[SearchWaitSerializer, KEY_PARAMETER],
     description="The job's status, and once done its results best first with timings. Ask with `wait` (e.g. "
     "`?wait=10`) to get the answer as soon as the job ends; without it, poll every few hundred ms.",
     responses={
@@ -275,12 +310,12 @@ class SearchWaitSerializer(serializers.Serializer):
 )
 @api_view(["GET"])
 def search_detail(request, job_id):
-    job = get_object_or_404(jobs.visible_jobs(request), id=job_id)
+    job, key = job_for(request, job_id)
     params = SearchWaitSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
     if params.validated_data["wait"] and job.status in (SearchJob.Status.PENDING, SearchJob.Status.RUNNING):
         jobs.search_job_wait(job, params.validated_data["wait"])
-    return Response(job_json(request, job))
+    return Response(job_json(request, job, key))
 
 
 # Pillow's name for the stored bytes -> what we send; the client's declared type is never used.
@@ -299,6 +334,7 @@ _QUERY_IMAGE_TYPES = {
     operation_id="search_query_image",
     summary="The uploaded query image",
     description="The image uploaded for a search, to its owner only, with its type read from its bytes.",
+    parameters=[KEY_PARAMETER],
     responses={
         (200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The image."),
         401: openapi.UNAUTHORIZED,
@@ -307,8 +343,8 @@ _QUERY_IMAGE_TYPES = {
 )
 @api_view(["GET"])
 def search_query_image(request, job_id):
-    """The uploaded query image of a search, to its owner (and staff) only."""
-    job = get_object_or_404(jobs.visible_jobs(request), id=job_id)
+    """The uploaded query image of a search, to its owner (or whoever holds its key, or may see all searches)."""
+    job, _ = job_for(request, job_id)
     if not job.query_image:
         raise Http404("This search has no uploaded image.")
     try:

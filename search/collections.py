@@ -36,17 +36,48 @@ class ArchiveRejected(ValueError):
 
 
 def folder_check(path):
-    """The absolute form of a folder a collection may index, or ValueError saying why not."""
+    """The absolute form of a folder a collection may index, or ValueError saying why not.
+
+    Only folders under IMGSEARCH_IMPORT_ROOTS (none while it is unset), and never one of the service's own: indexed
+    images are copied under MEDIA_ROOT, which is public, so a folder of query uploads would publish them.
+    """
+    roots = settings.IMGSEARCH_IMPORT_ROOTS
+    if not roots:
+        raise ValueError(
+            "No server folder may be indexed until IMGSEARCH_IMPORT_ROOTS names the folders that may be "
+            "(comma-separated, e.g. IMGSEARCH_IMPORT_ROOTS=/srv/pictures); until then, use Add images."
+        )
     folder = Path(path).expanduser()
     if not folder.is_absolute():
         raise ValueError("Give the folder's absolute path on the server, e.g. /srv/pictures.")
-    folder = folder.resolve()
-    roots = settings.IMGSEARCH_IMPORT_ROOTS
-    if roots and not any(folder == root or root in folder.parents for root in roots):
+    folder = folder.resolve()  # links followed: the folder is where its files really are
+    if not _under_roots(folder):
         raise ValueError(f"Only folders under {', '.join(map(str, roots))} may be indexed (IMGSEARCH_IMPORT_ROOTS).")
+    _private_check(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder the server can read.")
     return str(folder)
+
+
+def _private_check(folder):
+    """ValueError when the folder lies in, or holds, the service's own data (media, queries, uploads)."""
+    names = ("MEDIA_ROOT", "QUERY_ROOT", "INCOMING_ROOT", "DATA_DIR")
+    private = {name: Path(getattr(settings, name)).resolve() for name in names}
+    for name, path in private.items():
+        if _within(folder, path):
+            raise ValueError(f"{folder} lies in the service's own data ({name}: {path}); it is never indexed.")
+    for name, path in private.items():
+        if _within(path, folder):
+            raise ValueError(f"{folder} holds the service's own data ({name}: {path}); it is never indexed.")
+
+
+def _within(path, folder):
+    """Whether path is folder or lies under it (both already resolved)."""
+    return path == folder or folder in path.parents
+
+
+def _under_roots(folder):
+    return any(_within(folder, Path(root).resolve()) for root in settings.IMGSEARCH_IMPORT_ROOTS)
 
 
 def collection_scan_enqueue(collection):
@@ -72,17 +103,37 @@ def collection_scan(collection_id):
         if not cursor.fetchone()[0]:
             return None  # another worker is scanning it right now
     try:
-        root = Path(collection.source_path)
-        if not root.is_dir():
-            return _scan_done(collection, None, f"The folder {root} is missing or unreadable.")
+        root = Path(collection.source_path).resolve()
+        problem = _scan_refusal(root)
+        if problem:
+            return _scan_done(collection, None, problem)
         report = indexing.ScanReport()
         for path in indexing.iter_files(root):
+            if not _within(path.resolve(), root):  # the root holds none of the service's data (_scan_refusal)
+                report.skipped.append((path, "a link that leads out of the folder"))
+                continue
             tags = indexing.folder_tags(path, root) if collection.tags_from_folders else ()
             indexing.image_add(path, collection=collection, tags=tags, report=report)
         return _scan_done(collection, report)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_SCAN_LOCK, collection.id])
+
+
+def _scan_refusal(root):
+    """Why a collection's folder is not scanned now (the settings may have changed since it was saved), or "".
+
+    A folder saved by `index_images` while no roots were set is still scanned, but never the service's own data.
+    """
+    if settings.IMGSEARCH_IMPORT_ROOTS and not _under_roots(root):
+        return f"Not scanned: {root} is not under IMGSEARCH_IMPORT_ROOTS."
+    try:
+        _private_check(root)
+    except ValueError as exc:
+        return f"Not scanned: {exc}"
+    if not root.is_dir():
+        return f"The folder {root} is missing or unreadable."
+    return ""
 
 
 def _scan_done(collection, report, problem=""):

@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from . import queue, waiting
 from .models import IndexedImage, ModelVersion, SearchJob
@@ -45,14 +46,30 @@ def search_job_create(
 
 
 def visible_jobs(request):
-    """The search jobs this request may see: staff all, a user theirs, a visitor their session's."""
+    """The search jobs this request may see: a user theirs, a visitor their session's; everyone's only with the
+    permission search.view_all_searches (being staff is not enough)."""
     user = request.user
     if user.is_authenticated:
-        return SearchJob.objects.all() if user.is_staff else SearchJob.objects.filter(owner=user)
+        if user.has_perm("search.view_all_searches"):
+            return SearchJob.objects.all()
+        return SearchJob.objects.filter(owner=user)
     session_key = request.session.session_key
     if not session_key:
         return SearchJob.objects.none()
     return SearchJob.objects.filter(owner__isnull=True, session_key=session_key)
+
+
+def job_key(job_id):
+    """The secret of an anonymous job: whoever holds it (in the Location its creator was given) may read the job,
+    so a client without a cookie jar can follow its search. Derived from SECRET_KEY: nothing to store."""
+    return salted_hmac("imgsearch.search-job-key", str(job_id)).hexdigest()[:32]
+
+
+def keyed_jobs(job_id, key):
+    """The anonymous job job_id when key is its secret, else none."""
+    if not key or not constant_time_compare(str(key), job_key(job_id)):
+        return SearchJob.objects.none()
+    return SearchJob.objects.filter(id=job_id, owner__isnull=True)
 
 
 def search_queue_full():

@@ -208,6 +208,10 @@ class SearchJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        # Other users' searches and query images are private: being staff is not enough to see them (search.jobs).
+        permissions = [("view_all_searches", "Can see every user's searches and query images")]
+
     def __str__(self):
         return f"search {self.id} ({self.status})"
 

@@ -196,8 +196,9 @@ def test_images_uploaded_in_the_admin_are_indexed_in_the_background(worker, clie
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_adding_a_folder_in_the_admin_indexes_it_in_the_background(worker, client, photo_folder):
+def test_adding_a_folder_in_the_admin_indexes_it_in_the_background(worker, client, photo_folder, settings):
     """Saving a collection with a folder scans it on a worker; its images end up embedded."""
+    settings.IMGSEARCH_IMPORT_ROOTS = [photo_folder.parent]  # none by default: no server folder at all
     client.force_login(get_user_model().objects.create_superuser("admin", "a@example.com", "x" * 12))
     response = client.post(
         "/admin/search/collection/add/", {"name": "photos", "source_path": str(photo_folder), "tags_from_folders": "on"}

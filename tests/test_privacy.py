@@ -4,6 +4,7 @@ import io
 import uuid
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
@@ -42,6 +43,18 @@ def bob(django_user_model):
     return django_user_model.objects.create_user("bob", "bob@example.com", "staple battery horse")
 
 
+@pytest.fixture
+def staff_user(django_user_model):
+    """Staff with search.view_all_searches (being staff alone is not enough: test_safe_defaults)."""
+
+    def make(name):
+        user = django_user_model.objects.create_user(name, password="x" * 12, is_staff=True)
+        user.user_permissions.add(Permission.objects.get(codename="view_all_searches"))
+        return user
+
+    return make
+
+
 def signed_in(user):
     client = Client()
     client.force_login(user)
@@ -77,18 +90,17 @@ def test_an_anonymous_job_belongs_to_its_session_only(alice):
         assert other.get(f"{SEARCHES}{job_id}/image/").status_code == 404
 
 
-def test_a_job_without_owner_or_session_is_visible_to_nobody_but_staff(client, django_user_model):
+def test_a_job_without_owner_or_session_is_visible_to_nobody_but_staff(client, staff_user):
     """A row with neither owner nor session key never matches an anonymous request's missing session."""
     job = SearchJob.objects.create(k=3)
     assert client.get(f"{SEARCHES}{job.id}/").status_code == 404
-    staff = django_user_model.objects.create_user("staff", password="x" * 12, is_staff=True)
-    assert signed_in(staff).get(f"{SEARCHES}{job.id}/").status_code == 200
+    assert signed_in(staff_user("staff")).get(f"{SEARCHES}{job.id}/").status_code == 200
 
 
-def test_staff_see_everyones_jobs_and_query_images(alice, django_user_model):
-    """Staff may open any search and its query image (for support and moderation)."""
+def test_staff_see_everyones_jobs_and_query_images(alice, staff_user):
+    """Staff with the permission to see all searches may open any search and its query image (support, moderation)."""
     job_id = start_search(signed_in(alice))
-    staff = signed_in(django_user_model.objects.create_user("admin", password="x" * 12, is_staff=True))
+    staff = signed_in(staff_user("admin"))
     assert staff.get(f"{SEARCHES}{job_id}/").status_code == 200
     assert staff.get(f"{SEARCHES}{job_id}/image/").status_code == 200
 
