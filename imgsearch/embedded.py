@@ -223,7 +223,8 @@ def celery_commands(python, data):
                 "--loglevel",
                 "INFO",
             ],
-            {"IMGSEARCH_TORCH_THREADS": "1"},
+            # Its pool process holds 623 MiB after 1,000 searches: past 1 GiB it is replaced (settings.py).
+            {"IMGSEARCH_TORCH_THREADS": "1", "IMGSEARCH_WORKER_MAX_MEMORY_MB": "1024"},
         ),
         "index worker": (
             [
@@ -248,14 +249,17 @@ def celery_commands(python, data):
 
 
 def run_service():
-    """Migrate, then run the Celery workers, beat and the web server until Ctrl-C."""
-    python = sys.executable
+    """Migrate, then run the Celery workers, beat and the web server, each started again if it exits, until Ctrl-C."""
+    from imgsearch.supervise import Program, supervise
+
+    python, port = sys.executable, web_port()
     subprocess.run([python, "manage.py", "migrate", "--no-input"], cwd=BASE_DIR, check=True)
     subprocess.run([python, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=BASE_DIR, check=True)
-    procs = {}
-    for name, (command, env) in celery_commands(python, data_dir()).items():
-        # Explicit settings in the environment win over these defaults.
-        procs[name] = subprocess.Popen(command, cwd=BASE_DIR, env={**env, **os.environ})
+    # Explicit settings in the environment win over the programs' defaults.
+    programs = [
+        Program(name, command, env={**env, **os.environ}, cwd=BASE_DIR)
+        for name, (command, env) in celery_commands(python, data_dir()).items()
+    ]
     # gunicorn, not runserver: a fixed pool of threads keeps database connections bounded under load.
     web = [
         python,
@@ -263,7 +267,7 @@ def run_service():
         "gunicorn",
         "imgsearch.wsgi",
         "--bind",
-        "127.0.0.1:8000",
+        f"127.0.0.1:{port}",
         "--workers",
         "2",
         "--threads",
@@ -273,25 +277,27 @@ def run_service():
         "--access-logfile",
         "-",
     ]
-    procs["web server"] = subprocess.Popen(web, cwd=BASE_DIR)
-    print("\n  imgsearch is starting: open http://127.0.0.1:8000/  (Ctrl-C stops everything)\n", flush=True)
+    programs.append(Program("web server", web, env=dict(os.environ), cwd=BASE_DIR))
+    print(f"\n  imgsearch is starting: open http://127.0.0.1:{port}/  (Ctrl-C stops everything)\n", flush=True)
     try:
-        while all(proc.poll() is None for proc in procs.values()):
-            time.sleep(0.5)
-        failed = next(name for name, proc in procs.items() if proc.poll() is not None)
-        print(f"The {failed} stopped; shutting down.", file=sys.stderr)
-        return 1
+        supervise(programs)  # returns only through Ctrl-C or SIGTERM (KeyboardInterrupt, see main)
     except KeyboardInterrupt:
-        print("\nStopping...", flush=True)
-        return 0
-    finally:
-        for proc in reversed(procs.values()):
-            stop(proc, timeout=20)
+        print("\nStopped.", flush=True)
+    return 0
+
+
+def web_port():
+    """The port of the web server: IMGSEARCH_PORT, default 8000."""
+    value = os.environ.get("IMGSEARCH_PORT", "8000")
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        sys.exit(f"IMGSEARCH_PORT={value!r} must be a port number (1-65535).")
+    return int(value)
 
 
 def main(argv):
-    # Ctrl-C and `kill` both end in the same orderly shutdown.
+    # Ctrl-C and `kill` both end in the same orderly shutdown, even where SIGINT came ignored (started with `&`).
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if argv[:1] == ["run"]:
         with services():
             return run_service()
