@@ -167,16 +167,56 @@ def test_workers_scale_without_colliding_names(compose):
         assert f"inspect ping --destination {queue}@$$HOSTNAME" in test and "--timeout" in test  # $$: compose's $
 
 
-@pytest.mark.slow
-def test_a_workers_health_command_answers_for_its_own_node_only(worker):
-    """The compose file's command, as a container would run it: healthy for a node that runs, not for another."""
+def health_command(tmp_path):
+    """The search worker's health command as compose hands it to the container's shell ($$ is compose's $), counting
+    its failures in tmp_path rather than the container's /tmp."""
     test = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker-search"]["healthcheck"]
-    command = test["test"][1].replace("$$", "$")  # as compose hands it to the container's shell
+    assert "/tmp/ping-failures" in test["test"][1]
+    return test["test"][1].replace("$$", "$").replace("/tmp/ping-failures", str(tmp_path / "ping-failures"))
+
+
+@pytest.mark.slow
+def test_a_workers_health_command_answers_for_its_own_node_only(worker, tmp_path):
+    """The compose file's command, as a container would run it: healthy for a node that runs, not for another."""
+    command = health_command(tmp_path)
     path = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"
     env = {**os.environ, "HOSTNAME": socket.gethostname(), "PATH": path}
     ours = subprocess.run(["sh", "-c", command.replace("search@", "celery@")], cwd=ROOT, env=env, capture_output=True)
     assert ours.returncode == 0, ours.stdout + ours.stderr  # the test worker is named celery@<host>
     assert subprocess.run(["sh", "-c", command], cwd=ROOT, env=env, capture_output=True).returncode != 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a PID namespace")
+def test_a_worker_that_fails_three_pings_in_a_row_is_killed_so_its_container_restarts(tmp_path):
+    """In a PID namespace of its own, as in a container with `init: true`: two failed pings leave the worker alone,
+    the third kills it (docker then restarts the container that exited); a ping that answers starts the count again."""
+    (tmp_path / "celery").write_text('#!/bin/sh\n[ -e "$(dirname "$0")/answers" ]\n')  # a ping that fails
+    (tmp_path / "celery").chmod(0o755)
+    script = """
+    [ $$ -eq 1 ] || exit 99  # never run `kill -9 -1` outside a namespace of our own
+    state() {  # a SIGKILL takes a moment to end a process
+        sleep 0.3; s=$(cut -d' ' -f3 /proc/$1/stat 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ] && echo alive || echo dead
+    }
+    sleep 600 & worker=$!
+    for i in 1 2; do sh -c "$CHECK"; echo "fail $i: $? $(state $worker)"; done
+    touch "$BIN/answers"; sh -c "$CHECK"; echo "ok: $? $(state $worker)"; rm "$BIN/answers"
+    for i in 1 2 3; do sh -c "$CHECK"; echo "fail again $i: $? $(state $worker)"; done
+    """
+    env = {**os.environ, "CHECK": health_command(tmp_path), "BIN": str(tmp_path), "HOSTNAME": "box"}
+    env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:6] == [
+        "fail 1: 1 alive",
+        "fail 2: 1 alive",
+        "ok: 0 alive",
+        "fail again 1: 1 alive",
+        "fail again 2: 1 alive",
+        "fail again 3: 1 dead",
+    ]
+    assert not (tmp_path / "ping-failures").exists()  # the count starts afresh in the restarted container
 
 
 def test_query_uploads_have_a_volume_of_their_own_and_collections_a_root_outside_the_data(compose):
