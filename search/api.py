@@ -5,10 +5,10 @@ from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from PIL import Image, UnidentifiedImageError
 from redis.exceptions import RedisError
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.decorators import api_view, throttle_classes
 from rest_framework.exceptions import NotAuthenticated, ValidationError
 from rest_framework.response import Response
@@ -16,78 +16,8 @@ from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import indexing, jobs, openapi
-from .models import IndexedImage, SearchJob
-from .uploads import UploadRejected, validate_upload
-
-
-class SearchRequestSerializer(serializers.Serializer):
-    image = serializers.FileField(required=False, allow_empty_file=True, help_text="The query image (multipart).")
-    image_id = serializers.IntegerField(required=False, help_text="Search with an image of the index instead.")
-    from_search = serializers.UUIDField(required=False, help_text="Reuse an earlier search's query image.")
-    k = serializers.IntegerField(min_value=1, max_value=settings.IMGSEARCH_MAX_K, default=settings.IMGSEARCH_DEFAULT_K)
-    min_score = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
-    categories = serializers.ListField(
-        child=serializers.CharField(max_length=4000),
-        required=False,
-        default=list,
-        max_length=50,
-        help_text="Only images with one of these tags (repeat the field, or separate with commas).",
-    )
-    rerank = serializers.BooleanField(
-        default=True,
-        error_messages={"invalid": "Must be true or false."},
-        help_text="Look for copies of the query image (cropped, rescaled, re-encoded, blurred, ...) by local "
-        'features and signatures and put them first, marked "match": "copy". A little slower.',
-    )
-
-    def validate_image(self, image):
-        try:
-            validate_upload(
-                image, max_bytes=settings.IMGSEARCH_MAX_UPLOAD_BYTES, max_pixels=settings.IMGSEARCH_MAX_PIXELS
-            )
-        except UploadRejected as exc:
-            raise ValidationError(exc.message) from None
-        return image
-
-    def validate_categories(self, values):
-        tags = list(dict.fromkeys(t.strip().lower() for value in values for t in value.split(",") if t.strip()))
-        if len(tags) > 50 or any(len(t) > 64 for t in tags):
-            raise ValidationError("Give at most 50 categories of at most 64 characters each.")
-        return tags
-
-    def validate(self, data):
-        given = [name for name in ("image", "image_id", "from_search") if data.get(name) is not None]
-        if len(given) != 1:
-            raise ValidationError(
-                {"image": "Send the query image as the multipart field 'image' (or one of image_id / from_search)."}
-            )
-        if "image_id" in data:
-            data["source_image"] = IndexedImage.objects.filter(id=data.pop("image_id"), status="ready").first()
-            if data["source_image"] is None:
-                raise ValidationError({"image_id": "No indexed image has this id."})
-        if "from_search" in data:
-            data["from_job"] = jobs.visible_jobs(self.context["request"]).filter(id=data.pop("from_search")).first()
-            if data["from_job"] is None:
-                raise ValidationError({"from_search": "No search of yours has this id."})
-        return data
-
-
-class SearchWaitSerializer(serializers.Serializer):
-    wait = serializers.IntegerField(
-        min_value=0,
-        max_value=settings.IMGSEARCH_MAX_WAIT_SECONDS,
-        default=0,
-        help_text="Seconds to wait for a pending or running job to end before answering (0: answer at once). The "
-        "answer comes the moment the job ends; when the server is too busy to wait it answers at once.",
-    )
-
-
-KEY_PARAMETER = OpenApiParameter(
-    "key",
-    str,
-    description="The secret of an anonymous search, in the Location its creator was given: with it, a client "
-    "without the session cookie reads the search (and its query image).",
-)
+from .api_params import KEY_PARAMETER, SearchRequestSerializer, SearchWaitSerializer
+from .models import SearchJob
 
 
 def result_json(request, image, score, match, evidence=None):
@@ -116,6 +46,7 @@ def job_json(request, job, key=""):
         "min_score": job.min_score,
         "categories": job.categories,
         "rerank": job.rerank,
+        "region": job.region,
         "query_name": job.query_name,
         "query_image_url": query_image_url(request, job, key),
         "source_image_id": job.source_image_id,

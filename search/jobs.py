@@ -2,7 +2,9 @@
 reason, reaped when its worker was lost. Views and tasks are thin wrappers over these functions; a job's status
 changes only here."""
 
+import json
 import logging
+import math
 from datetime import timedelta
 
 from django.conf import settings
@@ -25,12 +27,20 @@ def search_job_create(
     min_score,
     categories=(),
     rerank=True,
+    region=None,
     owner=None,
     session_key="",
 ):
-    """Store a pending job for an upload, an indexed image, or an earlier job's query; queue it on commit."""
+    """Store a pending job for an upload, an indexed image, or an earlier job's query (region_parse's region of it, or
+    all of it); queue it on commit. A refined search gets its own region, or none: the earlier one is not kept."""
     job = SearchJob(
-        k=k, min_score=min_score, categories=list(categories), rerank=rerank, owner=owner, session_key=session_key or ""
+        k=k,
+        min_score=min_score,
+        categories=list(categories),
+        rerank=rerank,
+        region=region,
+        owner=owner,
+        session_key=session_key or "",
     )
     if image is not None:
         job.query_name = (getattr(image, "name", "") or "")[-255:]
@@ -43,6 +53,48 @@ def search_job_create(
     job.save()
     transaction.on_commit(lambda: search_job_enqueue(job.id))
     return job
+
+
+REGION_KEYS = ("x", "y", "width", "height")
+REGION_FORMAT = (
+    "Give the region as four numbers x,y,width,height (or a JSON object with those keys): fractions of the image, "
+    "0 to 1, from its top left corner."
+)
+
+
+def region_parse(value):
+    """A search region from the API, {"x", "y", "width", "height"} in fractions of the image, or None for the whole
+    image (no value, or ""); ValueError with a sentence a person can act on otherwise. Accepted: "x,y,width,height",
+    a JSON object with those keys (also as text, as a multipart form sends it), or a list of four numbers."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text[0] in "{[" else text.split(",")
+        except ValueError:
+            raise ValueError(REGION_FORMAT) from None
+    if isinstance(value, dict):
+        if set(value) != set(REGION_KEYS):
+            raise ValueError(REGION_FORMAT)
+        value = [value[key] for key in REGION_KEYS]
+    if not isinstance(value, (list, tuple)) or len(value) != 4 or any(isinstance(v, bool) for v in value):
+        raise ValueError(REGION_FORMAT)
+    try:
+        x, y, width, height = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(REGION_FORMAT) from None
+    if not all(math.isfinite(v) for v in (x, y, width, height)):
+        raise ValueError(REGION_FORMAT)
+    if width <= 0 or height <= 0:
+        raise ValueError("The region is empty: its width and height must be more than 0.")
+    slack = 1e-6  # a page's rounding
+    if x < 0 or y < 0 or x + width > 1 + slack or y + height > 1 + slack:
+        raise ValueError(
+            "The region must lie within the image: x, y, width and height are fractions from 0 to 1, with x + width "
+            "and y + height at most 1."
+        )
+    return dict(zip(REGION_KEYS, (round(x, 6), round(y, 6), round(min(width, 1 - x), 6), round(min(height, 1 - y), 6))))
 
 
 def visible_jobs(request):

@@ -8,6 +8,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.core.files.storage import FileSystemStorage
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .fields import Float32VectorField
 
@@ -198,6 +199,8 @@ class SearchJob(models.Model):
     min_score = models.FloatField(default=0.0)
     categories = ArrayField(models.CharField(max_length=64), default=list, blank=True)  # empty: all
     rerank = models.BooleanField(default=True)  # verify the best candidates with local features, copies first
+    # The part of the query image searched: {"x", "y", "width", "height"}, fractions of the upright image; null: all.
+    region = models.JSONField(null=True, blank=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
     session_key = models.CharField(max_length=40, blank=True, db_index=True)
     model_key = models.CharField(max_length=120, blank=True)
@@ -290,3 +293,87 @@ class ReindexChunk(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "number"], name="one_chunk_per_number")]
+
+
+class DuplicateRun(models.Model):
+    """A background search for groups of the same picture in the index or one collection (search/duplicates.py):
+    each image ranked as a search would rank it, the pairs it would badge "Same picture" kept (DuplicatePair)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("running")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    collection = models.ForeignKey(
+        Collection, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )  # null: the whole index
+    only_new = models.BooleanField(default=True)  # only images added since the scope's last finished run
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    model_key = models.CharField(max_length=120, blank=True)  # the model whose neighbours were checked
+    after_id = models.BigIntegerField(default=0)  # images with ids above this one...
+    up_to_id = models.BigIntegerField(default=0)  # ...up to this one (the newest when the run began) are checked
+    cursor_id = models.BigIntegerField(default=0)  # the last image checked: a resumed run goes on after it
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)  # images that could not be checked (no vector, unreadable)
+    pairs_found = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # last progress written
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("duplicate finder run")
+        verbose_name_plural = _("duplicate finder")
+
+    def __str__(self):
+        return f"duplicates {self.id} ({self.status})"
+
+    @property
+    def processed(self):
+        return self.done + self.failed
+
+    @property
+    def rate(self):
+        """Images checked per second so far (or over the whole run once it ended); None before any progress."""
+        if not self.started_at or not self.processed:
+            return None
+        seconds = ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+        return self.processed / seconds if seconds > 0 else None
+
+
+class DuplicatePair(models.Model):
+    """Two indexed images verified to be the same picture, the lower id first; removing either removes the pair."""
+
+    image_a = models.ForeignKey(IndexedImage, on_delete=models.CASCADE, related_name="+")
+    image_b = models.ForeignKey(IndexedImage, on_delete=models.CASCADE, related_name="+")
+    inliers = models.PositiveIntegerField()  # the verification's RANSAC inliers of the search that badged it
+    run = models.ForeignKey(DuplicateRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    found_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image_a", "image_b"], name="one_duplicate_pair"),
+            models.CheckConstraint(condition=models.Q(image_a__lt=models.F("image_b")), name="duplicate_pair_ordered"),
+        ]
+
+
+class DistinctPair(models.Model):
+    """Two images a person said are not the same picture: never proposed as duplicates again."""
+
+    image_a = models.ForeignKey(IndexedImage, on_delete=models.CASCADE, related_name="+")
+    image_b = models.ForeignKey(IndexedImage, on_delete=models.CASCADE, related_name="+")
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    decided_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image_a", "image_b"], name="one_distinct_pair"),
+            models.CheckConstraint(condition=models.Q(image_a__lt=models.F("image_b")), name="distinct_pair_ordered"),
+        ]

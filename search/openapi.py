@@ -18,6 +18,29 @@ class JobReferenceSerializer(serializers.Serializer):
     url = serializers.URLField(help_text="Poll this until status is done or failed.")
 
 
+class TransformSerializer(serializers.Serializer):
+    matrix = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()),
+        help_text="2x3: maps a pixel (x, y, 1) of the query searched onto the result's pixels (x', y'), the query "
+        "mirrored left to right first where mirrored is true (the matrix then holds the mirroring).",
+    )
+    query_size = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="[width, height] of the query searched, in its file's upright pixels (its region, where one was given).",
+    )
+    result_size = serializers.ListField(
+        child=serializers.IntegerField(), help_text="[width, height] of the result, upright."
+    )
+    scale = serializers.FloatField(help_text="Result pixels per query pixel (below 1: the result is smaller).")
+    rotation = serializers.FloatField(help_text="Degrees the query is turned in the result, clockwise as seen.")
+    mirrored = serializers.BooleanField(help_text="The result shows the query mirrored left to right.")
+    outline = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()),
+        help_text="Where the query's corners lie in the result, as [x, y] fractions of its width and height (0..1 "
+        "inside it): top left, top right, bottom right, bottom left of the query.",
+    )
+
+
 class EvidenceSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(
         ["same picture", "looks alike"], help_text='"same picture" exactly when the result\'s match is "copy".'
@@ -29,6 +52,11 @@ class EvidenceSerializer(serializers.Serializer):
     )
     inliers = serializers.IntegerField(allow_null=True, help_text="Keypoints that fit the transform, where verified.")
     likeness = serializers.FloatField(allow_null=True, help_text="The signatures' correlation, for by=signature.")
+    transform = TransformSerializer(
+        required=False,
+        help_text='Where the query lies in the result: only for a "same picture" verified by its keypoints (by '
+        '"keypoints", or "identical file" with enough of them); left out otherwise.',
+    )
 
 
 class ResultSerializer(serializers.Serializer):
@@ -76,6 +104,12 @@ class SearchJobSerializer(serializers.Serializer):
     min_score = serializers.FloatField()
     categories = serializers.ListField(child=serializers.CharField())
     rerank = serializers.BooleanField(help_text="Whether the best candidates were verified as copies (see match).")
+    region = serializers.DictField(
+        child=serializers.FloatField(),
+        allow_null=True,
+        help_text='The part of the query image searched: {"x", "y", "width", "height"} in fractions of the upright '
+        "image; null: all of it.",
+    )
     query_name = serializers.CharField(allow_blank=True, help_text="The uploaded file's name, for display.")
     query_image_url = serializers.URLField(allow_null=True, help_text="The uploaded query image (owner only).")
     source_image_id = serializers.IntegerField(allow_null=True, help_text="Set when searching with an indexed image.")

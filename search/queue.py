@@ -51,3 +51,12 @@ def send_batches(name, image_ids, batch_size=None, **kwargs):
     for batch in batches:
         send(name, batch, **kwargs)
     return len(batches)
+
+
+FIND_DUPLICATES = "workers.find_duplicates"
+NAMES += (FIND_DUPLICATES,)
+
+
+def send_find_duplicates(run_id):
+    """Queue a duplicate finder run (search/duplicates.py) on an index worker, on commit."""
+    send(FIND_DUPLICATES, run_id)

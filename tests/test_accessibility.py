@@ -130,7 +130,8 @@ def test_the_search_page_in_every_state(visit, audit, indexed, tmp_path, django_
     audit(page, "results, the copy badged")
     page.locator("#results .card.is-copy .card-media").first.click()
     expect(page.locator("#lightbox .match-badge")).to_be_visible()
-    audit(page, "the large view of the copy")
+    expect(page.locator("#lightbox .copy-outline")).to_be_visible()
+    audit(page, "the large view of the copy, where the query lies outlined")
     page.keyboard.press("Escape")
     chip = page.locator("#tag-filter .chip[data-tag]").first
     chip.click()
@@ -143,6 +144,11 @@ def test_the_search_page_in_every_state(visit, audit, indexed, tmp_path, django_
     set_min_score(page, 1)
     expect(page.locator("#relax-button")).to_be_visible()
     audit(page, "empty results (nothing as similar as asked)")
+    page.locator("#region-draw").click()
+    expect(page.locator("[data-region-box]")).to_be_visible()
+    expect(page.locator("#terms-summary")).to_contain_text(re.compile("Region|区域"))  # searched again, with it
+    wait_until_done(page)
+    audit(page, "a region box drawn on the image")
 
     session, user = signed_in_session(django_user_model)
     waiting = SearchJob.objects.create(k=20, owner=user)  # never sent to a worker: it stays pending
@@ -250,6 +256,10 @@ def test_the_account_pages(visit, audit, settings, django_user_model, language, 
 ADMIN_VIEWS = [
     ("a collection: add images", lambda data: reverse("admin:search_collection_upload", args=[data["collection"].pk])),
     ("the images, one status", lambda data: reverse("admin:search_indexedimage_changelist") + "?status__exact=ready"),
+    (
+        "the duplicate finder, one collection",
+        lambda data: reverse("admin:search_duplicaterun_changelist") + f"?collection={data['collection'].pk}",
+    ),
 ]
 
 
@@ -275,6 +285,18 @@ def admin_pages(data, superuser):
         yield state, path(data)
 
 
+def _duplicate_group(collection):
+    """The duplicate finder's page with a group of three of the collection's images and a run under way."""
+    from search.duplicates import duplicate_run_record
+    from search.models import DuplicateRun
+
+    first = list(IndexedImage.objects.order_by("pk").values_list("pk", flat=True)[:3])
+    IndexedImage.objects.filter(pk__in=first).update(collection=collection)
+    run = DuplicateRun.objects.create(status="running", total=12, done=5)
+    pairs = [(first[0], first[1], 40), (first[1], first[2], 30)]
+    duplicate_run_record(run, last_id=first[-1], done=0, failed=0, pairs=pairs)
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_the_admin_pages_imgsearch_adds(visit, audit, indexed, language, width):
@@ -295,6 +317,7 @@ def test_the_admin_pages_imgsearch_adds(visit, audit, indexed, language, width):
     ReindexRun.objects.create(arch="mobilenet_v2", weights="DEFAULT", status="running", total=12, done=4, failed=1)
     user = get_user_model().objects.create_user("fiona", "fiona@example.com", PASSWORD)
     Favorite.objects.create(user=user, image=IndexedImage.objects.order_by("pk").first(), note="for the wall")
+    _duplicate_group(collection)
     page = visit("/admin/", session=session)
     for state, path in admin_pages({"collection": collection}, superuser):
         page.goto(path)
@@ -424,6 +447,18 @@ def test_a_search_walked_with_the_keyboard_alone(open_page, indexed, tmp_path, d
     expect(page.locator("[data-source-name]")).to_have_text(query.name)
     keys.focus()
     keys.expect_at("#choose-button")
+    # A region box drawn, moved, resized and cleared by keys; the whole image is searched.
+    keys.tab_to("#region-draw")
+    box = page.locator("[data-region-box]")
+    keys.press("Enter", "[data-region-box]")
+    placed = box.evaluate("b => [b.style.left, b.style.top, b.style.width, b.style.height]")
+    keys.press("ArrowRight", "[data-region-box]")
+    keys.press("Shift+ArrowDown", "[data-region-box]")
+    assert box.evaluate("b => [b.style.left, b.style.top, b.style.width, b.style.height]") != placed
+    keys.press("Shift+Tab", "#choose-button")  # the box comes after the chooser, before the terms
+    keys.press("Tab", "[data-region-box]")
+    keys.press("Delete", "#region-draw")
+    expect(box).to_be_hidden()
     keys.tab_to("#search-button")  # the number of results, the minimum, copies first, each category
     page.keyboard.press("Enter")
     wait_until_done(page)
@@ -452,6 +487,14 @@ def test_a_search_walked_with_the_keyboard_alone(open_page, indexed, tmp_path, d
     expect(dialog.locator("[data-lightbox-position]")).to_have_text("1 of 4")
     keys.inside = "#lightbox"  # from now on every focus must be in the large view (or out of the page)
     keys.focus()
+    # The copy's outline: shown at first, hidden and shown again with its toggle.
+    keys.tab_to("#lightbox [data-action=outline]")
+    expect(dialog.locator(".copy-outline")).to_be_visible()
+    keys.press("Space", "#lightbox [data-action=outline]")
+    expect(dialog.locator("[data-action=outline]")).to_have_attribute("aria-pressed", "false")
+    expect(dialog.locator(".copy-outline")).to_be_hidden()
+    keys.press("Enter", "#lightbox [data-action=outline]")
+    expect(dialog.locator(".copy-outline")).to_be_visible()
     first = dialog.locator("h2").inner_text()
     keys.press("ArrowRight")
     expect(dialog.locator("[data-lightbox-position]")).to_have_text("2 of 4")

@@ -461,3 +461,194 @@ def test_phone_width_fits_without_sideways_scrolling_and_images_have_alt_text(op
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert page.locator("img:not([alt])").count() == 0
     assert all(alt.strip() for alt in page.locator("#results img").evaluate_all("els => els.map(e => e.alt)"))
+
+
+def region_of_page(page):
+    """The box on the source image as the page holds it: [left, top, width, height] in % of the image."""
+    style = page.locator("[data-region-box]").evaluate(
+        "b => [b.style.left, b.style.top, b.style.width, b.style.height]"
+    )
+    return [round(float(v.rstrip("%")), 1) for v in style]
+
+
+def drag(page, start, end, steps=8):
+    """A mouse drag between two points given as fractions of the source image."""
+    image = page.locator("[data-source-preview] img")
+    image.scroll_into_view_if_needed()  # the results may have scrolled it away
+    box = image.bounding_box()
+    at = lambda p: (box["x"] + p[0] * box["width"], box["y"] + p[1] * box["height"])  # noqa: E731
+    page.mouse.move(*at(start))
+    page.mouse.down()
+    page.mouse.move(*at(end), steps=steps)
+    page.mouse.up()
+
+
+def next_search(page, url):
+    """Wait for the search a change started (the address names the new job) to be shown."""
+    expect(page).not_to_have_url(url)
+    wait_until_done(page)
+    return SearchJob.objects.get(id=re.search(r"job=([0-9a-f-]{36})", page.url).group(1))
+
+
+def test_a_region_drawn_moved_resized_and_cleared_with_the_mouse_is_what_is_searched(open_page, indexed, tmp_path):
+    """Two indexed pictures side by side: a box drawn round the left one finds it as the same picture; moved onto
+    the right one (the search re-runs) it finds that one; a corner dragged resizes it; cleared, the whole image is
+    searched. The box stays on the image and among the terms shown with the results."""
+    from .test_region import side_by_side
+
+    left = IndexedImage.objects.get(title=sorted((indexed / "animals").glob("*.png"))[0].stem)
+    right = IndexedImage.objects.get(title=sorted((indexed / "vehicles").glob("*.png"))[0].stem)
+    data, split = side_by_side(left.source_path, right.source_path)
+    query = tmp_path / "two.jpg"
+    query.write_bytes(data)
+    page = open_page()
+    page.set_input_files("#id_image", str(query))
+    expect(page.locator("[data-region-status]")).to_have_text("The whole image")
+    expect(page.locator("[data-region-box]")).to_be_hidden()
+    drag(page, (0.01, 0.02), (split - 0.01, 0.98))
+    expect(page.locator("[data-region-box]")).to_be_visible()
+    expect(page.locator("[data-region-status]")).to_contain_text("of the image, from 1% left and 2% top")
+    page.get_by_role("button", name="Search!").click()
+    wait_until_done(page)
+    first = SearchJob.objects.get()
+    assert first.region["x"] == pytest.approx(0.01, abs=0.01) and first.region["height"] == pytest.approx(
+        0.96, abs=0.01
+    )
+    assert first.region["width"] == pytest.approx(split - 0.02, abs=0.01)
+    card = page.locator("#results .card").first
+    expect(card.locator(".card-title")).to_have_text(left.title)
+    expect(card.locator(".match-badge")).to_have_text("Same picture")
+    expect(page.locator("#terms-summary")).to_contain_text("Region: ")
+    expect(page.locator("[data-region-box]")).to_be_visible()  # still drawn with the results
+
+    # Moved by its middle onto the right picture: a new search of that part.
+    drag(page, (split / 2, 0.5), (split + (1 - split) / 2, 0.5))
+    moved = next_search(page, page.url)
+    assert moved.region["x"] == pytest.approx(min(0.51, 1 - moved.region["width"]), abs=0.02), moved.region
+    assert moved.region["width"] == pytest.approx(first.region["width"], abs=0.002)
+    expect(page.locator("#results .card").first.locator(".card-title")).to_have_text(right.title)
+    assert moved.query_image.name == first.query_image.name  # refined: the image is not sent again
+
+    # Its bottom right corner dragged up and left: resized from the top left corner, which stays.
+    before = region_of_page(page)
+    page.locator("[data-source-preview] img").scroll_into_view_if_needed()
+    handle = page.locator('[data-handle="se"]').bounding_box()
+    page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(handle["x"] - 20, handle["y"] - 30, steps=5)
+    page.mouse.up()
+    resized = next_search(page, page.url)
+    after = region_of_page(page)
+    assert after[:2] == before[:2] and after[2] < before[2] and after[3] < before[3], (before, after)
+    assert resized.region["height"] < moved.region["height"]
+
+    page.get_by_role("button", name="Search the whole image").click()
+    cleared = next_search(page, page.url)
+    assert cleared.region is None
+    expect(page.locator("[data-region-box]")).to_be_hidden()
+    expect(page.locator("[data-region-status]")).to_have_text("The whole image")
+    expect(page.locator("#terms-summary")).not_to_contain_text("Region")
+    # A result's "Find similar" searches that image, whole: the box drawn on the other image goes.
+    drag(page, (0.1, 0.1), (0.5, 0.5))
+    next_search(page, page.url)
+    page.locator("#results .card").nth(1).locator(".search-with").click()
+    expect(page.locator("[data-region-box]")).to_be_hidden()
+    assert next_search(page, page.url).region is None
+
+
+def test_the_region_box_by_keys_and_by_touch(open_page, indexed, tmp_path):
+    """Keys: "Select a part" draws a box and gives it the focus; the arrows move it, Shift and the arrows resize it,
+    Delete clears it and the focus goes back. Touch: a finger draws a box, and the search uses it."""
+    page = open_page(has_touch=True)
+    page.set_input_files("#id_image", str(query_file(tmp_path, indexed)))
+    page.locator("#region-draw").focus()
+    page.keyboard.press("Enter")
+    box = page.locator("[data-region-box]")
+    expect(box).to_be_focused()
+    assert region_of_page(page) == [20, 20, 60, 60]
+    for key in ["ArrowRight", "ArrowRight", "ArrowUp"]:
+        page.keyboard.press(key)
+    assert region_of_page(page) == [24, 18, 60, 60]
+    page.keyboard.press("Shift+ArrowLeft")
+    page.keyboard.press("Shift+ArrowDown")
+    assert region_of_page(page) == [24, 18, 58, 62]
+    for _ in range(30):  # pushed against the edge, it stops there
+        page.keyboard.press("ArrowRight")
+    assert region_of_page(page) == [42, 18, 58, 62]
+    expect(box).to_have_attribute("aria-label", re.compile("58% × 62% of the image, from 42% left and 18% top"))
+    page.keyboard.press("Delete")
+    expect(box).to_be_hidden()
+    expect(page.locator("#region-draw")).to_be_focused()
+
+    image = page.locator("[data-source-preview] img").bounding_box()
+    at = lambda x, y: {"x": image["x"] + x * image["width"], "y": image["y"] + y * image["height"]}  # noqa: E731
+    touch = page.context.new_cdp_session(page)
+    touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [at(0.1, 0.3)]})
+    for step in range(1, 6):
+        touch.send(
+            "Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [at(0.1 + step * 0.1, 0.3 + step * 0.1)]}
+        )
+    touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    expect(box).to_be_visible()
+    assert region_of_page(page) == pytest.approx([10, 30, 50, 50], abs=1.5)
+    page.get_by_role("button", name="Search!").click()
+    wait_until_done(page)
+    region = SearchJob.objects.get().region
+    assert [region[k] for k in ("x", "y", "width", "height")] == pytest.approx([0.1, 0.3, 0.5, 0.5], abs=0.015)
+
+
+def test_the_large_view_of_a_copy_outlines_where_the_query_lies(open_page, indexed, tmp_path):
+    """A cropped, mirrored, turned copy: the large view of its original draws the copy's outline where the geometry
+    puts it, says how it was changed, and a toggle hides and shows the outline; in Chinese too."""
+    from .test_copy_outline import edited
+
+    original = IndexedImage.objects.get(title=sorted((indexed / "animals").glob("*.png"))[0].stem)
+    data, expected = edited(original.source_path, (0.05, 0.12, 0.85, 0.97))
+    query = tmp_path / "turned.jpg"
+    query.write_bytes(data)
+    page = open_page()
+    search_with_picker(page, query)
+    card = page.locator("#results .card").first
+    expect(card.locator(".card-title")).to_have_text(original.title)
+    card.locator(".card-media").click()
+    dialog = page.locator("#lightbox")
+    outline = dialog.locator(".copy-outline")
+    expect(outline).to_be_visible()
+    toggle = dialog.get_by_role("button", name="Show where your picture is")
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    facts = dialog.locator(".copy-facts")
+    expect(facts).to_contain_text("Mirrored")
+    expect(facts).to_contain_text("90° anticlockwise")
+    expect(facts).to_contain_text(re.compile(r"Scale\s*12\d%"))
+    # Where the corners are drawn, in fractions of the picture as it shows on the screen (object-fit: contain).
+    corners = page.evaluate(
+        """() => {
+      const img = document.querySelector("#lightbox .lightbox-picture img");
+      const box = img.getBoundingClientRect(), pad = parseFloat(getComputedStyle(img).paddingLeft);
+      const w = box.width - 2 * pad, h = box.height - 2 * pad;
+      const scale = Math.min(w / img.naturalWidth, h / img.naturalHeight);
+      const left = box.left + pad + (w - img.naturalWidth * scale) / 2, top = box.top + pad + (h - img.naturalHeight * scale) / 2;
+      const polygon = document.querySelector("#lightbox .copy-outline-line"), m = polygon.getScreenCTM();
+      return [...polygon.points].map((p) => [(m.a * p.x + m.c * p.y + m.e - left) / (img.naturalWidth * scale),
+        (m.b * p.x + m.d * p.y + m.f - top) / (img.naturalHeight * scale)]);
+    }"""
+    )
+    for (x, y), (ex, ey) in zip(corners, expected):
+        assert abs(x - ex) < 0.04 and abs(y - ey) < 0.04, (corners, expected)
+    shoot(page, "copy-outline")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    expect(outline).to_be_hidden()
+    toggle.click()
+    expect(outline).to_be_visible()
+
+    page.keyboard.press("Escape")
+    searched = page.url
+    page.get_by_role("button", name="简体中文").click()
+    expect(page.locator("html")).to_have_attribute("lang", "zh-hans")
+    page.goto(searched)  # the same search, its page in Chinese
+    page.locator("#results .card").first.locator(".card-media").click()
+    expect(dialog.get_by_role("button", name="显示你的图片所在位置")).to_have_attribute("aria-pressed", "true")
+    expect(facts).to_contain_text("镜像")
+    expect(facts).to_contain_text("逆时针 90°")
+    expect(outline).to_be_visible()

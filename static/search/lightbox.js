@@ -1,6 +1,8 @@
-// The large view of a result: a modal <dialog> (Escape closes it), arrow keys step through the results.
+// The large view of a result: a modal <dialog> (Escape closes it), arrow keys step through the results. On a copy
+// verified by its keypoints it can draw where the query lies in the picture (outline.js).
 import { el, icon, safeUrl } from "./dom.js";
 import { format, formatNumber, gettext } from "./i18n.js";
+import { copyFacts, copyOutline } from "./outline.js";
 import { matchBadge, scoreLine, setStar, tagList, titleOf } from "./results.js";
 
 export function createLightbox({ dialog, palette, isFavourite, onStar, onSearchWith }) {
@@ -9,6 +11,7 @@ export function createLightbox({ dialog, palette, isFavourite, onStar, onSearchW
   let items = [];
   let index = 0;
   let opener = null;
+  let outlined = true; // whether a copy's outline is drawn; the choice holds from one image to the next
 
   function draw() {
     const item = items[index];
@@ -18,14 +21,30 @@ export function createLightbox({ dialog, palette, isFavourite, onStar, onSearchW
     star.addEventListener("click", async () => { await onStar(item); setStar(star, isFavourite(item.image_id), title); });
     const again = el("button", { type: "button", className: "button button-primary", dataset: { action: "search" } }, icon("search"), gettext("Search with this image"));
     again.addEventListener("click", () => { dialog.close(); onSearchWith(item); });
-    // The arrow keys step on from a button of the image, which is drawn anew: its twin of the next image takes the focus.
+    const where = item.evidence && item.evidence.transform;
+    const picture = el("div", { className: "lightbox-picture" }, el("img", { src: safeUrl(item.image_url || item.thumbnail_url), alt: title }));
+    let toggle = null;
+    if (where) {
+      picture.append(copyOutline(where));
+      picture.classList.toggle("is-outlined", outlined);
+      toggle = el("button", { type: "button", className: "button button-secondary button-small outline-toggle", dataset: { action: "outline" },
+        "aria-pressed": String(outlined) }, gettext("Show where your picture is"));
+      toggle.addEventListener("click", () => {
+        outlined = !outlined;
+        toggle.setAttribute("aria-pressed", String(outlined));
+        picture.classList.toggle("is-outlined", outlined);
+      });
+    }
+    // The arrow keys step on from a button of the image, which is drawn anew: its twin of the next image takes the
+    // focus (the star where the next image has no twin: only a copy has the outline's toggle).
     const focused = figure.contains(document.activeElement) ? document.activeElement.dataset.action : null;
     figure.replaceChildren(
-      el("img", { src: safeUrl(item.image_url || item.thumbnail_url), alt: title }),
+      picture,
       el("figcaption", {}, el("h2", { id: "lightbox-title" }, title), matchBadge(item), scoreLine(item.score),
+        where ? copyFacts(where, item.evidence.inliers) : null, toggle,
         tagList(item.tags, palette), el("div", { className: "lightbox-actions" }, star, again)),
     );
-    if (focused) figure.querySelector(`[data-action="${focused}"]`).focus();
+    if (focused) (figure.querySelector(`[data-action="${focused}"]`) || star).focus();
     position.textContent = format(gettext("%(index)s of %(total)s"), { index: formatNumber(index + 1), total: formatNumber(items.length) });
     dialog.querySelectorAll("[data-step]").forEach((b) => { b.hidden = items.length < 2; });
   }

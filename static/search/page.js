@@ -4,6 +4,7 @@ import { createFavourites } from "./favourites.js";
 import { format, formatPercent, gettext, ngettext } from "./i18n.js";
 import { createLightbox } from "./lightbox.js";
 import { createPalette } from "./palette.js";
+import { createRegion, regionText } from "./region.js";
 import { createResults, titleOf } from "./results.js";
 import { createSource } from "./source.js";
 import { canRefilter, readTerms, refilter, relaxedMinimum, termsEqual, termsFromUrl, writeTerms } from "./terms.js";
@@ -24,7 +25,7 @@ const STATUS_TEXT = {
 };
 
 const state = { job: null, terms: null, items: [], view: "results", controller: null, refocus: false };
-const jobTerms = (job) => ({ k: job.k, min_score: job.min_score, categories: job.categories || [], rerank: job.rerank });
+const jobTerms = (job) => ({ k: job.k, min_score: job.min_score, categories: job.categories || [], rerank: job.rerank, region: job.region || null });
 
 function setStatus(kind) {
   ui.status.dataset.state = kind;
@@ -46,9 +47,22 @@ function showError(message) {
   ui.error.hidden = !message;
 }
 
+let regionTimer = null;
+const region = createRegion({
+  area: document.querySelector("[data-region-area]"), image: document.querySelector("[data-source-preview] img"),
+  box: document.querySelector("[data-region-box]"), tools: document.querySelector("[data-region-tools]"),
+  status: document.querySelector("[data-region-status]"), draw: $("region-draw"), clear: $("region-clear"),
+  // A new box, or none, re-runs a search on the screen, as a change of the other terms does.
+  onChange: () => {
+    if (!state.job) return;
+    clearTimeout(regionTimer);
+    regionTimer = setTimeout(search, 250);
+  },
+});
+
 const source = createSource({
   zone: $("dropzone"), input: $("id_image"), maxBytes: Number(form.dataset.maxBytes) || 0,
-  onChange: () => showError(""),
+  onChange: () => { showError(""); region.set(null); }, // a box drawn on another image means nothing on this one
   onError: showError,
 });
 
@@ -71,6 +85,7 @@ function summaryPills(terms) {
     format(ngettext("Up to %(k)s result", "Up to %(k)s results", terms.k), { k: terms.k })];
   if (terms.min_score > 0) pills.push(format(gettext("Similarity ≥ %(score)s"), { score: formatPercent(terms.min_score) }));
   pills.push(terms.categories.length ? format(gettext("Categories: %(list)s"), { list: terms.categories.join(", ") }) : gettext("All categories"));
+  if (terms.region) pills.push(format(gettext("Region: %(region)s"), { region: regionText(terms.region) }));
   return pills.map((text) => Object.assign(document.createElement("li"), { textContent: text }));
 }
 
@@ -137,7 +152,8 @@ async function run(current, terms) {
   showError("");
   setStatus(current.kind === "file" ? "uploading" : "pending");
   try {
-    const created = await searchCreate({ ...sourceFields(current), ...terms }, controller.signal);
+    const area = terms.region ? ["x", "y", "width", "height"].map((key) => terms.region[key]).join(",") : undefined;
+    const created = await searchCreate({ ...sourceFields(current), ...terms, region: area }, controller.signal);
     setStatus(created.status);
     const job = await searchWait(created.url, setStatus, controller.signal);
     source.replace({ kind: "job", jobId: job.id, name: current.name });
@@ -156,7 +172,7 @@ async function run(current, terms) {
 function search() {
   const current = source.current;
   if (!current) return showError(gettext("First choose, drop or paste an image."));
-  const terms = readTerms(form, maxK);
+  const terms = { ...readTerms(form, maxK), region: region.value };
   form.elements.k.value = terms.k; // an out-of-range number is searched clamped: show what was used
   if (state.job && current.kind === "job" && current.jobId === state.job.id && canRefilter(state.job, terms)) {
     showError("");
@@ -175,6 +191,7 @@ function clear() {
   if (state.controller) state.controller.abort();
   Object.assign(state, { job: null, terms: null, items: [], view: "results", controller: null });
   source.clear();
+  region.set(null);
   form.reset();
   form.elements.min_score.dispatchEvent(new Event("input"));
   results.setTag(null);
@@ -195,6 +212,7 @@ async function resume(jobId) {
     const shown = job.results.find((r) => r.image_id === job.source_image_id);
     source.setRemote({ kind: "job", jobId: job.id, name: job.query_name || shown?.title || gettext("Your earlier search") },
       job.query_image_url || (shown ? shown.thumbnail_url || shown.image_url : ""));
+    region.set(job.region || null);
     setStatus("done");
     const wanted = termsFromUrl(new URLSearchParams(location.search), jobTerms(job));
     writeTerms(form, wanted || jobTerms(job));
@@ -222,6 +240,7 @@ function wireForm() {
   document.querySelectorAll(".sample").forEach((button) => button.addEventListener("click", () => searchWith(
     { image_id: Number(button.dataset.imageId), title: button.dataset.title, thumbnail_url: button.dataset.thumbnailUrl })));
   ui.relax.addEventListener("click", () => { writeTerms(form, { ...readTerms(form, maxK), min_score: Number(ui.relax.dataset.minScore) }); search(); });
+  region.render();
   ui.back.addEventListener("click", () => { state.view = "results"; render(); });
   document.addEventListener("keydown", (event) => {
     // Enter searches from anywhere that has no Enter of its own (after a paste, say).

@@ -1,5 +1,7 @@
 // Search terms (number of results, minimum similarity, categories, copies first) and refinement: a change that
-// only narrows what an earlier job already returned is answered from its results, anything else re-runs.
+// only narrows what an earlier job already returned is answered from its results, anything else re-runs. The region
+// (region.js) is a term too: the page adds it, and a search of another part of the image always re-runs.
+import { sameRegion } from "./region.js";
 
 const sameSet = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
 
@@ -23,12 +25,14 @@ export function writeTerms(form, terms) {
 }
 
 export function termsEqual(a, b) {
-  return a.k === b.k && a.min_score === b.min_score && sameSet(a.categories, b.categories) && a.rerank === b.rerank;
+  return a.k === b.k && a.min_score === b.min_score && sameSet(a.categories, b.categories) && a.rerank === b.rerank
+    && sameRegion(a.region, b.region);
 }
 
 /** Whether `terms` can be answered exactly from `job`'s results, without asking the server. */
 export function canRefilter(job, terms) {
   if (terms.rerank !== job.rerank) return false; // re-ranking changes which results there are and their order
+  if (!sameRegion(terms.region, job.region)) return false; // another part of the image is another query
   const jobCategories = job.categories || [];
   const narrower = jobCategories.length === 0 || (terms.categories.length > 0 && terms.categories.every((c) => jobCategories.includes(c)));
   // A job that returned fewer than k images returned every image that passed its terms.
@@ -55,6 +59,7 @@ export function relaxedMinimum(job, terms) {
 export function termsFromUrl(params, fallback) {
   if (!["k", "min_score", "categories", "rerank"].some((name) => params.has(name))) return null;
   return {
+    ...fallback,
     k: params.has("k") ? Number(params.get("k")) : fallback.k,
     min_score: params.has("min_score") ? Number(params.get("min_score")) : fallback.min_score,
     categories: params.has("categories") ? params.get("categories").split(",").filter(Boolean) : fallback.categories,

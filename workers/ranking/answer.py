@@ -31,7 +31,7 @@ def answer(job):
     ranking = rank(query, STAGES if rerank else PLAIN)
     knn_ms = ranking.timings[KNN]
     results = [
-        (image_id, score, match, evidence(ranking.candidates.get(image_id)))
+        (image_id, score, match, evidence(ranking.candidates.get(image_id), query))
         for image_id, score, match in ranking.results
     ]
     jobs.search_job_complete(

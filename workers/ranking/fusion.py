@@ -19,7 +19,7 @@ Only the query's very file, and a verified copy that appearance.py finds distinc
 they look alike: a 16x16 likeness or a frame two signs share is no proof that a picture is the query's.
 """
 
-from . import tunables
+from . import tunables, verification
 from .candidates import NEAR
 
 COPY, SIMILAR = "copy", "similar"
@@ -56,16 +56,34 @@ def _same_picture(row):
     return row.identical or row.same_picture
 
 
-def evidence(row):
-    """Why a result leads as (or looks like) the query's own picture, for the API: None for a merely similar one."""
+def evidence(row, query=None):
+    """Why a result leads as (or looks like) the query's own picture, for the API: None for a merely similar one.
+    Given the query (its size known), a verified copy that is the same picture also says where the query lies in
+    it: `transform` (verification.transform)."""
     verdict = "same picture" if _same_picture(row) else "looks alike"
     if row.identical:
-        return {"verdict": verdict, "by": "identical file", "inliers": row.inliers, "likeness": None}
+        return {
+            "verdict": verdict,
+            "by": "identical file",
+            "inliers": row.inliers,
+            "likeness": None,
+            **_where(row, query),
+        }
     if (row.inliers or 0) >= tunables.MIN_INLIERS:
-        return {"verdict": verdict, "by": "keypoints", "inliers": row.inliers, "likeness": None}
+        return {"verdict": verdict, "by": "keypoints", "inliers": row.inliers, "likeness": None, **_where(row, query)}
     if NEAR in row.sources:
         return {"verdict": verdict, "by": "signature", "inliers": row.inliers, "likeness": round(row.likeness or 0, 3)}
     return None
+
+
+def _where(row, query):
+    """{"transform": ...} of a same picture verified by its keypoints, where the query's and its sizes are known;
+    else nothing: the transform of a lookalike would outline a likeness, not the query."""
+    if query is None or query.size is None or not _same_picture(row) or (row.inliers or 0) < tunables.MIN_INLIERS:
+        return {}
+    size = verification.upright_size(row.image_id)
+    found = verification.transform(row.match, query.size, size) if size and row.match is not None else None
+    return {"transform": found} if found else {}
 
 
 def _tier(row, inliers, min_inliers):

@@ -1,11 +1,14 @@
 """The query of one search: its vector in the search's space, its raw vector, and its copy evidence (keypoints,
-signature), read or computed once and shared by the stages."""
+signature), read or computed once and shared by the stages. A search of a region is the query image cropped to it
+before anything is computed: the region is the query."""
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 from django.conf import settings
+from PIL import Image
 
 from search import knn
 from search.models import IndexedImage, LocalFeatures
@@ -30,6 +33,8 @@ class Query:
     image: object = None  # the decoded query (PIL); None for an indexed image whose evidence is stored
     source_image_id: int | None = None  # an indexed image searched with
     upload: object = None  # the uploaded file (a FieldFile), for recognising the very file (identical.py)
+    region: dict | None = None  # the part of the image searched (jobs.region_parse), None: all of it
+    size: tuple | None = None  # (width, height) of what is searched, in its file's upright pixels; None: unknown
     matches: dict = field(
         default_factory=dict
     )  # image_id -> its verification.Match, kept across rankings of this query
@@ -47,20 +52,27 @@ class Query:
         than asked for (IMGSEARCH_RERANK_CANDIDATES), so a copy outside the top k is brought in."""
         wanted = max(job.k, settings.IMGSEARCH_RERANK_CANDIDATES) if rerank else job.k
         terms = {"k": job.k, "wanted": wanted, "min_score": job.min_score, "categories": tuple(job.categories)}
+        region = getattr(job, "region", None)
         if job.source_image_id and not job.query_image:
-            stored = knn.stored_vector(job.source_image_id, space.key)
+            stored = knn.stored_vector(job.source_image_id, space.key) if not region else None
             if stored is not None:
                 raw = stored if space.projection is None else knn.stored_vector(job.source_image_id, space.base_key)
-                return cls(space, np.asarray(stored, np.float32), raw, **terms, source_image_id=job.source_image_id)
+                query = cls(space, np.asarray(stored, np.float32), raw, **terms, source_image_id=job.source_image_id)
+                query.size = verification.upright_size(job.source_image_id)
+                return query
+            if job.source_image is None:
+                raise SearchError("The image to search with is no longer in the index.")
             source = job.source_image.file
         elif job.query_image:
             source = job.query_image
         else:
             raise SearchError("The image to search with is no longer in the index.")
-        image = _load(source, space.embedder.resize_size)
+        image, size = _load_region(source, region, space.embedder.resize_size)
         raw = space.embedder.embed([image])[0]  # one row
         query = cls.of_image(image, raw, space, **terms)
-        query.source_image_id, query.upload = job.source_image_id, job.query_image or None
+        query.source_image_id, query.region, query.size = job.source_image_id, region, size
+        # A region is not the very file uploaded: its file's results are verified like any other copy.
+        query.upload = None if region else job.query_image or None
         return query
 
     @cached_property
@@ -105,6 +117,31 @@ class Query:
         if self.space.copy_key is None or self.raw is None:
             return None
         return self.space.projection.copy_vectors(self.raw)[0]
+
+
+def _load_region(source, region, size):
+    """(image, its size in the file's upright pixels): the stored file decoded for the model, cropped to the region
+    (fractions of the upright image) where one is given; decoded large enough that the region's shorter side still
+    has `size` pixels for the model, so a small region is not searched blurred."""
+    try:
+        with source.open("rb") as f:
+            full = verification.header_size(f)
+    except FileNotFoundError:
+        raise SearchError("The query image is missing on the server; please upload it again.") from None
+    except (OSError, ValueError, Image.DecompressionBombError):
+        full = None  # _load says why it cannot be read
+    if not region:
+        return _load(source, size), full
+    image = _load(source, math.ceil(size / min(region["width"], region["height"])))
+    w, h = image.size
+    left, top = min(round(region["x"] * w), w - 1), min(round(region["y"] * h), h - 1)  # at least a pixel
+    right = min(w, max(left + 1, round((region["x"] + region["width"]) * w)))
+    bottom = min(h, max(top + 1, round((region["y"] + region["height"]) * h)))
+    cropped = image.crop((left, top, right, bottom))
+    if full is None:
+        return cropped, cropped.size
+    fw, fh = full
+    return cropped, (max(1, round(region["width"] * fw)), max(1, round(region["height"] * fh)))
 
 
 def _load(source, size):

@@ -10,6 +10,7 @@ descriptor's bins (see _mirror_permutation), so the query is also tried with per
 coordinates. OpenCV and numpy: only worker processes import it.
 """
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from search.models import LocalFeatures
+from search.models import IndexedImage, LocalFeatures
 
 from . import tunables
 
@@ -212,6 +213,64 @@ def _fit(scale, mirrored, query_points, query_desc, cand_points, cand_desc):
         return NO_MATCH
     kept = mask.ravel().astype(bool)
     return Match(int(kept.sum()), scale, mirrored, matrix, query_points[partners][kept], cand_points[matched][kept])
+
+
+def transform(match: Match, query_size, result_size):
+    """The Match's transform for the API, in the images' own pixels: `matrix` (2x3) maps a pixel (x, y, 1) of the
+    query searched (its region, where it had one; `query_size` [width, height]) onto the result's (`result_size`), the
+    query mirrored left to right first where `mirrored`; `scale` (result pixels per query pixel) and `rotation`
+    (degrees, clockwise as seen, after the mirroring) describe it, and `outline` is where the query's corners land
+    (top left, top right, bottom right, bottom left) in fractions of the result. None without a transform."""
+    if match.matrix is None or min(*query_size, *result_size) <= 0:
+        return None
+    (qw, qh), (rw, rh) = query_size, result_size
+    fitted = np.vstack([np.asarray(match.matrix, np.float64), [0.0, 0.0, 1.0]])  # working pixels to working pixels
+    to_working = np.diag([tunables.WORK_SIDE / max(qw, qh)] * 2 + [1.0])
+    from_working = np.diag([max(rw, rh) / tunables.WORK_SIDE] * 2 + [1.0])
+    mirror = np.diag([-1.0 if match.mirrored else 1.0, 1.0, 1.0])
+    full = from_working @ fitted @ mirror @ to_working
+    corners = full @ np.array([[0, qw, qw, 0], [0, 0, qh, qh], [1, 1, 1, 1]], np.float64)
+    turn = math.degrees(math.atan2(fitted[1, 0], fitted[0, 0]))
+    return {
+        "matrix": [[round(float(v), 5) for v in row] for row in full[:2]],
+        "query_size": [int(qw), int(qh)],
+        "result_size": [int(rw), int(rh)],
+        "scale": round(math.sqrt(abs(np.linalg.det(full[:2, :2]))), 4),
+        "rotation": round(turn if turn > -180 else turn + 360, 1),
+        "mirrored": bool(match.mirrored),
+        "outline": [[round(float(x / rw), 4), round(float(y / rh), 4)] for x, y in corners[:2].T],
+    }
+
+
+def header_size(f):
+    """(width, height) of an image file as shown upright (its EXIF orientation applied), from its header only."""
+    with Image.open(f) as img:
+        width, height = img.size
+        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # turned a quarter: the sides swap
+    return (height, width) if turned else (width, height)
+
+
+def upright_size(image_id):
+    """An indexed image's (width, height) as shown upright, the frame its stored keypoints were found in; None if
+    unknown. Its recorded size is the file header's, so its thumbnail (made upright) says which way round it is."""
+    image = IndexedImage.objects.filter(id=image_id).only("width", "height", "file", "thumbnail").first()
+    if image is None:
+        return None
+    shown = None
+    for stored in (image.thumbnail, image.file):
+        if stored:
+            try:
+                with stored.open("rb") as f:
+                    shown = header_size(f)
+                break
+            except (OSError, ValueError, Image.DecompressionBombError):
+                continue
+    if not (image.width and image.height):
+        return shown
+    size = (image.width, image.height)
+    if shown and shown[0] != shown[1] and (shown[0] > shown[1]) != (size[0] > size[1]):
+        size = size[::-1]
+    return size
 
 
 def stored_evidence(image_ids):
