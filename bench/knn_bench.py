@@ -53,16 +53,17 @@ def _timed(fn, *args):
     return fn(*args), time.perf_counter() - started
 
 
-def hnsw_rows(conn, queries, truth, k, builds, ef_searches):
+def hnsw_rows(conn, queries, truth, k, builds, ef_searches, table="bench_knn", kind="vector"):
     """One row per (m, ef_construction, ef_search): recall@k, median/p95, build time and index size."""
     rows = []
     for m, ef_construction in builds:
-        build_s, size = ks.build(conn, m, ef_construction)
-        used = uses_index(conn, queries[0], k)
+        build_s, size = ks.build(conn, m, ef_construction, table, kind)
+        used = uses_index(conn, queries[0], k, table, kind)
         for ef in ef_searches:
-            ks.query_all(conn, queries[:10], k, ef_search=ef)  # warm the cache
-            times, found = ks.query_all(conn, queries, k, ef_search=ef)
+            ks.query_all(conn, queries[:10], k, ef_search=ef, table=table, kind=kind)  # warm the cache
+            times, found = ks.query_all(conn, queries, k, ef_search=ef, table=table, kind=kind)
             row = {
+                "type": kind,
                 "m": m,
                 "ef_construction": ef_construction,
                 "ef_search": ef,
@@ -74,44 +75,156 @@ def hnsw_rows(conn, queries, truth, k, builds, ef_searches):
             }
             rows.append(row)
             print(
-                f"    m={m} efc={ef_construction} ef_search={ef}: recall@{k} {row['recall']:.3f} median {row['median_ms']} ms "
-                f"p95 {row['p95_ms']} ms (build {row['build_s']} s, {row['index_mb']} MB)",
+                f"    {kind} m={m} efc={ef_construction} ef_search={ef}: recall@{k} {row['recall']:.3f} "
+                f"median {row['median_ms']} ms p95 {row['p95_ms']} ms (build {row['build_s']} s, {row['index_mb']} MB)",
                 flush=True,
             )
     return rows
 
 
-def uses_index(conn, query, k):
+def uses_index(conn, query, k, table="bench_knn", kind="vector"):
     """Whether the planner answers the benchmark's query with the HNSW index (not a scan and sort)."""
     conn.execute("SET enable_indexscan = on")
-    plan = conn.execute("EXPLAIN SELECT id FROM bench_knn ORDER BY v <=> %s LIMIT %s", (query, k)).fetchall()
-    return any("bench_knn_hnsw" in line[0] for line in plan)
+    plan = conn.execute(f"EXPLAIN SELECT id FROM {table} ORDER BY v <=> %s::{kind} LIMIT %s", (query, k)).fetchall()
+    return any(f"{table}_hnsw" in line[0] for line in plan)
+
+
+def binary_rows(conn, n, queries, truth, k, builds, candidates, dim):
+    """Binary quantization (search/knn.py's quantized index) on bench_knn_half: per build and number of candidates
+    re-ranked, recall@k, median/p95, build time, index size and bytes per image (index; table the re-ranking reads)."""
+    rows = []
+    for m, ef_construction in builds:
+        build_s, size = ks.build_binary(conn, m, ef_construction, dim)
+        table = conn.execute("SELECT pg_total_relation_size('bench_knn_half')").fetchone()[0] - size  # + primary key
+        for c in candidates:
+            ks.query_binary(conn, queries[:10], k, c, dim)  # warm the cache
+            times, found = ks.query_binary(conn, queries, k, c, dim)
+            row = {
+                "m": m,
+                "ef_construction": ef_construction,
+                "candidates": c,
+                "build_s": round(build_s, 1),
+                "index_mb": round(size / 2**20, 1),
+                "index_bytes_per_image": round(size / n),
+                "table_bytes_per_image": round(table / n),
+                "recall": round(ks.recall(found, truth), 4),
+                **ks.summary(times),
+            }
+            rows.append(row)
+            print(
+                f"    bit m={m} efc={ef_construction} candidates={c}: recall@{k} {row['recall']:.3f} median "
+                f"{row['median_ms']} ms p95 {row['p95_ms']} ms (build {row['build_s']} s, {row['index_mb']} MB)",
+                flush=True,
+            )
+    return rows
+
+
+def filtered_rows(conn, data, queries, k, tagged, variants):
+    """k-NN among the images of one tag (a random share of them) through the halfvec HNSW index: per tag and way
+    (search/knn.py's iterative scans, the exact scan of the tagged images, and the app's choice between them),
+    recall@k against the exact answer, median/p95, and how many queries the scan left short of k."""
+    rows = []
+    for tag, ids in tagged.items():
+        ids = np.sort(ids)
+        truth = [{int(ids[i]) for i in t} for t in ks.exact_top(data[ids], queries, k)]
+        for name, options in variants:
+            if options == "app":
+                times, found, short = app_filtered(conn, queries, k, tag)
+            else:
+                ks.query_filtered(conn, queries[:5], k, tag, **options)  # warm the cache
+                times, found = ks.query_filtered(conn, queries, k, tag, **options)
+                short = sum(len(f) < k for f in found)
+            row = {
+                "tag": tag,
+                "tagged": len(ids),
+                "way": name,
+                "recall": round(ks.recall(found, truth), 4),
+                "short": short,
+                **ks.summary(times),
+            }
+            rows.append(row)
+            print(
+                f"    {tag} ({len(ids)} images) {name}: recall@{k} {row['recall']:.3f} median {row['median_ms']} ms "
+                f"p95 {row['p95_ms']} ms, {short} of {len(queries)} short of {k}",
+                flush=True,
+            )
+    return rows
+
+
+def app_filtered(conn, queries, k, tag):
+    """search/knn.py's choice for a category filter, on the benchmark's tables: count the tagged images up to
+    FILTER_EXACT_BELOW; fewer: the exact answer over them; else an iterative scan, exact only if it comes back short.
+    (latencies, found, queries that needed the exact last resort)."""
+    from search.knn import FILTER_EXACT_BELOW, ITERATIVE_MAX_SCAN_TUPLES, ITERATIVE_SCAN
+
+    times, found, short = [], [], 0
+    probe = "SELECT count(*) FROM (SELECT 1 FROM bench_knn_tags WHERE tags && %s::varchar[] LIMIT %s) AS t"
+    for q in queries:
+        started = time.perf_counter()
+        few = conn.execute(probe, ([tag], FILTER_EXACT_BELOW), prepare=True).fetchone()[0] < FILTER_EXACT_BELOW
+        way = dict(path="exact") if few else dict(path=ITERATIVE_SCAN, max_scan_tuples=ITERATIVE_MAX_SCAN_TUPLES)
+        _, (rows,) = ks.query_filtered(conn, [q], k, tag, **way)
+        if len(rows) < k and not few:
+            short += 1
+            _, (rows,) = ks.query_filtered(conn, [q], k, tag, path="exact")
+        times.append((time.perf_counter() - started) * 1000)
+        found.append(rows)
+    return times, found, short
+
+
+FILTER_VARIANTS = (
+    ("iterative relaxed_order, ef_search 40", dict(path="relaxed_order")),
+    ("iterative relaxed_order, ef_search 100", dict(path="relaxed_order", ef_search=100)),
+    ("iterative strict_order, ef_search 40", dict(path="strict_order")),
+    ("iterative relaxed_order, max_scan_tuples 100,000", dict(path="relaxed_order", max_scan_tuples=100_000)),
+    ("exact over the tagged images", dict(path="exact")),
+    ("app (search/knn.py's choice)", "app"),
+)
 
 
 def run(
     seeds_path,
     n=100_000,
-    builds=((16, 64), (24, 96)),
-    ef_searches=(40, 64, 100, 200),
+    builds=((32, 200),),
+    ef_searches=(40, 100, 200, 400),
     queries=200,
     k=10,
     exact_queries=20,
     raw=False,
+    binary_builds=((16, 64),),
+    candidates=(40, 100, 200, 400),
+    shares=(("1%", 0.01), ("0.1%", 0.001)),
+    filtered_queries=100,
 ):
-    """All figures at n vectors of the production dimension (the seeds' with raw); drops its table afterwards."""
+    """All figures at n vectors of the production dimension (the seeds' with raw), vector against halfvec storage,
+    filtered k-NN and binary quantization; drops its tables afterwards. The last of `builds` is the app's graph: the
+    filtered queries use it."""
+    import search.knn  # noqa: F401 -- now, so that the whole part measures the settings it started with
+
     data, qs = vectors(seeds_path, n, queries, raw=raw)
+    dim = int(data.shape[1])
     conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=False)
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     register_vector(conn)
     try:
-        load_s = ks.load(conn, data, data.shape[1])
+        load_s = ks.load(conn, data, dim)
         table_mb = conn.execute("SELECT pg_total_relation_size('bench_knn')").fetchone()[0] / 2**20
         truth, exact = exact_baseline(conn, data, qs, k, exact_queries)
         print(f"  k-NN n={n}: load {load_s:.0f} s, exact seq scan median {exact['median_ms']} ms", flush=True)
         rows = hnsw_rows(conn, qs, truth, k, builds, ef_searches)
+        conn.execute("DROP INDEX bench_knn_hnsw")
+        half_s, half_bytes = ks.load_half(conn, dim)
+        conn.execute("DROP TABLE bench_knn")  # out of the cache: the halfvec figures are measured alone
+        conn.commit()
+        print(f"  halfvec table {half_bytes / 2**20:.0f} MB against {table_mb:.0f} MB", flush=True)
+        rows += hnsw_rows(conn, qs, truth, k, builds, ef_searches, table="bench_knn_half", kind="halfvec")
+        tagged = ks.add_tags(conn, n, dict(shares), np.random.default_rng(1))
+        filtered = filtered_rows(conn, data, qs[:filtered_queries], k, tagged, FILTER_VARIANTS)
+        binary = binary_rows(conn, n, qs, truth, k, binary_builds, candidates, dim)
     finally:
         conn.rollback()
-        conn.execute("DROP TABLE IF EXISTS bench_knn")
+        for table in ("bench_knn", "bench_knn_half", "bench_knn_tags"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.commit()
         conn.close()
     from django.conf import settings
@@ -120,16 +233,19 @@ def run(
 
     return {
         "n": n,
-        "dim": int(data.shape[1]),
+        "dim": dim,
         "k": k,
         "queries": len(qs),
         "source": "real mixtures" + ("" if raw else ", projected"),
         "app_ef_search": settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(n),
         "load_s": round(load_s, 1),
         "table_mb": round(table_mb, 1),
+        "halfvec_table_mb": round(half_bytes / 2**20, 1),
         "exact_seqscan": exact,
         "hnsw": rows,
         "choice": choose(rows),
+        "filtered": filtered,
+        "binary": binary,
     }
 
 

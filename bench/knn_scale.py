@@ -65,29 +65,125 @@ def load(conn, data, dim):
     return time.perf_counter() - started
 
 
-def build(conn, m, ef_construction):
-    conn.execute("DROP INDEX IF EXISTS bench_knn_hnsw")
+def load_half(conn, dim, table="bench_knn_half"):
+    """A copy of bench_knn stored as halfvec (as search_embedding stores vectors): (seconds, table bytes)."""
+    conn.execute(f"DROP TABLE IF EXISTS {table}")
+    started = time.perf_counter()
+    conn.execute(f"CREATE TABLE {table} AS SELECT id, v::halfvec({dim}) AS v FROM bench_knn")
+    conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
+    conn.execute(f"ANALYZE {table}")
+    conn.commit()
+    return time.perf_counter() - started, conn.execute(f"SELECT pg_total_relation_size('{table}')").fetchone()[0]
+
+
+# Operator classes by column type: HNSW over vector, halfvec, and binary_quantize()'s bits (search/knn.py).
+OPS = {"vector": "vector_cosine_ops", "halfvec": "halfvec_cosine_ops"}
+
+
+def build(conn, m, ef_construction, table="bench_knn", kind="vector"):
+    """(seconds, index bytes) of the cosine HNSW index on the table's column v of type `kind`."""
+    conn.execute(f"DROP INDEX IF EXISTS {table}_hnsw")
+    return _build(conn, f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (v {OPS[kind]})", m, ef_construction, table)
+
+
+def build_binary(conn, m, ef_construction, dim, table="bench_knn_half"):
+    """(seconds, index bytes) of a Hamming HNSW index on the sign bits of v (binary_quantize), as search/knn.py's."""
+    conn.execute(f"DROP INDEX IF EXISTS {table}_hnsw")
+    return _build(
+        conn,
+        f"CREATE INDEX {table}_hnsw ON {table} USING hnsw ((binary_quantize(v)::bit({dim})) bit_hamming_ops)",
+        m,
+        ef_construction,
+        table,
+    )
+
+
+def _build(conn, statement, m, ef_construction, table):
     conn.execute("SET maintenance_work_mem = '8GB'")
     conn.execute("SET max_parallel_maintenance_workers = 2")
     started = time.perf_counter()
-    conn.execute(
-        f"CREATE INDEX bench_knn_hnsw ON bench_knn USING hnsw (v vector_cosine_ops) "
-        f"WITH (m = {m}, ef_construction = {ef_construction})"
-    )
+    conn.execute(f"{statement} WITH (m = {m}, ef_construction = {ef_construction})")
     conn.commit()
-    size = conn.execute("SELECT pg_relation_size('bench_knn_hnsw')").fetchone()[0]
+    size = conn.execute(f"SELECT pg_relation_size('{table}_hnsw')").fetchone()[0]
     return time.perf_counter() - started, size
 
 
-def query_all(conn, queries, k, ef_search=None, exact=False):
+def query_all(conn, queries, k, ef_search=None, exact=False, table="bench_knn", kind="vector"):
     """(latencies in ms, result id sets) for single queries, as the search worker runs them."""
     conn.execute("SET enable_indexscan = %s" % ("off" if exact else "on"))
     if ef_search:
         conn.execute(f"SET hnsw.ef_search = {ef_search}")
+    statement = f"SELECT id FROM {table} ORDER BY v <=> %s::{kind} LIMIT %s"
+    return _timed_queries(conn, statement, [(q, k) for q in queries])
+
+
+def query_binary(conn, queries, k, candidates, dim, table="bench_knn_half"):
+    """Binary-quantized k-NN as search/knn.py runs it: the `candidates` nearest sign bits by Hamming distance through
+    the index, re-ranked by the cosine of the stored (halfvec) vectors."""
+    conn.execute("SET enable_indexscan = on")
+    conn.execute(f"SET hnsw.ef_search = {max(40, candidates)}")
+    statement = (
+        f"SELECT id FROM (SELECT id, v FROM {table} ORDER BY binary_quantize(v)::bit({dim}) <~> binary_quantize(%s::halfvec)"
+        f" LIMIT %s) AS c ORDER BY v <=> %s::halfvec LIMIT %s"
+    )
+    return _timed_queries(conn, statement, [(q, candidates, q, k) for q in queries])
+
+
+def add_tags(conn, n, shares, rng):
+    """Tag a random share of the n images with each tag (table bench_knn_tags, GIN-indexed as the app's image tags are):
+    {tag: the ids carrying it}."""
+    conn.execute("DROP TABLE IF EXISTS bench_knn_tags")
+    conn.execute("CREATE TABLE bench_knn_tags (id integer PRIMARY KEY, tags varchar(100)[] NOT NULL DEFAULT '{}')")
+    tagged, tags = {}, [[] for _ in range(n)]
+    for tag, share in shares.items():
+        tagged[tag] = rng.choice(n, size=max(1, int(n * share)), replace=False)
+        for i in tagged[tag]:
+            tags[i].append(tag)
+    with conn.cursor().copy("COPY bench_knn_tags (id, tags) FROM STDIN") as copy:
+        for i, t in enumerate(tags):
+            copy.write_row((i, t))
+    conn.execute("CREATE INDEX bench_knn_tags_gin ON bench_knn_tags USING gin (tags)")
+    conn.execute("ANALYZE bench_knn_tags")
+    conn.commit()
+    return tagged
+
+
+_TAGGED = "id IN (SELECT id FROM bench_knn_tags WHERE tags && %s::varchar[])"
+
+
+def query_filtered(conn, queries, k, tag, path, *, ef_search=40, max_scan_tuples=20_000, table="bench_knn_half"):
+    """(latencies in ms, result id sets) of k-NN among the images carrying `tag`, as search/knn.py answers it by `path`:
+    "relaxed_order" or "strict_order" (an HNSW iterative scan), "exact" (the tagged images' vectors, sorted)."""
+    conn.execute(f"SET hnsw.ef_search = {ef_search}")
+    conn.execute(f"SET hnsw.max_scan_tuples = {max_scan_tuples}")
+    conn.execute("SET enable_sort = off")  # as search/knn.py: the planner must take the index's order
+    if path == "exact":
+        conn.execute("SET hnsw.iterative_scan = off")
+        statement = (
+            f"WITH c AS MATERIALIZED (SELECT id, v FROM {table} WHERE {_TAGGED})"
+            " SELECT id FROM c ORDER BY v <=> %s::halfvec LIMIT %s"
+        )
+        params = [([tag], q, k) for q in queries]
+    else:
+        conn.execute(f"SET hnsw.iterative_scan = {path}")
+        # relaxed_order may return its rows slightly out of order: pgvector's docs sort them again outside
+        statement = (
+            f"WITH c AS MATERIALIZED (SELECT id, v <=> %s::halfvec AS d FROM {table} WHERE {_TAGGED} ORDER BY d LIMIT %s)"
+            " SELECT id FROM c ORDER BY d"
+        )
+        params = [(q, [tag], k) for q in queries]
+    try:
+        return _timed_queries(conn, statement, params)
+    finally:
+        conn.execute("SET enable_sort = on")
+        conn.execute("SET hnsw.iterative_scan = off")
+
+
+def _timed_queries(conn, statement, params):
     times, found = [], []
-    for q in queries:
+    for p in params:
         started = time.perf_counter()
-        rows = conn.execute("SELECT id FROM bench_knn ORDER BY v <=> %s LIMIT %s", (q, k), prepare=True).fetchall()
+        rows = conn.execute(statement, p, prepare=True).fetchall()
         times.append((time.perf_counter() - started) * 1000)
         found.append({r[0] for r in rows})
     return times, found

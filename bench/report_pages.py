@@ -217,16 +217,56 @@ def _knn_table(parts):
             "",
             f"## k-NN at {p['n']:,} x {p['dim']} (exact seq scan median {p['exact_seqscan']['median_ms']} ms)",
             "",
-            "| m | ef_construction | ef_search | recall@10 | median ms | p95 ms | build s | index MB |",
-            "|---|---|---|---|---|---|---|---|",
+            "| type | m | ef_construction | ef_search | recall@10 | median ms | p95 ms | build s | index MB |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['m']} | {r['ef_construction']} | {r['ef_search']} | {r['recall']:.3f} | {r['median_ms']} | {r['p95_ms']} | "
-            f"{r['build_s']} | {r['index_mb']} |"
+            f"| {r.get('type', 'vector')} | {r['m']} | {r['ef_construction']} | {r['ef_search']} | {r['recall']:.3f} | "
+            f"{r['median_ms']} | {r['p95_ms']} | {r['build_s']} | {r['index_mb']} |"
             for r in p["hnsw"]
         ]
         lines += ["", _knn_choice(p)]
+        if "halfvec_table_mb" in p:
+            lines += ["", f"Tables: vector {p['table_mb']} MB, halfvec {p['halfvec_table_mb']} MB."]
+        lines += _knn_filtered_table(p) + _knn_binary_table(p)
     return lines
+
+
+def _knn_filtered_table(p):
+    if not p.get("filtered"):
+        return []
+    lines = [
+        "",
+        f"Filtered k-NN at {p['n']:,} (halfvec HNSW, the app's graph; a tag on a random share of the images; recall "
+        "against the exact answer among them; short: queries the scan left with fewer than 10):",
+        "",
+        "| tag | images | way | recall@10 | median ms | p95 ms | short |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return lines + [
+        f"| {r['tag']} | {r['tagged']:,} | {r['way']} | {r['recall']:.3f} | {r['median_ms']} | {r['p95_ms']} | "
+        f"{r['short']} |"
+        for r in p["filtered"]
+    ]
+
+
+def _knn_binary_table(p):
+    if not p.get("binary"):
+        return []
+    lines = [
+        "",
+        f"Binary quantization at {p['n']:,} (sign bits of the halfvec vectors, Hamming HNSW; the candidates re-ranked "
+        "by the stored vectors' cosine):",
+        "",
+        "| m | ef_construction | candidates | recall@10 | median ms | p95 ms | build s | index MB | index B/image |"
+        " table B/image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    return lines + [
+        f"| {r['m']} | {r['ef_construction']} | {r['candidates']} | {r['recall']:.3f} | {r['median_ms']} | "
+        f"{r['p95_ms']} | {r['build_s']} | {r['index_mb']} | {r['index_bytes_per_image']} | {r['table_bytes_per_image']} |"
+        for r in p["binary"]
+    ]
 
 
 def _knn_choice(p):
@@ -234,15 +274,18 @@ def _knn_choice(p):
     from search.knn import HNSW_EF_CONSTRUCTION, HNSW_M
 
     c, app = p["choice"], (HNSW_M, HNSW_EF_CONSTRUCTION, p.get("app_ef_search", 400))
-    now = next((r for r in p["hnsw"] if (r["m"], r["ef_construction"], r["ef_search"]) == app), None)
+    mine = [r for r in p["hnsw"] if (r["m"], r["ef_construction"], r["ef_search"]) == app]
+    now = next((r for r in mine if r.get("type") == "halfvec"), mine[0] if mine else None)  # the app stores halfvec
     today = (
-        f" The app's setting (m={app[0]}, ef_construction={app[1]}, ef_search={app[2]}) gives recall@10 {now['recall']:.3f}, "
+        f" The app's setting ({now.get('type', 'vector') if now else ''} m={app[0]}, ef_construction={app[1]}, "
+        f"ef_search={app[2]}) gives recall@10 {now['recall']:.3f}, "
         f"median {now['median_ms']} ms, p95 {now['p95_ms']} ms."
         if now
         else ""
     )
     return (
-        f"Fastest setting reaching recall@10 >= {KNN_TARGET['recall']}: m={c['m']}, ef_construction={c['ef_construction']}, "
+        f"Fastest setting reaching recall@10 >= {KNN_TARGET['recall']}: {c.get('type', 'vector')} m={c['m']}, "
+        f"ef_construction={c['ef_construction']}, "
         f"ef_search={c['ef_search']} (recall {c['recall']:.3f}, median {c['median_ms']} ms, build {c['build_s']} s).{today}"
     )
 
@@ -277,9 +320,12 @@ def plots(report, folder):
         p = report["parts"].get(key)
         if p and "error" not in p:
             fig, ax = plt.subplots(figsize=(7, 4.5))
-            for m, efc in sorted({(r["m"], r["ef_construction"]) for r in p["hnsw"]}):
-                rs = [r for r in p["hnsw"] if (r["m"], r["ef_construction"]) == (m, efc)]
-                ax.plot([r["median_ms"] for r in rs], [r["recall"] for r in rs], "o-", label=f"m={m} efc={efc}")
+            for kind, m, efc in sorted({(r.get("type", "vector"), r["m"], r["ef_construction"]) for r in p["hnsw"]}):
+                rs = [r for r in p["hnsw"] if (r.get("type", "vector"), r["m"], r["ef_construction"]) == (kind, m, efc)]
+                ax.plot([r["median_ms"] for r in rs], [r["recall"] for r in rs], "o-", label=f"{kind} m={m} efc={efc}")
+            for m, efc in sorted({(r["m"], r["ef_construction"]) for r in p.get("binary", [])}):
+                rs = [r for r in p["binary"] if (r["m"], r["ef_construction"]) == (m, efc)]
+                ax.plot([r["median_ms"] for r in rs], [r["recall"] for r in rs], "s--", label=f"bits m={m} efc={efc}")
             ax.axhline(KNN_TARGET["recall"], color="grey", linestyle=":")
             ax.set_xlabel("median query ms")
             ax.set_ylabel("recall@10")

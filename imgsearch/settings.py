@@ -176,6 +176,9 @@ IMGSEARCH_MAX_PIXELS = env_number("IMGSEARCH_MAX_PIXELS", 50_000_000, minimum=1,
 IMGSEARCH_HNSW_EF_SEARCH = env_number("IMGSEARCH_HNSW_EF_SEARCH", 0, minimum=0, maximum=1000)
 # A model's HNSW index is built once it holds this many vectors (search.knn.ensure_vector_index).
 IMGSEARCH_HNSW_MIN_VECTORS = env_number("IMGSEARCH_HNSW_MIN_VECTORS", 2000, minimum=0, maximum=100_000_000)
+# From this many vectors a projected model's index holds only their sign bits, re-ranked by the stored vectors (a
+# quarter of the index's memory, some recall or time: search.knn, docs/retrieval.md "The vector index"); 0: never.
+IMGSEARCH_HNSW_BINARY_FROM = env_number("IMGSEARCH_HNSW_BINARY_FROM", 5_000_000, minimum=0, maximum=1_000_000_000)
 IMGSEARCH_TORCH_THREADS = env_number("IMGSEARCH_TORCH_THREADS", 0, minimum=0, maximum=256)  # 0: torch's default
 # A running reindex with no chunk started or finished for this long has lost a worker: its chunks are re-sent.
 IMGSEARCH_REINDEX_STALL_SECONDS = env_number("IMGSEARCH_REINDEX_STALL_SECONDS", 300, minimum=5, maximum=86400)

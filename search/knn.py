@@ -1,11 +1,15 @@
 """k-nearest-neighbour search over pgvector, one partial HNSW index per embedding model.
 
-Embeddings of every model share one table and an untyped `vector` column; each model gets an expression
-index on `(vector::vector(DIM))` restricted to its rows, as pgvector's docs suggest for mixed dimensions.
-Queries repeat that expression and inline the model key as a literal so the planner can use the index.
+Embeddings of every model share one table and an untyped `halfvec` column (16-bit floats: half the table and index
+of `vector` at the same recall, docs/benchmarks.md); each model gets an expression index on `(vector::halfvec(DIM))`
+restricted to its rows, as pgvector's docs suggest for mixed dimensions. From IMGSEARCH_HNSW_BINARY_FROM vectors a
+projected model's index holds only its vectors' sign bits (binary_quantize) and a search re-ranks the nearest of
+those by the stored vectors. Queries repeat the index's expression and inline the model key as a literal so the
+planner can use it.
 """
 
 import hashlib
+import logging
 import re
 import time
 
@@ -13,11 +17,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
-from .fields import exact_text
+from .fields import half_text
 from .models import Embedding
 
-# pgvector 0.6 builds HNSW indexes for vectors of up to 2,000 dimensions; wider ones are searched exactly.
-HNSW_MAX_DIM = 2000
+log = logging.getLogger(__name__)
+
+# pgvector 0.8 builds HNSW indexes of halfvec up to 4,000 dimensions (vector: 2,000); wider ones are searched exactly.
+HNSW_MAX_DIM = 4000
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
 # docs/benchmarks.md: at 1M projected vectors m=24 / ef_construction=96 stopped at recall@10 0.92 even with
 # ef_search 800; m=32 / 200 reached 0.961 at ef_search 400 in a 3.5 ms median (build 9 minutes).
@@ -28,6 +34,12 @@ HNSW_EF_CONSTRUCTION = 200
 # to insert against 7 to 14 ms with the graph above (8 / 32: 0.874, 0.6 ms); each indexed image pays it.
 COPY_HNSW = (16, 64)
 _COPY_PREFIX = "copy:"
+# The binary-quantized index's graph and how many of its nearest (by Hamming distance of the sign bits) a search
+# re-ranks by the stored vectors. docs/benchmarks.md, 1M projected vectors: m=32 / ef_construction=128 with 800
+# candidates gave recall@10 0.967 (400: 0.916) from a 524 MB index (vector HNSW: 2,025 MB); pgvector's default graph
+# (16 / 64, 333 MB) only 0.897 with 800. The exact Hamming top 400 re-ranked held 0.976: the graph loses the rest.
+BINARY_HNSW = (32, 128)
+BINARY_CANDIDATES = 800
 
 
 def _check(model_key, dim):
@@ -52,8 +64,22 @@ def index_name(model_key):
     return "emb_hnsw_" + re.sub(r"[^a-z0-9]+", "_", model_key.lower())[:50]
 
 
+def binary_index_name(model_key):
+    """The model's binary-quantized index (sign bits, Hamming HNSW), which takes index_name's place from
+    IMGSEARCH_HNSW_BINARY_FROM vectors."""
+    return "emb_bits_" + re.sub(r"[^a-z0-9]+", "_", model_key.lower())[:50]
+
+
+def is_centred(model_key):
+    """Whether the model's vectors have a zero mean, so that their signs carry information: a projection's and its copy
+    space's (workers/projection.py subtracts the raw vectors' mean; search.versions keys them '<base>:p-<hash>').
+    Raw CNN features are pooled after a ReLU: all their sign bits are ones, and a binary index of them finds nothing."""
+    return is_copy_key(model_key) or ":p-" in model_key
+
+
 def ensure_vector_index(model_key, dim, *, wait=True):
-    """Create the model's HNSW cosine index once it holds IMGSEARCH_HNSW_MIN_VECTORS vectors; True if it exists.
+    """Create the model's HNSW cosine index once it holds IMGSEARCH_HNSW_MIN_VECTORS vectors, and from
+    IMGSEARCH_HNSW_BINARY_FROM replace it by a binary-quantized one (a centred model's only); True if one exists.
 
     Below that an exact scan answers in a millisecond or two, and every vector written to an HNSW index costs
     its graph search (7 to 10 ms at 1280 dimensions on 2 cores: most of what storing an image cost), so small
@@ -62,12 +88,67 @@ def ensure_vector_index(model_key, dim, *, wait=True):
     another session has under way is not waited for: False comes back at once.
     """
     _check(model_key, dim)
-    if dim > HNSW_MAX_DIM:
-        return False  # pgvector 0.6 cannot index it; search scans exactly instead
-    name = index_name(model_key)
-    graph = COPY_HNSW if is_copy_key(model_key) else (HNSW_M, HNSW_EF_CONSTRUCTION)
-    statement = sql.SQL(
-        "CREATE INDEX IF NOT EXISTS {name} ON search_embedding USING hnsw ((vector::vector({dim})) vector_cosine_ops)"
+    with transaction.atomic(), connection.cursor() as cursor:
+        binary = _index_due(cursor, model_key, dim)
+        if binary is None:
+            return _index_of(cursor, model_key)[0] is not None
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [model_key])
+        else:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", [model_key])
+            if not cursor.fetchone()[0]:
+                return False
+        if _index_due(cursor, model_key, dim) is None:  # another worker built it meanwhile
+            return True
+        if binary:
+            cursor.execute(_index_statement(model_key, dim, binary=True).as_string(cursor.connection))
+            cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(model_key))))
+        else:
+            cursor.execute(_index_statement(model_key, dim, binary=False).as_string(cursor.connection))
+    _indexes.pop(model_key, None)
+    return True
+
+
+def needs_vector_index(model_key, dim):
+    """Whether ensure_vector_index would build an index of the model now (none yet and enough vectors, or a binary one
+    now due)."""
+    with connection.cursor() as cursor:
+        return _index_due(cursor, model_key, dim) is not None
+
+
+def _index_due(cursor, model_key, dim):
+    """None if the model needs no new index; else whether the one due is binary-quantized."""
+    kind, vectors = _index_of(cursor, model_key)
+    if kind == "binary":
+        return None
+    if kind == "hnsw":
+        return True if _binary_due(model_key, vectors) else None
+    if not _enough_vectors(cursor, model_key, settings.IMGSEARCH_HNSW_MIN_VECTORS):
+        return None
+    binary = _binary_due(model_key, settings.IMGSEARCH_HNSW_BINARY_FROM) and _enough_vectors(
+        cursor, model_key, settings.IMGSEARCH_HNSW_BINARY_FROM
+    )
+    return binary if binary or dim <= HNSW_MAX_DIM else None  # wider than HNSW takes: searched exactly
+
+
+def _binary_due(model_key, vectors):
+    wanted = settings.IMGSEARCH_HNSW_BINARY_FROM
+    return bool(wanted) and vectors >= wanted and is_centred(model_key)
+
+
+def _index_statement(model_key, dim, *, binary):
+    """CREATE INDEX of the model's HNSW index: cosine over its halfvec vectors, or Hamming over their sign bits."""
+    if binary:
+        name, expression, graph = (
+            binary_index_name(model_key),
+            "(binary_quantize(vector)::bit({dim})) bit_hamming_ops",
+            BINARY_HNSW,
+        )
+    else:
+        graph = COPY_HNSW if is_copy_key(model_key) else (HNSW_M, HNSW_EF_CONSTRUCTION)
+        name, expression = index_name(model_key), "(vector::halfvec({dim})) halfvec_cosine_ops"
+    return sql.SQL(
+        "CREATE INDEX IF NOT EXISTS {name} ON search_embedding USING hnsw (" + expression + ")"
         " WITH (m = {m}, ef_construction = {ef_construction}) WHERE model_key = {key}"
     ).format(
         name=sql.Identifier(name),
@@ -76,36 +157,23 @@ def ensure_vector_index(model_key, dim, *, wait=True):
         m=sql.Literal(graph[0]),
         ef_construction=sql.Literal(graph[1]),
     )
-    with transaction.atomic(), connection.cursor() as cursor:
-        if _index_exists(cursor, model_key):
-            return True
-        if not _enough_vectors(cursor, model_key):
-            return False
-        if wait:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [model_key])
-        else:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", [model_key])
-            if not cursor.fetchone()[0]:
-                return False
-        cursor.execute(statement.as_string(cursor.connection))
-    return True
 
 
-def needs_vector_index(model_key, dim):
-    """Whether ensure_vector_index would build the model's index now (it has enough vectors and none yet)."""
-    if dim > HNSW_MAX_DIM:
-        return False
-    with connection.cursor() as cursor:
-        return not _index_exists(cursor, model_key) and _enough_vectors(cursor, model_key)
+def _index_of(cursor, model_key):
+    """(which index the model's vectors have: "binary", "hnsw" or None, the vectors PostgreSQL counts in it)."""
+    cursor.execute(
+        "SELECT relname, reltuples FROM pg_class WHERE relkind = 'i' AND relname IN (%s, %s)",
+        [index_name(model_key), binary_index_name(model_key)],
+    )
+    found = dict(cursor.fetchall())
+    if binary_index_name(model_key) in found:
+        return "binary", max(0, found[binary_index_name(model_key)])
+    if index_name(model_key) in found:
+        return "hnsw", max(0, found[index_name(model_key)])
+    return None, 0
 
 
-def _index_exists(cursor, model_key):
-    cursor.execute("SELECT 1 FROM pg_class WHERE relname = %s AND relkind = 'i'", [index_name(model_key)])
-    return cursor.fetchone() is not None
-
-
-def _enough_vectors(cursor, model_key):
-    wanted = settings.IMGSEARCH_HNSW_MIN_VECTORS
+def _enough_vectors(cursor, model_key, wanted):
     cursor.execute(
         "SELECT count(*) FROM (SELECT 1 FROM search_embedding WHERE model_key = %s LIMIT %s) AS s", [model_key, wanted]
     )
@@ -113,15 +181,17 @@ def _enough_vectors(cursor, model_key):
 
 
 def drop_vector_index(model_key):
-    """Drop the model's HNSW index (its vectors stay): for raw vectors only kept to learn projections from."""
+    """Drop the model's index (its vectors stay): for raw vectors only kept to learn projections from."""
     with connection.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(model_key))))
+        for name in (index_name(model_key), binary_index_name(model_key)):
+            cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name)))
+    _indexes.pop(model_key, None)
 
 
 # docs/benchmarks.md, m=32 / ef_construction=200: at 100k vectors ef_search 100 gave recall@10 0.978 in 1.8 ms
 # (400: 1.000 in 8.5 ms); at 1M, 100 gave 0.946 and 400 0.961 in 3.5 ms. So a wider search once the graph is big.
 LARGE_INDEX = 300_000
-_sizes = {}  # model key -> (vectors in its HNSW index, when looked up): sizes change slowly
+_indexes = {}  # model key -> (its index's kind, vectors in it, when looked up): they change slowly
 
 
 def ef_search_for(vectors):
@@ -129,16 +199,28 @@ def ef_search_for(vectors):
     return 400 if vectors >= LARGE_INDEX else 100
 
 
-def auto_ef_search(model_key, max_age=300):
-    """hnsw.ef_search for the model's index, by its size (ef_search_for)."""
-    vectors, seen = _sizes.get(model_key, (0, -max_age))
+def index_of(model_key, max_age=60):
+    """(the model's index kind: "binary", "hnsw" or None, its vectors), looked up at most every max_age seconds."""
+    kind, vectors, seen = _indexes.get(model_key, (None, 0, -max_age))
     if time.monotonic() - seen >= max_age:
         with connection.cursor() as cursor:  # PostgreSQL's own estimate, kept by CREATE INDEX, VACUUM and ANALYZE
-            cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [index_name(model_key)])
-            row = cursor.fetchone()
-        vectors = row[0] if row else 0
-        _sizes[model_key] = (vectors, time.monotonic())
-    return ef_search_for(vectors)
+            kind, vectors = _index_of(cursor, model_key)
+        _indexes[model_key] = (kind, vectors, time.monotonic())
+    return kind, vectors
+
+
+def auto_ef_search(model_key, max_age=60):
+    """hnsw.ef_search for the model's index, by its size (ef_search_for)."""
+    return ef_search_for(index_of(model_key, max_age)[1])
+
+
+# Category filters (nearest()): an HNSW scan filters after its graph search, so a selective filter leaves it short
+# of k; pgvector 0.8's iterative scans go on through the graph until k rows pass the filter (or max_scan_tuples).
+# relaxed_order, sorted again, found more of the exact answer than strict_order; below FILTER_EXACT_BELOW tagged
+# images the exact answer over them is cheaper than scanning the graph for them (docs/benchmarks.md, filtered k-NN).
+ITERATIVE_SCAN = "relaxed_order"
+ITERATIVE_MAX_SCAN_TUPLES = 20_000
+FILTER_EXACT_BELOW = 5_000
 
 
 def vector_literal(vector):
@@ -158,50 +240,93 @@ def vectors_upsert(model_key, image_ids, vectors):
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO search_embedding (image_id, model_key, vector, created_at)"
-            " SELECT t.image_id, %s, t.vector::vector, now() FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, vector)"
+            " SELECT t.image_id, %s, t.vector::halfvec, now() FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, vector)"
             " JOIN search_indexedimage AS i ON i.id = t.image_id"
             " ON CONFLICT (image_id, model_key) DO UPDATE SET vector = EXCLUDED.vector",
-            [model_key, [int(i) for i in image_ids], [exact_text(v) for v in vectors]],
+            [model_key, [int(i) for i in image_ids], [half_text(v) for v in vectors]],
         )
 
 
 def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     """The k most similar images to `vector` as [(image_id, cosine similarity)], best first.
 
-    With categories, only images carrying one of those tags count. HNSW filters after its candidate
-    search, so a selective filter may leave fewer than k: then the query is answered exactly instead.
+    With categories, only images carrying one of those tags count: where fewer than FILTER_EXACT_BELOW images carry
+    them, the answer is exact over those; else an iterative index scan goes on through the graph until k of them
+    pass, and should it stop short (hnsw.max_scan_tuples) the answer is exact.
     """
-    dim = len(vector)
+    dim, k = len(vector), int(k)
     _check(model_key, dim)
+    kind, vectors = index_of(model_key)
     filters, params = _category_filter(categories)
-    query = sql.SQL(
-        "SELECT image_id, 1 - ({distance}) AS score FROM search_embedding WHERE model_key = {key}{filters}"
-        " ORDER BY {distance} LIMIT %s"
-    ).format(distance=_distance(dim), key=sql.Literal(model_key), filters=filters)
-    literal = vector_literal(vector)
-    ef_search = max(settings.IMGSEARCH_HNSW_EF_SEARCH or auto_ef_search(model_key), int(k))
-    if categories:
-        ef_search = min(1000, max(ef_search, 4 * int(k), 200))
+    literal = half_text(vector)
     with transaction.atomic(), connection.cursor() as cursor:
-        # ef_search bounds how many candidates HNSW returns; it must be at least k.
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {ef_search}")
-        # With stale statistics (e.g. right after a bulk index) the planner may fetch every row of the model
-        # through a btree and sort them; the HNSW scan needs no sort, so discourage sorting.
-        cursor.execute("SET LOCAL enable_sort = off")
-        statement = query.as_string(cursor.connection)
-        cursor.execute(statement, [literal, *params, literal, int(k)])
-        rows = cursor.fetchall()
-        if categories and len(rows) < k:
-            cursor.execute("SET LOCAL enable_indexscan = off")  # exact answer over the filtered images
+        exact = bool(categories) and _tagged_fewer(cursor, categories, FILTER_EXACT_BELOW)
+        if not exact:
+            # With stale statistics (e.g. right after a bulk index) the planner may fetch every row of the model
+            # through a btree and sort them; the HNSW scan needs no sort, so discourage sorting.
+            cursor.execute("SET LOCAL enable_sort = off")
+            if categories:
+                cursor.execute(f"SET LOCAL hnsw.iterative_scan = {ITERATIVE_SCAN}")
+                cursor.execute(f"SET LOCAL hnsw.max_scan_tuples = {ITERATIVE_MAX_SCAN_TUPLES}")
+            if kind == "binary":
+                # ef_search bounds how many candidates HNSW returns: all those re-ranked
+                cursor.execute(f"SET LOCAL hnsw.ef_search = {max(BINARY_CANDIDATES, k)}")
+                statement = _binary_query(model_key, dim, filters)
+                args = [literal, *params, literal, BINARY_CANDIDATES, k]
+            else:
+                ef_search = max(settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(vectors), k)
+                cursor.execute(f"SET LOCAL hnsw.ef_search = {ef_search}")
+                statement, args = _hnsw_query(model_key, dim, filters), [literal, *params, k]
+            cursor.execute(statement.as_string(cursor.connection), args)
+            rows = cursor.fetchall()
+            exact = bool(categories) and kind is not None and len(rows) < k
+            if exact:  # docs/benchmarks.md counts how often: the "short" column of filtered k-NN
+                log.info(
+                    "k-NN: the iterative scan found %d of %d among %s; answering exactly", len(rows), k, categories
+                )
+        if exact:
             cursor.execute("SET LOCAL enable_sort = on")
-            cursor.execute(statement, [literal, *params, literal, int(k)])
+            statement = _exact_query(model_key, dim, filters)
+            cursor.execute(statement.as_string(cursor.connection), [*params, literal, k])
             rows = cursor.fetchall()
     return [(image_id, float(score)) for image_id, score in rows if score >= min_score]
 
 
+def _hnsw_query(model_key, dim, filters):
+    """The k nearest through the model's HNSW index. An iterative scan in
+    relaxed_order may give its rows slightly out of order: they are sorted again, as pgvector's docs do.
+
+    Parameters: the query, the filter's, k.
+    """
+    return sql.SQL(
+        "WITH c AS MATERIALIZED (SELECT image_id, {distance} AS distance FROM search_embedding"
+        " WHERE model_key = {key}{filters} ORDER BY distance LIMIT %s)"
+        " SELECT image_id, 1 - distance AS score FROM c ORDER BY distance"
+    ).format(distance=_distance(dim), key=sql.Literal(model_key), filters=filters)
+
+
+def _binary_query(model_key, dim, filters):
+    """The k nearest of the candidates nearest by the sign bits' Hamming distance, through the model's binary index
+    re-ranked by the cosine of the stored vectors. Parameters: the query, the filter's, the query, candidates, k."""
+    return sql.SQL(
+        "SELECT image_id, 1 - ({distance}) AS score FROM (SELECT image_id, vector FROM search_embedding"
+        " WHERE model_key = {key}{filters}"
+        " ORDER BY binary_quantize(vector)::bit({dim}) <~> binary_quantize(%s::halfvec({dim})) LIMIT %s) AS c"
+        " ORDER BY score DESC LIMIT %s"
+    ).format(distance=_distance(dim), dim=sql.Literal(dim), key=sql.Literal(model_key), filters=filters)
+
+
+def _exact_query(model_key, dim, filters):
+    """The exact k nearest of the model's (filtered) vectors, every one compared. Parameters: the filter's, the query, k."""
+    return sql.SQL(
+        "WITH c AS MATERIALIZED (SELECT image_id, vector FROM search_embedding WHERE model_key = {key}{filters})"
+        " SELECT image_id, 1 - ({distance}) AS score FROM c ORDER BY score DESC LIMIT %s"
+    ).format(distance=_distance(dim), key=sql.Literal(model_key), filters=filters)
+
+
 def _distance(dim):
     """Cosine distance of a stored vector to the query (one %s parameter), cast so the model's HNSW index serves it."""
-    return sql.SQL("(vector::vector({dim})) <=> %s::vector({dim})").format(dim=sql.Literal(dim))
+    return sql.SQL("(vector::halfvec({dim})) <=> %s::halfvec({dim})").format(dim=sql.Literal(dim))
 
 
 def _category_filter(categories):
@@ -211,6 +336,16 @@ def _category_filter(categories):
     return sql.SQL(
         " AND image_id IN (SELECT id FROM search_indexedimage WHERE user_tags && %s::varchar[] OR auto_tags && %s::varchar[])"
     ), [list(categories), list(categories)]
+
+
+def _tagged_fewer(cursor, categories, n):
+    """Whether fewer than n images carry one of the categories (counting stops at n, through the tags' GIN indexes)."""
+    cursor.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM search_indexedimage WHERE user_tags && %s::varchar[]"
+        " OR auto_tags && %s::varchar[] LIMIT %s) AS t",
+        [list(categories), list(categories), n],
+    )
+    return cursor.fetchone()[0] < n
 
 
 def scores_of(vector, image_ids, *, model_key, categories=()):
@@ -225,9 +360,7 @@ def scores_of(vector, image_ids, *, model_key, categories=()):
         "SELECT image_id, 1 - ({distance}) FROM search_embedding WHERE model_key = %s AND image_id = ANY(%s){filters}"
     ).format(distance=_distance(dim), filters=filters)
     with connection.cursor() as cursor:
-        cursor.execute(
-            query.as_string(cursor.connection), [vector_literal(vector), model_key, list(image_ids), *params]
-        )
+        cursor.execute(query.as_string(cursor.connection), [half_text(vector), model_key, list(image_ids), *params])
         return {image_id: float(score) for image_id, score in cursor.fetchall()}
 
 

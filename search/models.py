@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .fields import Float32VectorField
+from .fields import HalfVectorTextField
 
 
 class QueryStorage(FileSystemStorage):
@@ -127,9 +127,9 @@ class Embedding(models.Model):
 
     image = models.ForeignKey(IndexedImage, on_delete=models.CASCADE, related_name="embeddings")
     model_key = models.CharField(max_length=120)
-    # No fixed dimension: models differ. search.knn casts to the model's dimension, which is what
+    # halfvec, of no fixed dimension: models differ. search.knn casts to the model's dimension, which is what
     # the per-model expression index is built on.
-    vector = Float32VectorField()
+    vector = HalfVectorTextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -146,10 +146,10 @@ class LocalFeatures(models.Model):
         IndexedImage, on_delete=models.CASCADE, primary_key=True, related_name="local_features"
     )
     data = models.BinaryField()
-    signature = Float32VectorField(dimensions=256, null=True, blank=True)
+    signature = HalfVectorTextField(dimensions=256, null=True, blank=True)
     # The keypoints' visual words (workers/ranking/words.py) under the index's vocabulary (VisualWords); null before one is
     # learned. Their own HNSW index (migration 0009) finds copy candidates the global k-NN misses.
-    words = Float32VectorField(dimensions=1920, null=True, blank=True)
+    words = HalfVectorTextField(dimensions=1920, null=True, blank=True)
     # The vocabulary `words` were computed with: words of any other than the latest are missing (search/vocabulary.py).
     # No database constraint: a task that computed words with a vocabulary deleted meanwhile (learned again) still
     # stores its batch, and those words are computed again.

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from django.db import connection
+from psycopg import sql
 
 from search import knn
 from search.models import Embedding, IndexedImage
@@ -81,27 +82,40 @@ def test_the_query_plan_uses_the_model_hnsw_index(settings):
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred FK checks
     assert knn.ensure_vector_index("plan:1", 32)
     assert knn.ensure_vector_index("plan:1", 32)  # idempotent
-    literal = knn.vector_literal(unit(rng.normal(size=32)))
+    assert explain(knn._hnsw_query("plan:1", 32, sql.SQL("")), [unit(rng.normal(size=32)), 5], knn.index_name("plan:1"))
+
+
+def explain(statement, args, name):
+    """Whether PostgreSQL's plan for one of search.knn's statements (args: numpy vectors, as literals, and numbers)
+    goes through the index `name`."""
+    args = [knn.vector_literal(a) if isinstance(a, np.ndarray) else a for a in args]
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE search_embedding")
         cursor.execute("SET LOCAL enable_seqscan = off")  # tiny tables would otherwise be scanned
         cursor.execute("SET LOCAL enable_sort = off")  # as search.knn.nearest does
-        cursor.execute(
-            "EXPLAIN SELECT image_id FROM search_embedding WHERE model_key = 'plan:1' "
-            "ORDER BY (vector::vector(32)) <=> %s::vector(32) LIMIT 5",
-            [literal],
-        )
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert knn.index_name("plan:1") in plan
+        cursor.execute("EXPLAIN " + statement.as_string(cursor.connection), args)
+        return name in "\n".join(row[0] for row in cursor.fetchall())
 
 
 def test_vectors_wider_than_hnsw_allows_are_searched_exactly():
-    """Over 2,000 dimensions pgvector 0.6 has no HNSW; search still answers exactly."""
+    """Halfvec HNSW takes up to 4,000 dimensions (resnet50's 2,048 get an index); wider ones are searched exactly."""
     rng = np.random.default_rng(2)
-    vectors = [unit(rng.normal(size=2048)) for _ in range(5)]
+    vectors = [unit(rng.normal(size=4096)) for _ in range(5)]
     ids = add_images(vectors, model_key="wide:1")
-    assert knn.ensure_vector_index("wide:1", 2048) is False
+    assert knn.ensure_vector_index("wide:1", 4096) is False
     assert knn.nearest(vectors[3], model_key="wide:1", k=1)[0][0] == ids[3]
+
+
+def test_2048_dimensions_get_an_hnsw_index(settings):
+    """resnet50's 2,048 dimensions, over pgvector's 2,000 for vector, fit halfvec's HNSW."""
+    settings.IMGSEARCH_HNSW_MIN_VECTORS = 5
+    rng = np.random.default_rng(5)
+    vectors = [unit(rng.normal(size=2048)) for _ in range(8)]
+    ids = add_images(vectors, model_key="r50:1")
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    assert knn.ensure_vector_index("r50:1", 2048) is True
+    assert knn.nearest(vectors[6], model_key="r50:1", k=1)[0][0] == ids[6]
 
 
 def test_unsafe_model_keys_are_refused():
@@ -124,47 +138,41 @@ def test_ef_search_widens_once_the_index_is_large(settings, monkeypatch):
     assert knn.auto_ef_search("missing:1", max_age=0) == 100  # no index yet
 
 
-def test_vectors_upsert_stores_exact_float32_values_and_replaces_old_ones():
-    """The pipeline's fast insert gives back the very float32 values, and a second store replaces the first."""
+def test_vectors_upsert_stores_the_halves_numpy_rounds_to_and_replaces_old_ones():
+    """The pipeline's fast insert stores each value as the float16 numpy rounds it to, and a second store replaces
+    the first."""
     rng = np.random.default_rng(11)
     images = [IndexedImage.objects.create(content_hash=f"{i:064d}", file=f"x/{i}.png", title=str(i)) for i in range(3)]
     ids = [image.id for image in images]
-    first = rng.normal(size=(3, 1280)).astype(np.float32) * np.float32(1e-3)
-    first[0, :4] = [
-        np.float32(1 / 3),
-        np.float32(-7.1e-9),
-        np.float32(123456.789),
-        0.0,
-    ]  # digits that a 7-digit form would lose
+    first = rng.normal(size=(3, 1280)).astype(np.float32) * np.float32(1e-2)
+    first[0, :4] = [np.float32(1 / 3), np.float32(-7.1e-6), np.float32(60000.5), 0.0]  # a subnormal half, a big one
     knn.vectors_upsert("fast:1", ids, first)
     stored = dict(Embedding.objects.filter(model_key="fast:1").values_list("image_id", "vector"))
     for i, image_id in enumerate(ids):
-        assert np.array_equal(np.asarray(stored[image_id], np.float32), first[i])
+        assert np.array_equal(np.asarray(stored[image_id], np.float16), first[i].astype(np.float16))
     second = unit(rng.normal(size=1280))[None, :]
     knn.vectors_upsert("fast:1", ids[:1], second)
     assert Embedding.objects.filter(model_key="fast:1").count() == 3
     assert np.array_equal(
-        np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[0]).vector, np.float32), second[0]
+        np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[0]).vector, np.float16),
+        second[0].astype(np.float16),
     )
     knn.vectors_upsert("fast:1", [], np.zeros((0, 1280), np.float32))  # an empty batch writes nothing
     knn.vectors_upsert("fast:1", [ids[1], 10**12], np.concatenate([second, second]))  # an image deleted meanwhile
     assert not Embedding.objects.filter(image_id=10**12).exists()
-    assert np.array_equal(
-        np.asarray(Embedding.objects.get(model_key="fast:1", image_id=ids[1]).vector, np.float32), second[0]
-    )
     with pytest.raises(ValueError):
         knn.vectors_upsert("bad key;", ids[:1], second)
 
 
-def test_vectors_written_through_the_orm_and_in_bulk_read_back_as_the_very_same_float32_values():
-    """search.fields.exact_text, which the vector columns and vectors_upsert write with, loses nothing: extreme, tiny
-    and ordinary float32 values come back bit for bit (a shorter form, e.g. 7 digits, would not)."""
+def test_vectors_written_through_the_orm_and_in_bulk_read_back_as_numpy_halves():
+    """search.fields.half_text, which the vector columns and vectors_upsert write with, gives PostgreSQL the very halves
+    numpy rounds each float32 to (5 digits are enough), through the ORM and in bulk alike."""
     rng = np.random.default_rng(3)
-    values = np.concatenate([rng.normal(size=1914), [1e-38, -3.4e38, 3.4028235e38, 1.0000001, -0.0, 1 / 3]])
+    values = np.concatenate([rng.normal(size=1914), [6.1e-5, -65504, 65504, 1.0009766, -0.0, 1 / 3]])
     vector = values.astype(np.float32)
     image = IndexedImage.objects.create(content_hash="f" * 64, file="x/f.png")
     Embedding.objects.create(image=image, model_key="exact:1", vector=vector)
     knn.vectors_upsert("exact:2", [image.id], vector[None, :])
     for key in ("exact:1", "exact:2"):
-        stored = np.asarray(Embedding.objects.get(image=image, model_key=key).vector, np.float32)
-        assert stored.tobytes() == vector.tobytes()
+        stored = np.asarray(Embedding.objects.get(image=image, model_key=key).vector, np.float16)
+        assert stored.tobytes() == vector.astype(np.float16).tobytes()

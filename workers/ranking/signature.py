@@ -59,8 +59,8 @@ def best_in_index(query: np.ndarray):
     or None when no image has one. One statement: the best of each orientation, each found through the signatures'
     HNSW index, by inner product since signatures are unit vectors."""
     one = (
-        f"(SELECT image_id, -(signature <#> %s::vector({DIM})) AS likeness FROM search_localfeatures"
-        f" ORDER BY signature <#> %s::vector({DIM}) LIMIT 1)"
+        f"(SELECT image_id, -(signature <#> %s::halfvec({DIM})) AS likeness FROM search_localfeatures"
+        f" ORDER BY signature <#> %s::halfvec({DIM}) LIMIT 1)"
     )
     literals = [vector_literal(v) for v in orientations(query)]
     with connection.cursor() as cursor:

@@ -121,8 +121,8 @@ def nearest_in_index(queries, *, k):
     as is and mirrored), best first. One statement, each query through the words' HNSW index; images without words
     are not in it."""
     one = (
-        f"(SELECT image_id, -(words <#> %s::vector({DIM})) AS likeness FROM search_localfeatures"
-        f" WHERE words IS NOT NULL ORDER BY words <#> %s::vector({DIM}) LIMIT {int(k)})"
+        f"(SELECT image_id, -(words <#> %s::halfvec({DIM})) AS likeness FROM search_localfeatures"
+        f" WHERE words IS NOT NULL ORDER BY words <#> %s::halfvec({DIM}) LIMIT {int(k)})"
     )
     literals = [exact_text(q) for q in queries]
     with transaction.atomic(), connection.cursor() as cursor:
