@@ -126,6 +126,19 @@ except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL with pgvector (postgresql://...).")
+# A streaming replica of that server for the searches' read-only queries (k-NN, scores, signatures, visual words):
+# search/replica.py. Everything else, and every search while the replica does not answer, uses the primary.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    try:
+        DATABASES["replica"] = dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=60, conn_health_checks=True)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URL is not a valid database URL: {exc}") from None
+    if not DATABASES["replica"]["ENGINE"].endswith("postgresql"):
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must point at a PostgreSQL replica (postgresql://...).")
+    # A replica that does not answer costs a search at most this long once, then it is left alone a while.
+    DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 
 REDIS_URL = env_str("REDIS_URL", required=True)
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
+from . import replica
 from .fields import half_text
 from .models import Embedding
 
@@ -259,36 +260,41 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     kind, vectors = index_of(model_key)
     filters, params = _category_filter(categories)
     literal = half_text(vector)
-    with transaction.atomic(), connection.cursor() as cursor:
-        exact = bool(categories) and _tagged_fewer(cursor, categories, FILTER_EXACT_BELOW)
-        if not exact:
-            # With stale statistics (e.g. right after a bulk index) the planner may fetch every row of the model
-            # through a btree and sort them; the HNSW scan needs no sort, so discourage sorting.
-            cursor.execute("SET LOCAL enable_sort = off")
-            if categories:
-                cursor.execute(f"SET LOCAL hnsw.iterative_scan = {ITERATIVE_SCAN}")
-                cursor.execute(f"SET LOCAL hnsw.max_scan_tuples = {ITERATIVE_MAX_SCAN_TUPLES}")
-            if kind == "binary":
-                # ef_search bounds how many candidates HNSW returns: all those re-ranked
-                cursor.execute(f"SET LOCAL hnsw.ef_search = {max(BINARY_CANDIDATES, k)}")
-                statement = _binary_query(model_key, dim, filters)
-                args = [literal, *params, literal, BINARY_CANDIDATES, k]
-            else:
-                ef_search = max(settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(vectors), k)
-                cursor.execute(f"SET LOCAL hnsw.ef_search = {ef_search}")
-                statement, args = _hnsw_query(model_key, dim, filters), [literal, *params, k]
-            cursor.execute(statement.as_string(cursor.connection), args)
-            rows = cursor.fetchall()
-            exact = bool(categories) and kind is not None and len(rows) < k
-            if exact:  # docs/benchmarks.md counts how often: the "short" column of filtered k-NN
-                log.info(
-                    "k-NN: the iterative scan found %d of %d among %s; answering exactly", len(rows), k, categories
-                )
-        if exact:
-            cursor.execute("SET LOCAL enable_sort = on")
-            statement = _exact_query(model_key, dim, filters)
-            cursor.execute(statement.as_string(cursor.connection), [*params, literal, k])
-            rows = cursor.fetchall()
+
+    def query(db):  # a read a replica may answer (search.replica)
+        with transaction.atomic(using=db.alias), db.cursor() as cursor:
+            exact = bool(categories) and _tagged_fewer(cursor, categories, FILTER_EXACT_BELOW)
+            if not exact:
+                # With stale statistics (e.g. right after a bulk index) the planner may fetch every row of the model
+                # through a btree and sort them; the HNSW scan needs no sort, so discourage sorting.
+                cursor.execute("SET LOCAL enable_sort = off")
+                if categories:
+                    cursor.execute(f"SET LOCAL hnsw.iterative_scan = {ITERATIVE_SCAN}")
+                    cursor.execute(f"SET LOCAL hnsw.max_scan_tuples = {ITERATIVE_MAX_SCAN_TUPLES}")
+                if kind == "binary":
+                    # ef_search bounds how many candidates HNSW returns: all those re-ranked
+                    cursor.execute(f"SET LOCAL hnsw.ef_search = {max(BINARY_CANDIDATES, k)}")
+                    statement = _binary_query(model_key, dim, filters)
+                    args = [literal, *params, literal, BINARY_CANDIDATES, k]
+                else:
+                    ef_search = max(settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(vectors), k)
+                    cursor.execute(f"SET LOCAL hnsw.ef_search = {ef_search}")
+                    statement, args = _hnsw_query(model_key, dim, filters), [literal, *params, k]
+                cursor.execute(statement.as_string(cursor.connection), args)
+                rows = cursor.fetchall()
+                exact = bool(categories) and kind is not None and len(rows) < k
+                if exact:  # docs/benchmarks.md counts how often: the "short" column of filtered k-NN
+                    log.info(
+                        "k-NN: the iterative scan found %d of %d among %s; answering exactly", len(rows), k, categories
+                    )
+            if exact:
+                cursor.execute("SET LOCAL enable_sort = on")
+                statement = _exact_query(model_key, dim, filters)
+                cursor.execute(statement.as_string(cursor.connection), [*params, literal, k])
+                rows = cursor.fetchall()
+            return rows
+
+    rows = replica.read(query)
     return [(image_id, float(score)) for image_id, score in rows if score >= min_score]
 
 
@@ -359,9 +365,13 @@ def scores_of(vector, image_ids, *, model_key, categories=()):
     query = sql.SQL(
         "SELECT image_id, 1 - ({distance}) FROM search_embedding WHERE model_key = %s AND image_id = ANY(%s){filters}"
     ).format(distance=_distance(dim), filters=filters)
-    with connection.cursor() as cursor:
-        cursor.execute(query.as_string(cursor.connection), [half_text(vector), model_key, list(image_ids), *params])
-        return {image_id: float(score) for image_id, score in cursor.fetchall()}
+
+    def scores(db):  # a read a replica may answer (search.replica)
+        with db.cursor() as cursor:
+            cursor.execute(query.as_string(cursor.connection), [half_text(vector), model_key, list(image_ids), *params])
+            return {image_id: float(score) for image_id, score in cursor.fetchall()}
+
+    return replica.read(scores)
 
 
 def stored_vector(image_id, model_key):

@@ -14,9 +14,9 @@ signature also helps pick the lead of those that are not copies (fusion.py).
 """
 
 import numpy as np
-from django.db import connection
 from PIL import Image
 
+from search import replica
 from search.knn import vector_literal
 
 from . import tunables
@@ -63,13 +63,17 @@ def best_in_index(query: np.ndarray):
         f" ORDER BY signature <#> %s::halfvec({DIM}) LIMIT 1)"
     )
     literals = [vector_literal(v) for v in orientations(query)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT image_id, likeness FROM ({' UNION ALL '.join([one] * len(literals))}) AS best"
-            " WHERE likeness IS NOT NULL ORDER BY likeness DESC LIMIT 1",
-            [v for literal in literals for v in (literal, literal)],
-        )
-        row = cursor.fetchone()
+
+    def best(db):  # a read a replica may answer (search.replica)
+        with db.cursor() as cursor:
+            cursor.execute(
+                f"SELECT image_id, likeness FROM ({' UNION ALL '.join([one] * len(literals))}) AS best"
+                " WHERE likeness IS NOT NULL ORDER BY likeness DESC LIMIT 1",
+                [v for literal in literals for v in (literal, literal)],
+            )
+            return cursor.fetchone()
+
+    row = replica.read(best)
     return None if row is None else (row[0], float(row[1]))
 
 

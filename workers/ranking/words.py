@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-from django.db import connection, transaction
+from django.db import transaction
 
+from search import replica
 from search.fields import exact_text
 from search.models import VisualWords
 
@@ -125,14 +126,18 @@ def nearest_in_index(queries, *, k):
         f" WHERE words IS NOT NULL ORDER BY words <#> %s::halfvec({DIM}) LIMIT {int(k)})"
     )
     literals = [exact_text(q) for q in queries]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {tunables.WORDS_EF_SEARCH}")  # its graph is sparse (migration 0009)
-        cursor.execute(
-            f"SELECT image_id FROM ({' UNION ALL '.join([one] * len(literals))}) AS near"
-            f" GROUP BY image_id ORDER BY max(likeness) DESC LIMIT {int(k)}",
-            [v for literal in literals for v in (literal, literal)],
-        )
-        return [row[0] for row in cursor.fetchall()]
+
+    def near(db):  # a read a replica may answer (search.replica)
+        with transaction.atomic(using=db.alias), db.cursor() as cursor:
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {tunables.WORDS_EF_SEARCH}")  # a sparse graph (migration 0009)
+            cursor.execute(
+                f"SELECT image_id FROM ({' UNION ALL '.join([one] * len(literals))}) AS near"
+                f" GROUP BY image_id ORDER BY max(likeness) DESC LIMIT {int(k)}",
+                [v for literal in literals for v in (literal, literal)],
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    return replica.read(near)
 
 
 def nearest(query, candidates):
