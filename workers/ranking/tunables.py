@@ -47,8 +47,9 @@ MIN_MATCHES = 6  # fewer ratio-test matches cannot reach MIN_INLIERS anyway; it 
 MIN_INLIERS = 10  # a verified copy: the copies part's table of recall@1 and false "copy" marks at 6 to 30 inliers
 
 # --- Visual words (workers/ranking/words.py) -----------------------------------------------------------------------
-# Centroids: 15 x 128 = 1,920 dimensions, the most whole words under pgvector 0.6's 2,000 for an HNSW index; 16 and 32
-# words, or 64 projected to 512 or 1,024, were within a few queries of it (copies at scale, seeds 0 and 1).
+# Centroids: 15 x 128 = 1,920 dimensions, the most whole words under pgvector 0.6's 2,000 for an HNSW index (chosen then;
+# 0.8's halfvec allows 4,000, not measured); 16 and 32 words, or 64 projected to 512 or 1,024, were within a few
+# queries of it (copies at scale, seeds 0 and 1).
 WORDS = 15
 # A vocabulary is learned from at most this many images' keypoints, a random sample of the index: copies at scale,
 # seeds 0 to 2, one from 1,000 random images put 229 of 300 originals among the words' 5, one from 200 of a kind 212.
