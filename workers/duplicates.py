@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 from django.conf import settings
-from django.db import connection
 
 from search import duplicates, knn
 
@@ -41,25 +40,9 @@ def query_of(image_id, space):
     raw = stored if space.projection is None else knn.stored_vector(image_id, space.base_key)
     wanted = settings.IMGSEARCH_RERANK_CANDIDATES
     query = Query(space, np.asarray(stored, np.float32), raw, k=wanted, wanted=wanted + 1, source_image_id=image_id)
-    query.signature_match = best_other_signature(query.signature, image_id)  # cached_property: set before the stages
+    # cached_property: set before the stages, its best match other than itself
+    query.signature_match = signature.best_in_index(query.signature, exclude=image_id)
     return query
-
-
-def best_other_signature(sig, image_id):
-    """signature.best_in_index with the image itself left out: (image_id, likeness) or None."""
-    one = (
-        f"(SELECT image_id, -(signature <#> %s::halfvec({signature.DIM})) AS likeness FROM search_localfeatures"
-        f" WHERE image_id <> %s ORDER BY signature <#> %s::halfvec({signature.DIM}) LIMIT 1)"
-    )
-    literals = [knn.vector_literal(v) for v in signature.orientations(sig)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT image_id, likeness FROM ({' UNION ALL '.join([one] * len(literals))}) AS best"
-            " WHERE likeness IS NOT NULL ORDER BY likeness DESC LIMIT 1",
-            [v for literal in literals for v in (literal, image_id, literal)],
-        )
-        row = cursor.fetchone()
-    return None if row is None else (row[0], float(row[1]))
 
 
 def checked(image_id, space):

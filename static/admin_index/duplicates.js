@@ -1,10 +1,6 @@
 // The duplicate finder's page: the run's live progress (polled from the staff-only JSON view while it is under way,
-// as progress.js does for reindex runs), a link to the groups once it ends, and a confirmation before "keep this one".
-const POLL_MS = 1000;
-
-function fill(template, values) {
-  return template.replace(/\{(\w+)\}/g, (_, key) => (key in values ? String(values[key]) : ""));
-}
+// through poll.js, as for reindex runs), a link to the groups once it ends, and a confirmation before "keep this one".
+import { fill, follow } from "./poll.js";
 
 function render(section, run) {
   const text = section.dataset;
@@ -19,29 +15,11 @@ function render(section, run) {
   error.hidden = !run.error;
 }
 
-async function follow(section) {
-  let wasActive = false;
-  for (;;) {
-    let run;
-    try {
-      const response = await fetch(section.dataset.url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-      if (!response.ok) return; // signed out, or the run was deleted: stop polling
-      run = await response.json();
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS * 5)); // network blip: try again later
-      continue;
-    }
-    render(section, run);
-    if (!run.active) {
-      if (wasActive) section.querySelector(".dup-reload").hidden = false; // new groups are on the page's next load
-      return;
-    }
-    wasActive = true;
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
-}
-
-document.querySelectorAll(".dup-progress[data-url]").forEach(follow);
+// New groups are on the page's next load: offer it once a run the page saw under way has ended.
+const offerReload = (section, wasActive) => {
+  if (wasActive) section.querySelector(".dup-reload").hidden = false;
+};
+document.querySelectorAll(".dup-progress[data-url]").forEach((section) => follow(section, render, offerReload));
 document.querySelectorAll("form.dup-keep[data-confirm]").forEach((form) => {
   form.addEventListener("submit", (event) => {
     if (!window.confirm(form.dataset.confirm)) event.preventDefault();

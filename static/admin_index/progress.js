@@ -1,9 +1,5 @@
 // Live progress of a reindex run: polls the staff-only JSON view every second while the run is under way.
-const POLL_MS = 1000;
-
-function fill(template, values) {
-  return template.replace(/\{(\w+)\}/g, (_, key) => (key in values ? String(values[key]) : ""));
-}
+import { fill, follow } from "./poll.js";
 
 function duration(seconds) {
   if (seconds < 90) return `${Math.round(seconds)} s`;
@@ -29,21 +25,4 @@ function render(section, run) {
   if (cancel && !run.active) cancel.remove();
 }
 
-async function follow(section) {
-  for (;;) {
-    let run;
-    try {
-      const response = await fetch(section.dataset.url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-      if (!response.ok) return; // signed out, or the run was deleted: stop polling
-      run = await response.json();
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS * 5)); // network blip: try again later
-      continue;
-    }
-    render(section, run);
-    if (!run.active) return;
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
-}
-
-document.querySelectorAll(".reindex-progress[data-url]").forEach(follow);
+document.querySelectorAll(".reindex-progress[data-url]").forEach((section) => follow(section, render));

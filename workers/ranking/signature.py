@@ -54,22 +54,27 @@ def similarities(query: np.ndarray, stored: np.ndarray) -> np.ndarray:
     return (np.asarray(stored, np.float32) @ orientations(query).T).max(axis=1)
 
 
-def best_in_index(query: np.ndarray):
+def best_in_index(query: np.ndarray, *, exclude=None):
     """The indexed image whose signature best matches `query` turned or mirrored any way: (image_id, correlation),
-    or None when no image has one. One statement: the best of each orientation, each found through the signatures'
-    HNSW index, by inner product since signatures are unit vectors."""
+    or None when no image has one; `exclude`: an image left out (the duplicate finder's own). One statement: the best
+    of each orientation, each found through the signatures' HNSW index, by inner product since signatures are unit
+    vectors."""
+    others = "" if exclude is None else " WHERE image_id <> %s"
     one = (
-        f"(SELECT image_id, -(signature <#> %s::halfvec({DIM})) AS likeness FROM search_localfeatures"
+        f"(SELECT image_id, -(signature <#> %s::halfvec({DIM})) AS likeness FROM search_localfeatures{others}"
         f" ORDER BY signature <#> %s::halfvec({DIM}) LIMIT 1)"
     )
     literals = [vector_literal(v) for v in orientations(query)]
+    params = [
+        v for literal in literals for v in ((literal, literal) if exclude is None else (literal, exclude, literal))
+    ]
 
     def best(db):  # a read a replica may answer (search.replica)
         with db.cursor() as cursor:
             cursor.execute(
                 f"SELECT image_id, likeness FROM ({' UNION ALL '.join([one] * len(literals))}) AS best"
                 " WHERE likeness IS NOT NULL ORDER BY likeness DESC LIMIT 1",
-                [v for literal in literals for v in (literal, literal)],
+                params,
             )
             return cursor.fetchone()
 
