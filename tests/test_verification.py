@@ -78,6 +78,42 @@ def test_a_quarter_turned_copy_verifies(animals):
     assert verify(extract(turned), extract(animals["crow"])) >= 2 * MIN_INLIERS
 
 
+@pytest.mark.parametrize("batch", [1, 2, tunables.MATCH_BATCH, 100])
+def test_matching_candidates_together_finds_what_matching_each_alone_finds(animals, batch):
+    """match_many stacks candidates' descriptors into one product per size; each candidate's Match (inliers, size,
+    mirroring, transform) is match()'s of it alone: copies as is, mirrored and turned, other photos, no keypoints."""
+    frog, crow = animals["frog"], animals["crow"]
+    query = extract(web_copy(frog.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    candidates = [
+        extract(img)
+        for img in (crow, frog, animals["blackbird"], shapes(3), frog.transpose(Image.Transpose.ROTATE_90), shapes(4))
+    ] + [verification.Features((verification.EMPTY, verification.EMPTY)), verification.Features((verification.EMPTY,))]
+    together = verification.match_many(query, candidates, batch=batch)
+    alone = [verification.match(query, c) for c in candidates]
+    assert [(m.inliers, m.scale, m.mirrored) for m in together] == [(m.inliers, m.scale, m.mirrored) for m in alone]
+    assert together[1].mirrored and together[1].inliers >= MIN_INLIERS
+    for a, b in zip(together, alone):
+        assert (a.matrix is None) == (b.matrix is None)
+        assert a.matrix is None or np.allclose(a.matrix, b.matrix, atol=1e-4)
+    assert verification.match_many(query, [], batch=batch) == []
+    assert (
+        verification.match_many(extract(Image.new("RGB", (64, 64))), candidates[:2], batch=batch)
+        == [verification.NO_MATCH] * 2
+    )
+
+
+def test_a_large_query_shrunk_first_keeps_its_256_pixel_keypoints():
+    """Query.pixels: the query box-shrunk to QUERY_SIDE before its evidence is computed gives the very keypoints
+    at 256 pixels that the full image gives (_working_grey made the same shrink), and a small image is not touched."""
+    big = shapes(5, size=(1900, 1270))
+    small = verification.reduced(big, tunables.QUERY_SIDE)
+    assert small.size == (634, 424) and max(small.size) >= tunables.QUERY_SIDE
+    full, shrunk = extract(big).scales[0], extract(small).scales[0]
+    assert np.array_equal(full.descriptors, shrunk.descriptors) and np.array_equal(full.points, shrunk.points)
+    little = shapes(6)
+    assert verification.reduced(little, tunables.QUERY_SIDE) is little
+
+
 def test_pack_round_trips_within_the_stated_size(animals):
     """pack/unpack keep descriptors exactly and points to 1/256 pixel, in 2 + 2 x sizes + 132 bytes per keypoint."""
     features = extract(animals["crow"])

@@ -88,7 +88,14 @@ class Query:
             except ValueError:  # stored by another version
                 pass
             self.image = _load(IndexedImage.objects.get(id=self.source_image_id).file, tunables.WORK_SIDE)
-        return verification.extract(self.image), signature.compute(self.image)
+        return verification.extract(self.pixels), signature.compute(self.pixels)
+
+    @cached_property
+    def pixels(self):
+        """The decoded query shrunk for its copy evidence and working image (tunables.QUERY_SIDE): a photo of
+        thousands of pixels is not converted and resized whole for each of them. Only once `image` is decoded."""
+        side = tunables.QUERY_SIDE
+        return self.image if side is None else verification.reduced(self.image, side)
 
     @property
     def features(self):
@@ -108,7 +115,7 @@ class Query:
         """The query's pixels in the verification's frame (appearance.py): its decoded image, else (an indexed image
         searched with) its stored thumbnail; None where they cannot be read."""
         if self.image is not None:
-            return appearance.working(self.image)
+            return appearance.working(self.pixels)
         return appearance.stored_pixels(self.source_image_id) if self.source_image_id else None
 
     @cached_property

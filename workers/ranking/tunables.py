@@ -42,9 +42,20 @@ SIFT_LAYERS = 3  # OpenCV's default octave layers, named for CONTRAST_THRESHOLD'
 CONTRAST_THRESHOLD = 0.0236
 RATIO = 0.8  # Lowe's ratio test, his paper's value; not swept here
 RANSAC_PX = 4.0  # inlier distance in WORK_SIDE pixels; not swept
-RANSAC_ITERATIONS = 1000  # not swept
+RANSAC_ITERATIONS = 1000  # not swept; uncapped: all RANSAC is ~2 ms of a photo search (bench/verify_cost.py --profile)
 MIN_MATCHES = 6  # fewer ratio-test matches cannot reach MIN_INLIERS anyway; it saves RANSAC's time on them
 MIN_INLIERS = 10  # a verified copy: the copies part's table of recall@1 and false "copy" marks at 6 to 30 inliers
+# Candidates whose descriptors of one size go into one product with the query's (verification.match_many); 0: one
+# candidate at a time. bench/verify_cost.py --batches, a photo search's ~23 candidates: median 12.7 / 8.2 / 5.0 / 4.3
+# / 4.1 / 4.1 ms at 1 / 2 / 4 / 8 / 16 / 32 per product (135 searches, 2 busy cores), the same inliers at each; 8 is
+# within 5% of the best and bounds the similarities to 8 x 256 x 512 floats (4 MB) however many candidates there are.
+MATCH_BATCH = 8
+# The decoded query is box-shrunk by whole factors to no less than this longer side before its keypoints, signature
+# and working image are computed (None: from the full decoded image). verification._working_grey made the same shrink
+# for the 256-pixel keypoints anyway, so those are unchanged; a photo of 1,000 to 3,000 pixels was otherwise converted
+# and resized whole three times. bench/verify_cost.py --profile, photos of a median 1,366 px: the query's signature
+# 7.5 -> 0.9 ms, its working image 6.5 -> 1.2 ms (cProfile's inflated figures), every first result the same.
+QUERY_SIDE = 2 * WORK_SIDE
 
 # --- Visual words (workers/ranking/words.py) -----------------------------------------------------------------------
 # Centroids: 15 x 128 = 1,920 dimensions, the most whole words under pgvector 0.6's 2,000 for an HNSW index (chosen then;

@@ -7,7 +7,9 @@ candidate is verified at each size: RootSIFT nearest neighbours with Lowe's rati
 transform (rotation, uniform scale, translation); the larger inlier count is the evidence (tunables.MIN_INLIERS
 makes a verified copy). A mirrored copy needs no second extraction: mirroring an image permutes each SIFT
 descriptor's bins (see _mirror_permutation), so the query is also tried with permuted descriptors and mirrored x
-coordinates. OpenCV and numpy: only worker processes import it.
+coordinates. A search matches its candidates together (match_many): their descriptors of one size stacked into one
+product with the query's, as is and mirrored, which costs half what a product per candidate did. OpenCV and numpy:
+only worker processes import it.
 """
 
 import math
@@ -81,16 +83,21 @@ def _extract_at(img, side, max_keypoints):
 
 def _working_grey(img, side):
     """The image in grey, its longer side scaled to `side` (up or down), as a uint8 array."""
-    if img.mode not in ("RGB", "L"):
-        img = img.convert("RGB")  # reduce() refuses palette images
-    factor = max(img.size) // (2 * side)
-    if factor >= 2:
-        img = img.reduce(factor)  # a cheap box shrink first, so big photos are not converted whole
+    img = reduced(img, 2 * side)  # a cheap box shrink first, so big photos are not converted whole
     grey = np.asarray(img.convert("L"))
     h, w = grey.shape
     scale = side / max(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def reduced(img, side):
+    """The image box-shrunk by the largest whole factor that keeps its longer side at `side` pixels or more (itself
+    where that factor is 1), in RGB or L."""
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")  # reduce() refuses palette images
+    factor = max(img.size) // side
+    return img.reduce(factor) if factor >= 2 else img
 
 
 def pack(features: Features) -> bytes:
@@ -172,6 +179,57 @@ def match(query: Features, candidate: Features) -> Match:
     return max(found, key=lambda m: m.inliers, default=NO_MATCH)
 
 
+def match_many(query: Features, candidates, batch=None) -> list:
+    """match(query, candidate) of each candidate (Features), found together: at each size, the RootSIFT descriptors
+    of up to `batch` candidates (tunables.MATCH_BATCH) are stacked into one product with the query's, as is and
+    mirrored, and one ratio test; each candidate's RANSAC fits are its own. A batch of 0: one match() per candidate."""
+    batch = tunables.MATCH_BATCH if batch is None else batch
+    if batch < 1:
+        return [match(query, candidate) for candidate in candidates]
+    found = [[] for _ in candidates]  # each candidate's Match at each size it shares with the query, in order
+    for scale, q in enumerate(query.scales):
+        sharing = [(n, c.scales[scale]) for n, c in enumerate(candidates) if scale < len(c.scales)]
+        for n, _ in sharing:
+            found[n].append(NO_MATCH)  # as _match_at gives it below MIN_MATCHES keypoints on either side
+        eligible = [(n, c) for n, c in sharing if min(len(q), len(c)) >= tunables.MIN_MATCHES]
+        if not eligible:
+            continue
+        descriptors = rootsift(q.descriptors)
+        both = np.ascontiguousarray(np.vstack([descriptors, mirrored_descriptors(descriptors)]))
+        for start in range(0, len(eligible), batch):
+            group = eligible[start : start + batch]
+            for (n, _), one in zip(group, _match_group(scale, q.points, both, [c for _, c in group])):
+                found[n][-1] = one
+    return [max(matches, key=lambda m: m.inliers, default=NO_MATCH) for matches in found]
+
+
+def _match_group(scale, query_points, both, group):
+    """Each candidate's Match at one size (as _match_at gives it), from one product of their stacked RootSIFT
+    descriptors with the query's `both` (as is, then mirrored) and one ratio test."""
+    count = len(query_points)
+    stacked = rootsift(np.concatenate([c.descriptors for c in group]))
+    sims = cv2.gemm(stacked, both, 1.0, None, 0.0, flags=cv2.GEMM_2_T).reshape(len(stacked), 2, count)
+    passed = _ratio_test(sims)
+    out, start = [], 0
+    for c in group:
+        rows = slice(start, start + len(c))
+        start += len(c)
+        direct, mirrored = (
+            _fit_matched(scale, bool(m), query_points, sims[rows, m], np.nonzero(passed[rows, m])[0], c.points)
+            for m in (0, 1)
+        )
+        out.append(mirrored if mirrored.inliers > direct.inliers else direct)
+    return out
+
+
+def _ratio_test(sims):
+    """Whether each row's best similarity (along the last axis) passes Lowe's ratio test against its second best."""
+    best_two = -np.partition(-sims, 1, axis=-1)[..., :2]
+    # Unit vectors: squared distance is 2 - 2 * similarity.
+    d1, d2 = (np.sqrt(np.maximum(2 - 2 * best_two[..., i], 0)) for i in (0, 1))
+    return d1 < tunables.RATIO * d2
+
+
 def _match_at(scale, query: Keypoints, candidate: Keypoints) -> Match:
     """The Match at one size, the query as is or mirrored (the mirror where it fits more); NO_MATCH below
     tunables.MIN_MATCHES matches."""
@@ -194,10 +252,12 @@ def _fit(scale, mirrored, query_points, query_desc, cand_points, cand_desc):
     # cv2.gemm, not numpy's @: in the worker, OpenBLAS threads fight torch's OpenMP threads after an
     # embedding and stalled this small product for up to 600 ms (measured in bench/copy_detection.py).
     sims = cv2.gemm(cand_desc, query_desc, 1.0, None, 0.0, flags=cv2.GEMM_2_T)
-    best_two = -np.partition(-sims, 1, axis=1)[:, :2]
-    # Unit vectors: squared distance is 2 - 2 * similarity.
-    d1, d2 = (np.sqrt(np.maximum(2 - 2 * best_two[:, i], 0)) for i in (0, 1))
-    matched = np.nonzero(d1 < tunables.RATIO * d2)[0]
+    return _fit_matched(scale, mirrored, query_points, sims, np.nonzero(_ratio_test(sims))[0], cand_points)
+
+
+def _fit_matched(scale, mirrored, query_points, sims, matched, cand_points):
+    """The RANSAC similarity transform of the candidate keypoints `matched` (rows of sims that passed the ratio test)
+    onto their most similar query keypoints: its Match."""
     if len(matched) < tunables.MIN_MATCHES:
         return NO_MATCH
     partners = sims[matched].argmax(axis=1)
@@ -290,13 +350,18 @@ def stored_evidence(image_ids):
 
 
 def inliers(query, candidates):
-    """Stage: verify every candidate against the query (its Match, and so its RANSAC inliers); a candidate whose
-    keypoints are not stored (not extracted yet) stays unverified (None). The query keeps its matches, so a second
-    ranking of it verifies only the images it has not met yet."""
+    """Stage: verify every candidate against the query, all together (match_many: each one's Match, and so its RANSAC
+    inliers); a candidate whose keypoints are not stored (not extracted yet) stays unverified (None). The query keeps
+    its matches, so a second ranking of it verifies only the images it has not met yet."""
     stored = candidates.stored_evidence()
+    new = {}
     for row in candidates:
         if row.image_id not in query.matches:
-            features = stored.get(row.image_id, (None, None))[0]
-            query.matches[row.image_id] = None if features is None else match(query.features, features)
+            new[row.image_id] = stored.get(row.image_id, (None, None))[0]
+    kept = {image_id: features for image_id, features in new.items() if features is not None}
+    query.matches.update(dict.fromkeys(new))
+    if kept:
+        query.matches.update(zip(kept, match_many(query.features, list(kept.values()))))
+    for row in candidates:
         row.match = query.matches[row.image_id]
         row.inliers = None if row.match is None else row.match.inliers
