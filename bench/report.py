@@ -34,6 +34,8 @@ def summary(parts):
         ("quality", _quality),
         ("copies", _copies),
         ("badges", _badges),
+        ("verify", _verify),
+        ("index_load", _index_load),
         ("gpu", _gpu),
     ):
         part = parts.get(name)
@@ -149,7 +151,11 @@ def _search(p):
     return rows
 
 
-BADGE_TARGETS = {"photos": 0.0, "drawings and symbols": 1.0}  # false badges per 1,000 queries that copy nothing
+BADGE_TARGETS = {
+    "photos": 0.0,
+    "drawings and symbols": 1.0,
+    "variants of indexed drawings": 1.0,
+}  # false badges per 1,000 queries that copy nothing
 
 
 def _badges(p):
@@ -176,6 +182,69 @@ def _badges(p):
         )
     )
     return rows
+
+
+VERIFY_TARGETS = {"median_ms": 60.0, "p95_ms": 120.0}  # issue 30: re-ranking per search on photos of >= 1,024 px
+
+
+def _verify(p):
+    """Re-ranking time per search and copy recall@1 of combined edits, before and after issue 30, in one run."""
+    rows, indexed = [], p["indexed"]
+    for name, r in p["sets"].items():
+        before, after = r["before"], r["after"]
+        what = (
+            f"photos of >= 1,024 px ({r['queries']} combined-edit copies)"
+            if name == "photos"
+            else f"dev images ({r['queries']} combined-edit copies)"
+        )
+        for key, label in (("median_ms", "median"), ("p95_ms", "p95")):
+            target = VERIFY_TARGETS[key] if name == "photos" else None
+            rows.append(
+                row(
+                    f"Re-ranking per search, {label}: {what}, {indexed['photos']} photos + {indexed['dev images']} dev "
+                    "images indexed",
+                    f"{after[key]:.1f} ms",
+                    f"{before[key]:.1f} ms before",
+                    f"{after[key] / before[key]:.2f}x",
+                    "" if target is None else f"<= {target:g} ms",
+                    None if target is None else after[key] <= target,
+                )
+            )
+        rows.append(
+            row(
+                f"Copy recall@1 (badged first) with / without issue 30's re-ranking changes: {what}",
+                f"{after['recall_at_1']:.3f} ({after['badged_first']:.3f})",
+                f"{before['recall_at_1']:.3f} ({before['badged_first']:.3f}) before",
+                target="unchanged or better",
+                passed=after["recall_at_1"] >= before["recall_at_1"],
+            )
+        )
+    return rows
+
+
+def _index_load(p):
+    """Indexing photos through make run's workers, before and after issue 30's item 5, in one run (bench/index_load.py)."""
+    configs = {c["config"]: c for c in p["configs"]}
+    before, after = configs["before"], configs["after"]
+    what = f"{p['images']} photos of 1,024-1,280 px, local features on, make run's workers"
+    noise = f"other processes used {after['others_cores']} / {before['others_cores']} cores"
+    return [
+        row(
+            f"index_images throughput: {what} ({after['index_worker']}; {noise})",
+            f"{after['images_per_s']:.1f} img/s",
+            f"{before['images_per_s']:.1f} img/s before ({before['index_worker']})",
+            f"{after['images_per_s'] / before['images_per_s']:.2f}x",
+            f">= {p['target_images_per_s']:g} img/s",
+            after["images_per_s"] >= p["target_images_per_s"],
+        ),
+        row(
+            f"Search during indexing against idle (median, server's time): {what}",
+            f"{after['ratio']:.2f}x ({after['search_busy_ms']:.0f} / {after['search_idle_ms']:.0f} ms)",
+            f"{before['ratio']:.2f}x before",
+            target=f"<= {p['target_ratio']:g}x",
+            passed=after["ratio"] <= p["target_ratio"],
+        ),
+    ]
 
 
 def _memory(p):

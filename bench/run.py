@@ -1,6 +1,7 @@
 """Run the benchmark suite and write docs/benchmarks.json, docs/benchmarks.md and plots.
 
-    make bench          # quality, copies, memory, indexing, search latency at 10k, k-NN at 100k (~40 min on 2 cores)
+    make bench          # quality, copies, badges, re-ranking cost (verify), memory, indexing, search latency at 10k,
+                        # k-NN at 100k (~45 min on 2 cores)
     make bench-large    # adds search latency at 100k and k-NN at 1M vectors (hours on 2 cores)
     make bench BENCH_ARGS="--only knn_large"   # measure some parts again, keeping the others of the last report
 
@@ -25,7 +26,7 @@ from bench import benchdb, common, report  # noqa: E402
 DOCS = common.ROOT / "docs"
 
 
-PARTS = ("quality", "copies", "badges", "memory", "indexing", "search", "knn", "gpu")
+PARTS = ("quality", "copies", "badges", "verify", "memory", "indexing", "search", "knn", "gpu", "index_load")
 LARGE_PARTS = ("search_large", "knn_large")
 
 
@@ -48,7 +49,20 @@ def part(name, results, load, fn, *args, **kwargs):
 
 def _suite_position(name):
     """Where a part comes in the report: the order the suite runs them in (a large part after its small one)."""
-    order = ("quality", "copies", "badges", "memory", "indexing", "search", "search_large", "knn", "knn_large", "gpu")
+    order = (
+        "quality",
+        "copies",
+        "badges",
+        "verify",
+        "memory",
+        "indexing",
+        "search",
+        "search_large",
+        "knn",
+        "knn_large",
+        "gpu",
+        "index_load",
+    )
     return order.index(name) if name in order else len(order)
 
 
@@ -112,6 +126,10 @@ def main():
         from bench import badges
 
         part("badges", results, load, badges.run)
+    if "verify" in wanted:
+        from bench import verify_cost
+
+        part("verify", results, load, verify_cost.run, ["--profile"])
     from bench import appindex
 
     appindex.reset()  # the index the quality, copies and badges parts left: the other parts build their own
@@ -167,6 +185,10 @@ def main():
                 binary_builds=((16, 64), (32, 128)),
                 candidates=(100, 200, 400, 800),
             )
+    if "index_load" in wanted:  # last: it starts from a fresh bench database, and runs make run's workers on it
+        from bench import index_load
+
+        part("index_load", results, load, index_load.run)
     benchdb.drop()
     rep["uptime_end"] = common.uptime()
     for key in ("parts", "load"):  # kept parts first in the dict: back to the suite's order
