@@ -7,9 +7,13 @@ One index, built as the app builds it (bench/appindex.py): drawings and symbols 
 and symbols, shapes and geography, tuxpaint's symbols: flags, arrows, card suits, moon phases, clocks, road signs)
 and EmojiOne's emoji (bench/emoji.py). Queries that are copies of nothing indexed:
 - photos: the real photographs of ../shared/data/fetch-dev-photos (none of them is indexed);
-- drawings and symbols: the other half of those folders, split by family (a file name without its digits: the
-  twelve clocks of one drawing stay on one side) and without a twin of an indexed image (the same drawing at another
-  size, on another canvas, turned or mirrored: bench/copysets.py's twin test over the 8 turns);
+- drawings and symbols: the drawings of those folders that are alone in their family (a file name without its digits:
+  the twelve clocks of one drawing are one family), half of them indexed and the other half queried, none a twin of
+  an indexed image (the same drawing at another size, on another canvas, turned or mirrored: bench/copysets.py's
+  twin test over the 8 turns);
+- variants of indexed drawings: the families of more files (the clock at another hour, the star polygon of another
+  step, the signal flag of another letter) put half their files in the index and query with the other half, none a
+  twin of an indexed image: the hardest case, since a family shares its frame and its strokes;
 - other artwork of the same subject: Google's Noto rendering of the indexed emoji. A badge on EmojiOne's artwork of
   the same emoji is counted apart ("same emoji"): a flag is a flag, some symbols are drawn alike; a badge on any
   other image is false.
@@ -36,6 +40,7 @@ from workers.imageio import ImageDecodeError
 
 PHOTOS = Path.home() / ".cache" / "imgsearch-dev-photos"
 DRAWINGS = ("openclipart/signs_and_symbols", "openclipart/shapes", "openclipart/geography", "tuxpaint/symbols")
+PER_FAMILY = 16  # files of one family at most: one generator's 1,375 star polygons would otherwise be half the set
 
 
 def family(path):
@@ -44,26 +49,40 @@ def family(path):
 
 
 def drawings(root, per_side, seed):
-    """(indexed, held out): (path, image) pairs of the drawing folders, whole families on one side, and no held-out
-    drawing a twin of an indexed one in any of the 8 turns and mirrorings."""
+    """(indexed, held out, variants): (path, image) pairs of the drawing folders. A family of one file goes to the
+    index or to the held-out drawings, one of each in turn; a family of more (at most PER_FAMILY of its files, chosen
+    at random) puts half its files in the index and the others in the variants. No held-out drawing or variant is a
+    twin of an indexed image in any of the 8 turns and mirrorings, and no two indexed images are twins."""
     files = sorted(p for folder in DRAWINGS for p in (root / folder).glob("*.png"))
-    families = sorted({family(p) for p in files})
-    random.Random(seed).shuffle(families)
-    side = {name: n % 2 for n, name in enumerate(families)}
-    indexed, held_out, thumbs = [], [], np.zeros((0, 768), np.float32)
-    for path in sorted(files, key=lambda p: side[family(p)]):  # the indexed side first
+    members = {}
+    for path in files:
+        members.setdefault(family(path), []).append(path)
+    rng = random.Random(seed)
+    singles = sorted(name for name, paths in members.items() if len(paths) == 1)
+    rng.shuffle(singles)
+    side = {members[name][0]: n % 2 for n, name in enumerate(singles)}  # 0 indexed, 1 held out, 2 a variant
+    for name in sorted(name for name, paths in members.items() if len(paths) > 1):
+        paths = rng.sample(members[name], min(PER_FAMILY, len(members[name])))
+        side.update({path: 0 if n < (len(paths) + 1) // 2 else 2 for n, path in enumerate(paths)})
+    indexed, held_out, variants, thumbs = [], [], [], np.zeros((0, 768), np.float32)
+    for path in sorted(side, key=lambda p: (side[p], p)):  # the indexed images first
         try:
             img = load_original(path)
         except ImageDecodeError:
             continue
         views = thumb_vectors(img, turns=True)
-        if side[family(path)] == 0 and len(indexed) < per_side:
+        if side[path] == 0 and len(indexed) < per_side:
             if not twin_of(thumbs, views):  # no two files of one picture in the index either
                 indexed.append((path, img))
                 thumbs = np.vstack([thumbs, views[0]])
-        elif side[family(path)] == 1 and not twin_of(thumbs, views):
-            held_out.append((path, img))
-    return indexed, random.Random(seed).sample(held_out, min(per_side, len(held_out)))
+        elif side[path] and not twin_of(thumbs, views):
+            (held_out if side[path] == 1 else variants).append((path, img))
+    pick = random.Random(seed)
+    return (
+        indexed,
+        pick.sample(held_out, min(per_side, len(held_out))),
+        pick.sample(variants, min(per_side, len(variants))),
+    )
 
 
 def emoji_pairs(count, seed):
@@ -118,7 +137,7 @@ def run(argv=()):
 
     torch.set_num_threads(args.threads)
     embedder = load_embedder()
-    indexed, held_out = drawings(args.root, args.drawings, args.seed)
+    indexed, held_out, variants = drawings(args.root, args.drawings, args.seed)
     pairs = emoji_pairs(args.emoji, args.seed)
     images = [img for _, img in indexed] + [one for _, one, _ in pairs]
     names = [p.name for p, _ in indexed] + [f"emojione-{codepoints(text)}.png" for text, _, _ in pairs]
@@ -128,6 +147,7 @@ def run(argv=()):
     sets = {
         "photos": ([img for _, img in photo_set], [p.name for p, _ in photo_set], None),
         "drawings and symbols": ([img for _, img in held_out], [p.name for p, _ in held_out], None),
+        "variants of indexed drawings": ([img for _, img in variants], [p.name for p, _ in variants], None),
         "other artwork of the same subject": (
             [other for _, _, other in pairs],
             [f"noto-{codepoints(text)}.png" for text, _, _ in pairs],

@@ -253,6 +253,8 @@ CELERY_BEAT_SCHEDULE = {
     "rescan-collections": {"task": "workers.rescan_collections", "schedule": IMGSEARCH_RESCAN_MINUTES * 60.0},
     "refresh-projection": {"task": "workers.refresh_projection", "schedule": 15 * 60.0},
     "refresh-words": {"task": "workers.refresh_words", "schedule": 15 * 60.0},
+    # New images join the duplicate finder's groups within this period, once it has run over the whole index.
+    "follow-duplicates": {"task": "workers.follow_duplicates", "schedule": 5 * 60.0},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery closes the database connection around every task unless this is set; a new connection cost a search

@@ -1,6 +1,7 @@
 """The duplicate finder's rows: runs (start, claim, progress, finish), the pairs they verified, the groups those pairs
 make, and a person's two answers to a group: keep one picture (the others leave the index, files and vectors too) or
-"not the same picture" (remembered, never proposed again).
+"not the same picture" (remembered, never proposed again). Once a run over the whole index has finished, the images
+indexed after it are checked by themselves (duplicate_run_follow, on Celery beat).
 
 A run ranks each image of its scope as a search by it would be ranked (workers/duplicates.py) and keeps the pairs
 that search would badge "Same picture". Groups are the connected components of the kept pairs; a pair a person said
@@ -141,6 +142,21 @@ def new_images_count(collection_id=None):
     """Ready images of the scope that no finished run covering it has checked yet."""
     run = DuplicateRun(collection_id=collection_id)
     return _scope(collection_id).filter(id__gt=_checked_up_to(run)).count()
+
+
+def duplicate_run_follow():
+    """Keep the groups current as images are added (Celery beat, workers.follow_duplicates): once a run over the whole
+    index has finished, an "only new" run starts whenever ready images newer than the last checked exist and no run
+    is under way. The run started, or None. Before the first whole-index run nothing starts: an owner who never
+    opened the finder is not made to pay for it."""
+    if not DuplicateRun.objects.filter(status=Status.DONE, collection__isnull=True).exists():
+        return None
+    if not new_images_count():
+        return None
+    try:
+        return duplicate_run_start(only_new=True)
+    except DuplicateError:  # a run is under way: the next beat looks again
+        return None
 
 
 # --- Groups -----------------------------------------------------------------------------------------

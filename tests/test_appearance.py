@@ -2,6 +2,7 @@
 flags and signs of one family are built here, as the cases that fooled the keypoints alone."""
 
 import io
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -54,6 +55,24 @@ def warning(pictogram):
     return img
 
 
+def clock(hour):
+    """A clock face: a blue ring, twelve ticks, a long minute hand at twelve and a short hour hand at `hour`."""
+    img, draw = canvas()
+    draw.ellipse((10, 10, 190, 190), outline=(20, 40, 200), width=12)
+    for tick in range(12):
+        a = math.radians(30 * tick)
+        draw.line(
+            (100 + 70 * math.sin(a), 100 - 70 * math.cos(a), 100 + 80 * math.sin(a), 100 - 80 * math.cos(a)),
+            fill=(20, 40, 200),
+            width=4,
+        )
+    draw.line((100, 100, 100, 35), fill=(20, 40, 200), width=5)
+    a = math.radians(30 * hour)
+    draw.line((100, 100, 100 + 35 * math.sin(a), 100 - 35 * math.cos(a)), fill=(20, 40, 200), width=5)
+    draw.ellipse((92, 92, 108, 108), fill=(20, 40, 200))
+    return img
+
+
 def same(query, candidate, match=IDENTITY):
     return appearance.agrees(appearance.working(query), appearance.working(candidate), match)
 
@@ -69,6 +88,11 @@ def same(query, candidate, match=IDENTITY):
             "two flags of one layout in other colours",
         ),
         (warning("!"), warning("flame"), "two signs of one family: the frame fits, the pictogram does not"),
+        (
+            clock(1),
+            clock(8),
+            "a clock at another hour: the face fits, one hand does not (an 8 x 8 grid saw no difference)",
+        ),
     ],
 )
 def test_pictures_of_one_kind_are_not_the_same_picture(query, candidate, why):
@@ -82,13 +106,27 @@ def jpeg(img, quality):
 
 
 def test_copies_edited_as_people_edit_them_are_the_same_picture(dev_images):
-    """A real photo re-encoded and blurred, darkened and recoloured a little, or turned grey: each looks like its
-    original once aligned. (Aligned with the identity here: the edits keep the frame.)"""
+    """A real photo re-encoded and blurred, a little paler, or shrunk; a drawing shrunk, blurred and re-encoded: each
+    looks like its original once aligned. (Aligned with the identity here: the edits keep the frame.)"""
     photo = load_rgb(dev_images / "tuxpaint" / "animals" / "birds_crow.png")
     assert same(jpeg(photo.filter(ImageFilter.GaussianBlur(1.5)), 40), photo)
-    assert same(ImageEnhance.Brightness(ImageEnhance.Color(photo).enhance(0.6)).enhance(0.8), photo)
-    assert same(photo.convert("L").convert("RGB"), photo)
-    assert same(diamond((30, 90, 220)), diamond((30, 60, 240)))  # a recolouring turns hues a little
+    assert same(ImageEnhance.Color(photo).enhance(0.8), photo)
+    assert same(photo.resize((photo.width // 3, photo.height // 3)).resize(photo.size), photo)
+    assert same(diamond((30, 90, 220)), diamond((30, 80, 230)))  # a white balance moves hues a little
+    drawn = clock(1)
+    assert same(jpeg(drawn.filter(ImageFilter.GaussianBlur(1.5)).resize((120, 120)), 40).resize((200, 200)), drawn)
+
+
+def test_a_copy_in_other_colours_or_tones_only_looks_alike(dev_images):
+    """The badge says "the same picture, colours included": a copy greyed, recoloured or much darkened is not badged
+    (it still leads as "Looks alike"), since the same drawing in another colour cannot be told from it: a grey icon
+    whose coloured version alone is indexed, a ribbon in a darker red."""
+    photo = load_rgb(dev_images / "tuxpaint" / "animals" / "amphibians_frog.png")
+    assert not same(photo.convert("L").convert("RGB"), photo)
+    assert not same(ImageEnhance.Brightness(photo).enhance(0.5), photo)
+    assert not same(disc((120, 0, 0)), disc((220, 0, 0)))  # one red a shade darker: the tone differs
+    assert not same(diamond((30, 90, 220)), diamond((30, 180, 220)))  # blue turned to cyan
+    assert same(disc((90, 90, 90)).convert("L").convert("RGB"), disc((90, 90, 90)))  # a grey picture's grey copy
 
 
 def test_the_transform_is_applied_before_comparing(dev_images):
@@ -100,6 +138,21 @@ def test_the_transform_is_applied_before_comparing(dev_images):
     assert match.inliers >= 20 and match.mirrored
     assert same(turned, photo, match)
     assert not same(turned.resize(photo.size), photo)
+
+
+def test_a_result_that_lacks_part_of_the_query_is_not_the_same_picture(dev_images):
+    """A sign that is another's without its figure: the query's drawing must lie within the result (appearance.
+    _covers), while a crop of the result (the query inside it) still is the same picture."""
+    crow = load_rgb(dev_images / "tuxpaint" / "animals" / "birds_crow.png")
+    frog = load_rgb(dev_images / "tuxpaint" / "animals" / "amphibians_frog.png").resize(crow.size)
+    both = Image.new("RGB", (crow.width * 2, crow.height), "white")
+    both.paste(crow, (0, 0))
+    both.paste(frog, (crow.width, 0))
+    onto_crow = verification.match(verification.extract(both), verification.extract(crow))
+    assert onto_crow.inliers >= 20
+    assert not same(both, crow, onto_crow), "half of the query is not in the result"
+    onto_both = verification.match(verification.extract(crow), verification.extract(both))
+    assert same(crow, both, onto_both), "a crop of an indexed picture is a copy of it"
 
 
 @pytest.mark.django_db

@@ -119,17 +119,21 @@ def test_a_run_through_the_worker_groups_each_picture_with_its_edited_copies(wit
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_new_run_checks_only_the_images_added_since(with_copies, photo_folder):
-    """With "only new", a second run checks just the image indexed after the first, and finds its original."""
+    """With "only new", a second run checks just the image indexed after the first, and finds its original; the beat's
+    follow starts that run by itself once a whole-index run has finished, and only when there is something new."""
     images, (animal, _food) = with_copies
+    assert duplicates.duplicate_run_follow() is None  # never run over the whole index: nothing to keep current
     assert wait_for_run(duplicates.duplicate_run_start(only_new=False).id).status == "done"
     assert duplicates.new_images_count() == 0
+    assert duplicates.duplicate_run_follow() is None  # nothing new
     vehicle = sorted((photo_folder / "vehicles").glob("*.png"))[0]
     later = photo_folder / "later"
     later.mkdir()
     (later / "vehicle-copy.jpg").write_bytes(edited_copy(vehicle))
     call_command("index_images", str(photo_folder))
     assert duplicates.new_images_count() == 1
-    run = wait_for_run(duplicates.duplicate_run_start(only_new=True).id)
+    run = wait_for_run(duplicates.duplicate_run_follow().id)
+    assert run.only_new and run.collection_id is None
     assert (run.status, run.total, run.done) == ("done", 1, 1)
     new = IndexedImage.objects.get(source_path__endswith="vehicle-copy.jpg")
     assert sorted([IndexedImage.objects.get(source_path=str(vehicle)).id, new.id]) in duplicates.duplicate_groups()

@@ -116,6 +116,16 @@ def rescan_collections():
     collections.collections_rescan()
 
 
+@shared_task(name="workers.follow_duplicates", max_retries=0)
+def follow_duplicates():
+    """Beat: check the images added since the duplicate finder's last run over the whole index, once it has one."""
+    from search.duplicates import duplicate_run_follow
+
+    run = duplicate_run_follow()
+    if run is not None:
+        log.info("duplicate finder: run %s checks the images added since the last one", run.id)
+
+
 @shared_task(name="workers.extract_features", acks_late=True, max_retries=0)
 def extract_features(image_ids):
     from .indexing.jobs import images_extract_features
