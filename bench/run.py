@@ -26,7 +26,19 @@ from bench import benchdb, common, report  # noqa: E402
 DOCS = common.ROOT / "docs"
 
 
-PARTS = ("quality", "copies", "badges", "verify", "memory", "indexing", "search", "knn", "gpu", "index_load")
+PARTS = (
+    "quality",
+    "copies",
+    "badges",
+    "verify",
+    "duplicates",
+    "memory",
+    "indexing",
+    "search",
+    "knn",
+    "gpu",
+    "index_load",
+)
 LARGE_PARTS = ("search_large", "knn_large")
 
 
@@ -47,6 +59,22 @@ def part(name, results, load, fn, *args, **kwargs):
     )
 
 
+def duplicates_apart():
+    """bench/duplicates.py in a process of its own: it moves MEDIA_ROOT before the storage is first used, which this
+    process's earlier parts have done, and starts from a fresh bench database. Its sheets (a sample of the groups
+    drawn side by side, for the check by eye the closing notes state) go under .local/bench-run/duplicate-sheets."""
+    import subprocess
+
+    from django.db import connections
+
+    connections.close_all()  # the bench database is made again there
+    out = common.ROOT / ".local" / "bench-run" / "duplicates.json"
+    sheets = out.parent / "duplicate-sheets"
+    command = [sys.executable, "-m", "bench.duplicates", "--json", str(out), "--sheets", str(sheets)]
+    subprocess.run(command, cwd=common.ROOT, check=True)
+    return {"sets": json.loads(out.read_text())}
+
+
 def _suite_position(name):
     """Where a part comes in the report: the order the suite runs them in (a large part after its small one)."""
     order = (
@@ -54,6 +82,7 @@ def _suite_position(name):
         "copies",
         "badges",
         "verify",
+        "duplicates",
         "memory",
         "indexing",
         "search",
@@ -130,6 +159,8 @@ def main():
         from bench import verify_cost
 
         part("verify", results, load, verify_cost.run, ["--profile"])
+    if "duplicates" in wanted:
+        part("duplicates", results, load, duplicates_apart)
     from bench import appindex
 
     appindex.reset()  # the index the quality, copies and badges parts left: the other parts build their own
