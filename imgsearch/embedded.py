@@ -207,10 +207,11 @@ def celery_commands(python, data):
     # Searches have a worker of their own, so bulk indexing never queues in front of them; the index worker
     # runs niced, so when both compete for the CPU the search gets it first. One torch thread each: on two
     # cores more threads per search made it slower (measure_reindex: median 61 ms with 1, 205 ms with 2).
-    # The index worker runs a process per core (Celery's "auto"), each with its own model (1.2-1.8 GiB resident
-    # after indexing photos): bench/index_load.py indexed photos at 37.0 images/s with two on 2 quiet cores (21.9
-    # with one, issue 30). At nice 19 rather than 10, so that a search during indexing keeps more of its core (with
-    # a process per core on the quiet machine: a median 1.54x its idle time at nice 19, 1.76x at nice 10).
+    # One index process (INDEX_WORKER_CONCURRENCY, WORKER_CONCURRENCY) already keeps 1.45 of 2 quiet cores busy (its
+    # decode threads ahead of the model): bench/index_load.py, 720 photos of 1,024-1,280 px, 38.9 images/s and a
+    # search 1.49x its idle time during indexing; a process per core (Celery's "auto") 39.9 images/s and 1.59x, with
+    # a second model in memory (1.5-1.8 GiB resident each). Nice 10 (INDEX_WORKER_NICE): at 19, or under SCHED_IDLE,
+    # a search fared no better (1.57x, 1.59x with a process per core): what slows it is the other core being busy.
     celery = [python, "-m", "celery", "-A", "imgsearch"]
     concurrency = os.environ.get("WORKER_CONCURRENCY", "1")
     return {
@@ -234,7 +235,7 @@ def celery_commands(python, data):
             [
                 "nice",
                 "-n",
-                index_worker_niceness(),
+                os.environ.get("INDEX_WORKER_NICE", "10"),
                 *celery,
                 "worker",
                 "--queues",
@@ -253,14 +254,9 @@ def celery_commands(python, data):
 
 
 def index_worker_concurrency():
-    """Processes of the index worker: INDEX_WORKER_CONCURRENCY, else WORKER_CONCURRENCY, else "auto" (Celery's: one
+    """Processes of the index worker: INDEX_WORKER_CONCURRENCY, else WORKER_CONCURRENCY, else 1 ("auto": Celery's one
     per core this process may run on, within a container's CPU quota)."""
-    return os.environ.get("INDEX_WORKER_CONCURRENCY") or os.environ.get("WORKER_CONCURRENCY") or "auto"
-
-
-def index_worker_niceness():
-    """How far below the search worker the index worker runs: INDEX_WORKER_NICE (0-19)."""
-    return os.environ.get("INDEX_WORKER_NICE", "19")
+    return os.environ.get("INDEX_WORKER_CONCURRENCY") or os.environ.get("WORKER_CONCURRENCY") or "1"
 
 
 def run_service():

@@ -119,7 +119,8 @@ def test_a_killed_run_does_not_leave_its_redis_running_after_the_next_one(tmp_pa
 
 
 def test_the_index_worker_uses_every_core_below_the_search_worker(monkeypatch, tmp_path):
-    """`make run`'s index worker: niced, with Celery's "auto" processes (one per core it may run on) unless told."""
+    """`make run`'s index worker: one process at nice 10 unless told (INDEX_WORKER_CONCURRENCY, "auto" for Celery's
+    one per core; INDEX_WORKER_NICE); WORKER_CONCURRENCY still sets both workers."""
     from imgsearch.embedded import celery_commands
 
     def index_worker():
@@ -128,11 +129,11 @@ def test_the_index_worker_uses_every_core_below_the_search_worker(monkeypatch, t
 
     for name in ("INDEX_WORKER_CONCURRENCY", "WORKER_CONCURRENCY", "INDEX_WORKER_NICE"):
         monkeypatch.delenv(name, raising=False)
-    assert index_worker() == (["nice", "-n", "19"], "auto", {"IMGSEARCH_TORCH_THREADS": "1"})
+    assert index_worker() == (["nice", "-n", "10"], "1", {"IMGSEARCH_TORCH_THREADS": "1"})
     search, _ = celery_commands("python", tmp_path)["search worker"]
     assert search[0] == "python" and search[search.index("--concurrency") + 1] == "1"
     monkeypatch.setenv("WORKER_CONCURRENCY", "3")  # both workers, as before
     assert index_worker()[1] == "3"
-    monkeypatch.setenv("INDEX_WORKER_CONCURRENCY", "2")
-    monkeypatch.setenv("INDEX_WORKER_NICE", "10")
-    assert index_worker()[:2] == (["nice", "-n", "10"], "2")
+    monkeypatch.setenv("INDEX_WORKER_CONCURRENCY", "auto")
+    monkeypatch.setenv("INDEX_WORKER_NICE", "19")
+    assert index_worker()[:2] == (["nice", "-n", "19"], "auto")
