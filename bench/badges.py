@@ -29,7 +29,7 @@ import numpy as np
 
 from bench import benchdb
 from bench.common import DEV_IMAGES, run_and_save
-from bench.copysets import build_queries, load_original, thumb_vectors, twin_of
+from bench.copysets import build_queries, dev_photos, load_original, thumb_vectors, twin_of
 
 benchdb.use_once()  # the app's modules below need Django, on the bench database
 
@@ -38,7 +38,6 @@ from bench.appindex import AppIndex
 from bench.copy_detection import embed_all
 from workers.imageio import ImageDecodeError
 
-PHOTOS = Path.home() / ".cache" / "imgsearch-dev-photos"
 DRAWINGS = ("openclipart/signs_and_symbols", "openclipart/shapes", "openclipart/geography", "tuxpaint/symbols")
 PER_FAMILY = 16  # files of one family at most: one generator's 1,375 star polygons would otherwise be half the set
 
@@ -103,20 +102,6 @@ def codepoints(text):
     return "-".join(f"{ord(c):x}" for c in text)
 
 
-def photos():
-    """[(path, image)] of the dev photographs."""
-    found = []
-    for path in sorted(PHOTOS.rglob("*")):
-        if path.suffix.lower() in (".png", ".jpg"):
-            try:
-                found.append((path, load_original(path)))
-            except ImageDecodeError:
-                continue
-    if not found:
-        raise SystemExit(f"No photographs under {PHOTOS}; run ../shared/data/fetch-dev-photos first.")
-    return found
-
-
 def badges(searched, index, same=None):
     """[(query number, position, match evidence)] of every result marked "copy" among the queries' results; `same`:
     each query's position of the image that is the same subject (counted apart), or None."""
@@ -143,7 +128,7 @@ def run(argv=()):
     names = [p.name for p, _ in indexed] + [f"emojione-{codepoints(text)}.png" for text, _, _ in pairs]
     app = AppIndex.build(embedder, images, embed_all(embedder, images), names=names)
     copies = build_queries(images, args.copies, seed=args.seed, edits=("combined",))
-    photo_set = photos()
+    photo_set = dev_photos()
     sets = {
         "photos": ([img for _, img in photo_set], [p.name for p, _ in photo_set], None),
         "drawings and symbols": ([img for _, img in held_out], [p.name for p, _ in held_out], None),

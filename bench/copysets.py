@@ -12,6 +12,7 @@ indexer's `workers.imageio.load_rgb` does), so an edit starts from the pixels th
 import io
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageFont
@@ -154,6 +155,23 @@ def _sources(count, wanted, rng):
 # --- The sets: which dev images a copy benchmark indexes ---------------------------------------------------------
 
 FOLDERS = {"photo": ("tuxpaint", "desktop-base"), "mixed": ("tuxpaint", "openclipart", "desktop-base")}
+
+
+PHOTOS = Path.home() / ".cache" / "imgsearch-dev-photos"  # ../shared/data/fetch-dev-photos puts them there
+
+
+def dev_photos():
+    """[(path, image)] of the dev photographs, as the indexer decodes them."""
+    found = []
+    for path in sorted(PHOTOS.rglob("*")):
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            try:
+                found.append((path, load_original(path)))
+            except ImageDecodeError:
+                continue
+    if not found:
+        raise SystemExit(f"No photographs under {PHOTOS}; run ../shared/data/fetch-dev-photos first.")
+    return found
 
 
 def photo_like(img):

@@ -37,10 +37,9 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from bench.appindex import AppIndex  # noqa: E402
 from bench.copy_detection import embed_all  # noqa: E402
-from bench.copysets import load_original  # noqa: E402
+from bench.copysets import PHOTOS, load_original  # noqa: E402
 from workers.imageio import ImageDecodeError  # noqa: E402
 
-PHOTOS = Path.home() / ".cache" / "imgsearch-dev-photos"
 SUFFIXES = (".png", ".jpg", ".jpeg")
 
 

@@ -77,21 +77,7 @@ def duplicates_apart():
 
 def _suite_position(name):
     """Where a part comes in the report: the order the suite runs them in (a large part after its small one)."""
-    order = (
-        "quality",
-        "copies",
-        "badges",
-        "verify",
-        "duplicates",
-        "memory",
-        "indexing",
-        "search",
-        "search_large",
-        "knn",
-        "knn_large",
-        "gpu",
-        "index_load",
-    )
+    order = [each for part in PARTS for each in (part, f"{part}_large") if each in PARTS + LARGE_PARTS]
     return order.index(name) if name in order else len(order)
 
 

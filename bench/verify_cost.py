@@ -31,9 +31,8 @@ import numpy as np
 
 from bench import benchdb
 from bench.common import DEV_IMAGES, run_and_save, uptime
-from bench.copysets import build_queries, load_original, pick_images, thumb_vectors, twin_of
+from bench.copysets import build_queries, dev_photos, pick_images, thumb_vectors, twin_of
 
-PHOTOS = Path.home() / ".cache" / "imgsearch-dev-photos"
 LARGE = 1024  # the photographs whose copies are searched: this many pixels or more on the longer side
 
 
@@ -53,7 +52,6 @@ benchdb.use_once()  # the app's modules below need Django, on the bench database
 
 from bench.appindex import KNN_STAGE, AppIndex  # noqa: E402
 from bench.copy_detection import embed_all  # noqa: E402
-from workers.imageio import ImageDecodeError  # noqa: E402
 from workers.ranking import tunables  # noqa: E402
 from workers.ranking.query import Query  # noqa: E402
 from workers.ranking.stages import rank  # noqa: E402
@@ -76,20 +74,6 @@ def overridden(values):
 # (the production values of these tunables are the "after").
 BEFORE = {"MATCH_BATCH": 0, "QUERY_SIDE": None}
 MODES = {"before": BEFORE, "after": {}}
-
-
-def photos():
-    """[(path, image)] of the dev photographs."""
-    found = []
-    for path in sorted(PHOTOS.rglob("*")):
-        if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-            try:
-                found.append((path, load_original(path)))
-            except ImageDecodeError:
-                continue
-    if not found:
-        raise SystemExit(f"No photographs under {PHOTOS}; run ../shared/data/fetch-dev-photos first.")
-    return found
 
 
 def rerank_ms(ranking):
@@ -226,7 +210,7 @@ def run(argv=()):
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     embedder = load_embedder()
-    photo_set = photos()
+    photo_set = dev_photos()
     photo_images = [img for _, img in photo_set]
     others, _ = pick_images(args.root, "mixed", args.distractors, 0, args.seed, avoid=photo_images)
     images = photo_images + [img for _, img in others]
