@@ -17,6 +17,8 @@ and EmojiOne's emoji (bench/emoji.py). Queries that are copies of nothing indexe
 - other artwork of the same subject: Google's Noto rendering of the indexed emoji. A badge on EmojiOne's artwork of
   the same emoji is counted apart ("same emoji"): a flag is a flag, some symbols are drawn alike; a badge on any
   other image is false.
+A badge between two drawings of one flag by different hands (bench/same_design.txt, checked by eye) is counted apart
+too ("same design"), as the issue counts them.
 Copies: combinations of three edits (bench/copysets.py) of indexed images: recall@1 and how many keep their badge.
 """
 
@@ -40,6 +42,16 @@ from workers.imageio import ImageDecodeError
 
 DRAWINGS = ("openclipart/signs_and_symbols", "openclipart/shapes", "openclipart/geography", "tuxpaint/symbols")
 PER_FAMILY = 16  # files of one family at most: one generator's 1,375 star polygons would otherwise be half the set
+SAME_DESIGN = Path(__file__).with_name("same_design.txt")
+
+
+def design_groups(path=SAME_DESIGN):
+    """{file name: its group's number} of the files that draw one design by different hands (bench/same_design.txt)."""
+    groups = {}
+    for number, line in enumerate(path.read_text().splitlines()):
+        if line.strip() and not line.startswith("#"):
+            groups.update({f"{name}.png": number for name in line.split()})
+    return groups
 
 
 def family(path):
@@ -102,15 +114,23 @@ def codepoints(text):
     return "-".join(f"{ord(c):x}" for c in text)
 
 
-def badges(searched, index, same=None):
-    """[(query number, position, match evidence)] of every result marked "copy" among the queries' results; `same`:
-    each query's position of the image that is the same subject (counted apart), or None."""
+def same_subject(query_name, indexed_name, groups):
+    """Whether a badge of the indexed image on the query is counted apart from the false ones: the same emoji in the
+    other vendor's artwork, or one design by different hands (`groups`: design_groups())."""
+    if query_name.startswith("noto-"):
+        return indexed_name == "emojione-" + query_name.removeprefix("noto-")
+    return groups.get(query_name, -1) == groups.get(indexed_name, -2)
+
+
+def badges(searched, index, query_names, names, groups):
+    """[(query number, position, whether the same subject)] of every result marked "copy" among the queries'
+    results; `names`: the indexed images' file names, by position."""
     found = []
     for number, one in enumerate(searched):
         for image_id, _, match in one.first.results:
             if match == "copy":
                 position = index.position[image_id]
-                found.append((number, position, same is not None and same[number] == position))
+                found.append((number, position, same_subject(query_names[number], names[position], groups)))
     return found
 
 
@@ -128,24 +148,23 @@ def run(argv=()):
     names = [p.name for p, _ in indexed] + [f"emojione-{codepoints(text)}.png" for text, _, _ in pairs]
     app = AppIndex.build(embedder, images, embed_all(embedder, images), names=names)
     copies = build_queries(images, args.copies, seed=args.seed, edits=("combined",))
-    photo_set = dev_photos()
+    photo_set, groups = dev_photos(), design_groups()
     sets = {
-        "photos": ([img for _, img in photo_set], [p.name for p, _ in photo_set], None),
-        "drawings and symbols": ([img for _, img in held_out], [p.name for p, _ in held_out], None),
-        "variants of indexed drawings": ([img for _, img in variants], [p.name for p, _ in variants], None),
+        "photos": ([img for _, img in photo_set], [p.name for p, _ in photo_set]),
+        "drawings and symbols": ([img for _, img in held_out], [p.name for p, _ in held_out]),
+        "variants of indexed drawings": ([img for _, img in variants], [p.name for p, _ in variants]),
         "other artwork of the same subject": (
             [other for _, _, other in pairs],
             [f"noto-{codepoints(text)}.png" for text, _, _ in pairs],
-            [len(indexed) + n for n in range(len(pairs))],
         ),
     }
     report = {
         "indexed": {"drawings": len(indexed), "emoji": len(pairs), "projection": app.space.projection is not None},
         "sets": {},
     }
-    for name, (queries, query_names, same) in sets.items():
+    for name, (queries, query_names) in sets.items():
         searched = app.search(queries, embed_all(embedder, queries))
-        found = badges(searched, app, same)
+        found = badges(searched, app, query_names, names, groups)
         false = [b for b in found if not b[2]]
         report["sets"][name] = {
             "queries": len(queries),
@@ -155,6 +174,7 @@ def run(argv=()):
             "per_1000_queries": round(1000 * len({number for number, _, _ in false}) / len(queries), 1),
             "same_subject": len(found) - len(false),
             "false_pairs": [f"{query_names[number]} -> {names[position]}" for number, position, _ in false[:50]],
+            "same_pairs": [f"{query_names[n]} -> {names[position]}" for n, position, same in found if same][:50],
         }
     searched = app.search([q.image for q in copies], embed_all(embedder, [q.image for q in copies]))
     firsts = [app.position[s.first.results[0][0]] if s.first.results else -1 for s in searched]
@@ -169,6 +189,7 @@ def run(argv=()):
         print(
             f"  {name}: {r['queries']} queries, {r['false']} false badges on {r['queries_with_false']} queries "
             f"({r['per_1000_queries']} per 1,000 queries); {r['same_subject']} on the same subject's other artwork"
+            " or the same design"
         )
         for pair in r["false_pairs"]:
             print(f"    {pair}")

@@ -20,7 +20,11 @@ def badge_rows(p):
                 f'"Same picture" on a picture that is no copy: {name} ({r["queries"]} queries, '
                 f"{p['indexed']['drawings']} drawings and {p['indexed']['emoji']} emoji indexed)",
                 f"{r['per_1000_queries']} per 1,000 queries ({r['false']} badges on {r['queries_with_false']} queries)"
-                + (f"; {r['same_subject']} on the same emoji's other artwork" if r["same_subject"] else ""),
+                + (
+                    f"; {r['same_subject']} on the same emoji's other artwork or the same design"
+                    if r["same_subject"]
+                    else ""
+                ),
                 target="" if target is None else f"<= {target:g} per 1,000",
                 passed=None if target is None else r["per_1000_queries"] <= target,
             )
