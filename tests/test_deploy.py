@@ -221,7 +221,8 @@ def test_a_worker_that_fails_three_pings_in_a_row_is_killed_so_its_container_res
 
 def test_query_uploads_have_a_volume_of_their_own_and_collections_a_root_outside_the_data(compose):
     """Queries and media on separate volumes (a collection could never reach one through the other); the import
-    root lies outside the data directory; PostgreSQL 18 keeps its data where its image expects it."""
+    root lies outside the data directory; PostgreSQL 18 keeps its data where its image expects it, and gets a cache
+    larger than its default."""
     app = compose["x-app"]
     mounts = dict(volume.split(":")[:2][::-1] for volume in app["volumes"])
     assert mounts["/data/media"] == "media" and mounts["/data/queries"] == "queries" and "/data" not in mounts
@@ -230,6 +231,7 @@ def test_query_uploads_have_a_volume_of_their_own_and_collections_a_root_outside
     assert env["IMGSEARCH_IMPORT_ROOTS"].endswith("/import}") and "/import:ro" in " ".join(app["volumes"])
     db = compose["services"]["db"]
     assert db["image"] == "pgvector/pgvector:pg18" and db["volumes"] == ["pgdata:/var/lib/postgresql"]
+    assert "-c shared_buffers=${PG_SHARED_BUFFERS:-" in db["command"]  # not PostgreSQL's 128 MB (imgsearch/pgtune.py)
 
 
 def test_check_deploy_passes_with_the_compose_settings():
