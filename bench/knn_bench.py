@@ -48,6 +48,12 @@ def exact_baseline(conn, data, queries, k, exact_queries):
     }
 
 
+def half_rounded(x):
+    """The vectors as halfvec stores them (16-bit floats), back in 32 bits: the exact answer over them is what halfvec
+    storage itself costs in recall, apart from any one HNSW graph's luck."""
+    return x.astype(np.float16).astype(np.float32)
+
+
 def _timed(fn, *args):
     started = time.perf_counter()
     return fn(*args), time.perf_counter() - started
@@ -129,7 +135,7 @@ def filtered_rows(conn, data, queries, k, tagged, variants):
         truth = [{int(ids[i]) for i in t} for t in ks.exact_top(data[ids], queries, k)]
         for name, options in variants:
             if options == "app":
-                times, found, short = app_filtered(conn, queries, k, tag)
+                times, found, short = app_filtered(conn, queries, k, tag, len(data))
             else:
                 ks.query_filtered(conn, queries[:5], k, tag, **options)  # warm the cache
                 times, found = ks.query_filtered(conn, queries, k, tag, **options)
@@ -151,18 +157,22 @@ def filtered_rows(conn, data, queries, k, tagged, variants):
     return rows
 
 
-def app_filtered(conn, queries, k, tag):
-    """search/knn.py's choice for a category filter, on the benchmark's tables: count the tagged images up to
-    FILTER_EXACT_BELOW; fewer: the exact answer over them; else an iterative scan, exact only if it comes back short.
-    (latencies, found, queries that needed the exact last resort)."""
-    from search.knn import FILTER_EXACT_BELOW, ITERATIVE_MAX_SCAN_TUPLES, ITERATIVE_SCAN
+def app_filtered(conn, queries, k, tag, n):
+    """search/knn.py's choice for a category filter, on the benchmark's tables of n vectors: count the tagged images
+    up to filter_exact_below(n); fewer: the exact answer over them; else an iterative scan with the ef_search of an index
+    of n vectors, exact only if it comes back short. (latencies, found, queries that needed the exact last resort)."""
+    from search.knn import ITERATIVE_MAX_SCAN_TUPLES, ITERATIVE_SCAN, ef_search_for, filter_exact_below
 
-    times, found, short = [], [], 0
+    times, found, short, exact_below = [], [], 0, filter_exact_below(n)
     probe = "SELECT count(*) FROM (SELECT 1 FROM bench_knn_tags WHERE tags && %s::varchar[] LIMIT %s) AS t"
     for q in queries:
         started = time.perf_counter()
-        few = conn.execute(probe, ([tag], FILTER_EXACT_BELOW), prepare=True).fetchone()[0] < FILTER_EXACT_BELOW
-        way = dict(path="exact") if few else dict(path=ITERATIVE_SCAN, max_scan_tuples=ITERATIVE_MAX_SCAN_TUPLES)
+        few = conn.execute(probe, ([tag], exact_below), prepare=True).fetchone()[0] < exact_below
+        way = (
+            dict(path="exact")
+            if few
+            else dict(path=ITERATIVE_SCAN, max_scan_tuples=ITERATIVE_MAX_SCAN_TUPLES, ef_search=ef_search_for(n))
+        )
         _, (rows,) = ks.query_filtered(conn, [q], k, tag, **way)
         if len(rows) < k and not few:
             short += 1
@@ -206,10 +216,12 @@ def run(
     conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=False)
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     register_vector(conn)
+    buffers = conn.execute("SHOW shared_buffers").fetchone()[0]
     try:
         load_s = ks.load(conn, data, dim)
         table_mb = conn.execute("SELECT pg_total_relation_size('bench_knn')").fetchone()[0] / 2**20
         truth, exact = exact_baseline(conn, data, qs, k, exact_queries)
+        exact["halfvec_recall"] = round(ks.recall(ks.exact_top(*(half_rounded(x) for x in (data, qs)), k), truth), 4)
         print(f"  k-NN n={n}: load {load_s:.0f} s, exact seq scan median {exact['median_ms']} ms", flush=True)
         rows = hnsw_rows(conn, qs, truth, k, builds, ef_searches)
         conn.execute("DROP INDEX bench_knn_hnsw")
@@ -238,6 +250,7 @@ def run(
         "queries": len(qs),
         "source": "real mixtures" + ("" if raw else ", projected"),
         "app_ef_search": settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(n),
+        "shared_buffers": buffers,  # PostgreSQL's cache: imgsearch/pgtune.py's size on the embedded server
         "load_s": round(load_s, 1),
         "table_mb": round(table_mb, 1),
         "halfvec_table_mb": round(half_bytes / 2**20, 1),

@@ -156,15 +156,15 @@ def query_filtered(conn, queries, k, tag, path, *, ef_search=40, max_scan_tuples
     "relaxed_order" or "strict_order" (an HNSW iterative scan), "exact" (the tagged images' vectors, sorted)."""
     conn.execute(f"SET hnsw.ef_search = {ef_search}")
     conn.execute(f"SET hnsw.max_scan_tuples = {max_scan_tuples}")
-    conn.execute("SET enable_sort = off")  # as search/knn.py: the planner must take the index's order
     if path == "exact":
         conn.execute("SET hnsw.iterative_scan = off")
-        statement = (
-            f"WITH c AS MATERIALIZED (SELECT id, v FROM {table} WHERE {_TAGGED})"
-            " SELECT id FROM c ORDER BY v <=> %s::halfvec LIMIT %s"
+        statement = (  # as search/knn.py's _exact_query: compared in the scan, the tagged ids an array
+            f"SELECT id FROM {table} WHERE id = ANY(ARRAY(SELECT id FROM bench_knn_tags WHERE tags && %s::varchar[]))"
+            " ORDER BY 1 - (v <=> %s::halfvec) DESC LIMIT %s"
         )
         params = [([tag], q, k) for q in queries]
     else:
+        conn.execute("SET enable_sort = off")  # as search/knn.py: the planner must take the index's order
         conn.execute(f"SET hnsw.iterative_scan = {path}")
         # relaxed_order may return its rows slightly out of order: pgvector's docs sort them again outside
         statement = (

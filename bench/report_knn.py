@@ -22,7 +22,7 @@ def knn_rows(p):
         report.row(
             f"k-NN @ {n}: HNSW build / index size",
             f"{c['build_s']} s / {c['index_mb']} MB",
-            f"table {p['table_mb']} MB",
+            f"table {p['table_mb']} MB" + (f"; shared_buffers {p['shared_buffers']}" if "shared_buffers" in p else ""),
         ),
     ]
     if "halfvec_table_mb" in p:
@@ -31,7 +31,10 @@ def knn_rows(p):
 
 
 def _knn_halfvec(p):
-    """halfvec against vector at the app's ef_search for the size: the default if recall@10 drops by < 0.005."""
+    """halfvec against vector: the default if recall@10 drops by < 0.005. What decides is the exact answer over the
+    16-bit vectors against the exact answer over the 32-bit ones: two HNSW graphs built from the same vectors differ by
+    up to 0.02 in recall at 100k (docs/retrieval.md), more than the storage's own loss, so one build of each compares
+    their luck; it is shown beside."""
     from search.knn import HNSW_EF_CONSTRUCTION, HNSW_M
 
     app = (HNSW_M, HNSW_EF_CONSTRUCTION, p["app_ef_search"])
@@ -39,15 +42,26 @@ def _knn_halfvec(p):
     if not {"vector", "halfvec"} <= set(pick):
         return []
     half, full, n = pick["halfvec"], pick["vector"], f"{p['n']:,}"
-    drop = full["recall"] - half["recall"]
-    return [
+    rows = []
+    if "halfvec_recall" in p["exact_seqscan"]:
+        drop = 1 - p["exact_seqscan"]["halfvec_recall"]
+        rows.append(
+            report.row(
+                f"k-NN @ {n}: halfvec's own loss, the exact top 10 over the 16-bit vectors",
+                f"recall@10 {1 - drop:.4f}",
+                "the exact top 10 over the 32-bit vectors (1.0000)",
+                f"recall {-drop:+.4f}",
+                "recall drop < 0.005: halfvec the default",
+                drop < 0.005,
+            )
+        )
+    return rows + [
         report.row(
-            f"k-NN @ {n}: halfvec against vector, HNSW m={app[0]} efc={app[1]} ef_search={app[2]} (the app's)",
+            f"k-NN @ {n}: halfvec against vector, HNSW m={app[0]} efc={app[1]} ef_search={app[2]} (the app's), one "
+            "build of each",
             f"halfvec recall@10 {half['recall']:.3f}, median {half['median_ms']} ms, p95 {half['p95_ms']} ms",
             f"vector {full['recall']:.3f}, {full['median_ms']} ms, p95 {full['p95_ms']} ms",
-            f"recall {-drop:+.3f}",
-            "recall drop < 0.005: halfvec the default",
-            drop < 0.005,
+            f"recall {half['recall'] - full['recall']:+.3f}",
         ),
         report.row(
             f"k-NN @ {n}: table + index, build (halfvec against vector)",

@@ -10,6 +10,7 @@ planner can use it.
 
 import hashlib
 import logging
+import math
 import re
 import time
 
@@ -26,8 +27,7 @@ log = logging.getLogger(__name__)
 # pgvector 0.8 builds HNSW indexes of halfvec up to 4,000 dimensions (vector: 2,000); wider ones are searched exactly.
 HNSW_MAX_DIM = 4000
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,120}$")
-# docs/benchmarks.md: at 1M projected vectors m=24 / ef_construction=96 stopped at recall@10 0.92 even with
-# ef_search 800; m=32 / 200 reached 0.961 at ef_search 400 in a 3.5 ms median (build 9 minutes).
+# At 1M projected vectors m=24 / ef_construction=96 stopped at recall@10 0.92 even with ef_search 800 (2026-11-30).
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 # The copy space's index only has to find a search's few nearest: pgvector's default graph (m=16, ef_construction=64)
@@ -35,10 +35,9 @@ HNSW_EF_CONSTRUCTION = 200
 # to insert against 7 to 14 ms with the graph above (8 / 32: 0.874, 0.6 ms); each indexed image pays it.
 COPY_HNSW = (16, 64)
 _COPY_PREFIX = "copy:"
-# The binary-quantized index's graph and how many of its nearest (by Hamming distance of the sign bits) a search
-# re-ranks by the stored vectors. docs/benchmarks.md, 1M projected vectors: m=32 / ef_construction=128 with 800
-# candidates gave recall@10 0.967 (400: 0.916) from a 524 MB index (vector HNSW: 2,025 MB); pgvector's default graph
-# (16 / 64, 333 MB) only 0.897 with 800. The exact Hamming top 400 re-ranked held 0.976: the graph loses the rest.
+# The binary index's graph and how many of its nearest (Hamming distance of the sign bits) a search re-ranks by the
+# stored vectors. At 1M (docs/benchmarks.md): m=32 / ef_construction=128 with 800 candidates recall@10 0.967 (400:
+# 0.916) from 524 MB (vector HNSW 2,025); pgvector's default graph (16 / 64, 333 MB) 0.897 with 800.
 BINARY_HNSW = (32, 128)
 BINARY_CANDIDATES = 800
 
@@ -216,12 +215,21 @@ def auto_ef_search(model_key, max_age=60):
 
 
 # Category filters (nearest()): an HNSW scan filters after its graph search, so a selective filter leaves it short
-# of k; pgvector 0.8's iterative scans go on through the graph until k rows pass the filter (or max_scan_tuples).
-# relaxed_order, sorted again, found more of the exact answer than strict_order; below FILTER_EXACT_BELOW tagged
-# images the exact answer over them is cheaper than scanning the graph for them (docs/benchmarks.md, filtered k-NN).
+# of k; pgvector 0.8's iterative scans go on until k rows pass (or max_scan_tuples). relaxed_order, sorted again,
+# found more of the exact answer than strict_order. Below filter_exact_below() tagged images: the exact answer.
 ITERATIVE_SCAN = "relaxed_order"
 ITERATIVE_MAX_SCAN_TUPLES = 20_000
-FILTER_EXACT_BELOW = 5_000
+FILTER_EXACT_FACTOR = 20
+
+
+def filter_exact_below(vectors):
+    """Below how many tagged images a category filter on an index of `vectors` is answered exactly over them. The
+    exact answer reads every tagged image (about 3 us each), the iterative scan walks the graph until k pass (about
+    n / tagged nodes a result): the costs cross where the tagged count grows as sqrt(n). bench/pg_cache.py, 1M, 10,000
+    tagged: exact 28.4 ms, p95 29.9, recall 1.000; iterative (ef_search 400) 26.9 ms, p95 60.6, recall 0.914. The
+    factor puts that point well inside the exact side (20,000 at 1M) for its recall and p95; at 100k it gives 6,324,
+    near the 5,000 measured there before (a 1% tag: exact 8.2 ms, iterative 30 ms)."""
+    return int(FILTER_EXACT_FACTOR * math.sqrt(max(0, vectors)))
 
 
 def vector_literal(vector):
@@ -251,8 +259,8 @@ def vectors_upsert(model_key, image_ids, vectors):
 def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     """The k most similar images to `vector` as [(image_id, cosine similarity)], best first.
 
-    With categories, only images carrying one of those tags count: where fewer than FILTER_EXACT_BELOW images carry
-    them, the answer is exact over those; else an iterative index scan goes on through the graph until k of them
+    With categories, only images carrying one of those tags count: where fewer than filter_exact_below(the index's
+    vectors) images carry them, the answer is exact over those; else an iterative index scan goes on through the graph until k of them
     pass, and should it stop short (hnsw.max_scan_tuples) the answer is exact.
     """
     dim, k = len(vector), int(k)
@@ -263,7 +271,7 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
 
     def query(db):  # a read a replica may answer (search.replica)
         with transaction.atomic(using=db.alias), db.cursor() as cursor:
-            exact = bool(categories) and _tagged_fewer(cursor, categories, FILTER_EXACT_BELOW)
+            exact = bool(categories) and _tagged_fewer(cursor, categories, filter_exact_below(vectors))
             if not exact:
                 # With stale statistics (e.g. right after a bulk index) the planner may fetch every row of the model
                 # through a btree and sort them; the HNSW scan needs no sort, so discourage sorting.
@@ -289,8 +297,8 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
                     )
             if exact:
                 cursor.execute("SET LOCAL enable_sort = on")
-                statement = _exact_query(model_key, dim, filters)
-                cursor.execute(statement.as_string(cursor.connection), [*params, literal, k])
+                statement, tagged = _exact_query(model_key, dim, categories)
+                cursor.execute(statement.as_string(cursor.connection), [literal, *tagged, k])
                 rows = cursor.fetchall()
             return rows
 
@@ -322,12 +330,19 @@ def _binary_query(model_key, dim, filters):
     ).format(distance=_distance(dim), dim=sql.Literal(dim), key=sql.Literal(model_key), filters=filters)
 
 
-def _exact_query(model_key, dim, filters):
-    """The exact k nearest of the model's (filtered) vectors, every one compared. Parameters: the filter's, the query, k."""
-    return sql.SQL(
-        "WITH c AS MATERIALIZED (SELECT image_id, vector FROM search_embedding WHERE model_key = {key}{filters})"
-        " SELECT image_id, 1 - ({distance}) AS score FROM c ORDER BY score DESC LIMIT %s"
+def _exact_query(model_key, dim, categories):
+    """(the exact k nearest of the model's vectors, of images with one of the categories if any; its parameters but
+    the query's and k). Each vector is compared in the scan that reads it, the tagged ids looked up once as an array;
+    ordered by score, which no index gives. Parameters: the query, the categories', k."""
+    filters, params = sql.SQL(""), []
+    if categories:
+        filters = sql.SQL(" AND image_id = ANY(ARRAY({}))").format(sql.SQL(_TAGGED))
+        params = [list(categories), list(categories)]
+    statement = sql.SQL(
+        "SELECT image_id, 1 - ({distance}) AS score FROM search_embedding WHERE model_key = {key}{filters}"
+        " ORDER BY score DESC LIMIT %s"
     ).format(distance=_distance(dim), key=sql.Literal(model_key), filters=filters)
+    return statement, params
 
 
 def _distance(dim):
@@ -335,13 +350,14 @@ def _distance(dim):
     return sql.SQL("(vector::halfvec({dim})) <=> %s::halfvec({dim})").format(dim=sql.Literal(dim))
 
 
+_TAGGED = "SELECT id FROM search_indexedimage WHERE user_tags && %s::varchar[] OR auto_tags && %s::varchar[]"
+
+
 def _category_filter(categories):
     """(SQL to append to a WHERE on search_embedding, its parameters): only images carrying one of the categories."""
     if not categories:
         return sql.SQL(""), []
-    return sql.SQL(
-        " AND image_id IN (SELECT id FROM search_indexedimage WHERE user_tags && %s::varchar[] OR auto_tags && %s::varchar[])"
-    ), [list(categories), list(categories)]
+    return sql.SQL(" AND image_id IN ({})").format(sql.SQL(_TAGGED)), [list(categories), list(categories)]
 
 
 def _tagged_fewer(cursor, categories, n):
