@@ -41,6 +41,10 @@ def embedded_postgres(root):
 
         from imgsearch import pgtune, pgupgrade
 
+    try:
+        pgtune.shared_buffers()  # a bad IMGSEARCH_PG_SHARED_BUFFERS stops here, before the server is touched
+    except ValueError as exc:
+        sys.exit(str(exc))
     # embedded-postgres runs as an unprivileged user when started by root, so the folder must be reachable.
     root.mkdir(parents=True, exist_ok=True)
     pgdata = root / "pg"

@@ -14,6 +14,7 @@ import re
 
 DEFAULT_SHARE = 4  # shared_buffers = memory / 4
 _SIZE = re.compile(r"^[1-9][0-9]*(kB|MB|GB|TB)$")
+_UNITS = {"kB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
 
 
 def total_memory():
@@ -22,14 +23,19 @@ def total_memory():
 
 
 def shared_buffers(memory=None):
-    """shared_buffers as PostgreSQL writes sizes ("5989MB"): IMGSEARCH_PG_SHARED_BUFFERS, else a quarter of `memory`
-    (this machine's), never below PostgreSQL's default of 128 MB."""
+    """shared_buffers as PostgreSQL writes sizes ("5989MB"): IMGSEARCH_PG_SHARED_BUFFERS (at most half of `memory`,
+    this machine's: a size the server cannot start with would stay in its settings), else a quarter of `memory`,
+    never below PostgreSQL's default of 128 MB. ValueError names a bad size."""
+    memory = total_memory() if memory is None else memory
     wanted = os.environ.get("IMGSEARCH_PG_SHARED_BUFFERS", "").strip()
     if wanted:
         if not _SIZE.match(wanted):
             raise ValueError(f"IMGSEARCH_PG_SHARED_BUFFERS={wanted!r}: a size such as 512MB or 4GB")
+        if int(wanted[:-2]) * _UNITS[wanted[-2:]] > memory // 2:  # a server that cannot start keeps the setting
+            raise ValueError(
+                f"IMGSEARCH_PG_SHARED_BUFFERS={wanted!r}: more than half of this machine's {memory // 2**20} MB"
+            )
         return wanted
-    memory = total_memory() if memory is None else memory
     return f"{max(128, memory // DEFAULT_SHARE // 2**20)}MB"
 
 

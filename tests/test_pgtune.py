@@ -27,6 +27,26 @@ def test_shared_buffers_can_be_set_and_a_bad_size_is_refused(monkeypatch):
         monkeypatch.setenv("IMGSEARCH_PG_SHARED_BUFFERS", bad)
         with pytest.raises(ValueError, match="IMGSEARCH_PG_SHARED_BUFFERS"):
             pgtune.shared_buffers()
+    monkeypatch.setenv("IMGSEARCH_PG_SHARED_BUFFERS", "12GB")  # the server could not start: refused
+    assert pgtune.shared_buffers(24 * 2**30) == "12GB"
+    with pytest.raises(ValueError, match="more than half"):
+        pgtune.shared_buffers(16 * 2**30)
+
+
+def test_a_launcher_given_a_bad_size_says_so_without_a_traceback(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    env.update(IMGSEARCH_DATA_DIR=str(tmp_path / "data"), IMGSEARCH_PG_SHARED_BUFFERS="lots")
+    done = subprocess.run(
+        [sys.executable, "-m", "imgsearch.embedded", "exec", "--", "true"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "IMGSEARCH_PG_SHARED_BUFFERS='lots': a size such as 512MB or 4GB"
+    assert not (tmp_path / "data" / "pg").exists()
 
 
 SHOW = "import os, psycopg; print(psycopg.connect(os.environ['DATABASE_URL']).execute('SHOW shared_buffers').fetchone()[0])"
