@@ -183,7 +183,7 @@ def main():
                 n=args.knn_n,
                 builds=((32, 200),),
                 ef_searches=(40, 100, 200, 400),
-                binary_builds=((16, 64), (32, 128)),
+                binary_builds=((16, 64), (24, 128)),
                 candidates=(100, 200, 400, 800),
             )
         if "knn_large" in wanted:
@@ -199,7 +199,7 @@ def main():
                 n=1_000_000,
                 builds=((32, 200),),
                 ef_searches=(100, 200, 400, 800),
-                binary_builds=((16, 64), (32, 128)),
+                binary_builds=((16, 64), (24, 128)),
                 candidates=(100, 200, 400, 800),
             )
     if "index_load" in wanted:  # last: it starts from a fresh bench database, and runs make run's workers on it
