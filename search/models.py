@@ -130,6 +130,9 @@ class Embedding(models.Model):
     # halfvec, of no fixed dimension: models differ. search.knn casts to the model's dimension, which is what
     # the per-model expression index is built on.
     vector = HalfVectorTextField()
+    # The image's tags (user_tags + auto_tags), kept equal by triggers (migration 0016): category filters read them
+    # here, and a category's own HNSW index (search/tag_indexes.py) is a partial index on them.
+    tags = ArrayField(models.CharField(max_length=64), default=list, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

