@@ -255,6 +255,8 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-words": {"task": "workers.refresh_words", "schedule": 15 * 60.0},
     # New images join the duplicate finder's groups within this period, once it has run over the whole index.
     "follow-duplicates": {"task": "workers.follow_duplicates", "schedule": 5 * 60.0},
+    # Categories that have grown common get an index of their own within this period (search/filters.py).
+    "refresh-tag-indexes": {"task": "workers.refresh_tag_indexes", "schedule": 15 * 60.0, "options": {"expires": 900}},
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery closes the database connection around every task unless this is set; a new connection cost a search

@@ -10,7 +10,6 @@ planner can use it.
 
 import hashlib
 import logging
-import math
 import re
 import time
 
@@ -18,7 +17,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
-from . import replica
+from . import filters, replica
 from .fields import half_text
 from .models import Embedding
 
@@ -182,10 +181,12 @@ def _enough_vectors(cursor, model_key, wanted):
 
 
 def drop_vector_index(model_key):
-    """Drop the model's index (its vectors stay): for raw vectors only kept to learn projections from."""
+    """Drop the model's index and its categories' (its vectors stay): for raw vectors only kept to learn projections
+    from."""
     with connection.cursor() as cursor:
         for name in (index_name(model_key), binary_index_name(model_key)):
             cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name)))
+    filters.drop(model_key)
     _indexes.pop(model_key, None)
 
 
@@ -215,24 +216,6 @@ def auto_ef_search(model_key, max_age=60):
     return ef_search_for(index_of(model_key, max_age)[1])
 
 
-# Category filters (nearest()): an HNSW scan filters after its graph search, so a selective filter leaves it short
-# of k; pgvector 0.8's iterative scans go on until k rows pass (or max_scan_tuples). relaxed_order, sorted again,
-# found more of the exact answer than strict_order. Below filter_exact_below() tagged images: the exact answer.
-ITERATIVE_SCAN = "relaxed_order"
-ITERATIVE_MAX_SCAN_TUPLES = 20_000
-FILTER_EXACT_FACTOR = 20
-
-
-def filter_exact_below(vectors):
-    """Below how many tagged images a category filter on an index of `vectors` is answered exactly over them. The
-    exact answer reads every tagged image (about 3 us each), the iterative scan walks the graph until k pass (about
-    n / tagged nodes a result): the costs cross where the tagged count grows as sqrt(n). bench/pg_cache.py, 1M, 10,000
-    tagged: exact 28.4 ms, p95 29.9, recall 1.000; iterative (ef_search 400) 26.9 ms, p95 60.6, recall 0.914. The
-    factor puts that point well inside the exact side (20,000 at 1M) for its recall and p95; at 100k it gives 6,324,
-    near the 5,000 measured there before (a 1% tag: exact 8.2 ms, iterative 30 ms)."""
-    return int(FILTER_EXACT_FACTOR * math.sqrt(max(0, vectors)))
-
-
 def vector_literal(vector):
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
@@ -260,44 +243,34 @@ def vectors_upsert(model_key, image_ids, vectors):
 def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     """The k most similar images to `vector` as [(image_id, cosine similarity)], best first.
 
-    With categories, only images carrying one of those tags count: where fewer than filter_exact_below(the index's
-    vectors) images carry them, the answer is exact over those; else an iterative index scan goes on through the
-    graph until k of them pass, and should it stop short (hnsw.max_scan_tuples) the answer is exact.
+    With categories, only images carrying one of those tags count: where each has an index of its own
+    (search/filters.py), through those; else where fewer than filter_exact_below(the index's vectors) images carry
+    them, the answer is exact over those; else an iterative index scan goes on through the graph until k of them pass.
+    Should an index scan come back short of k, the answer is exact.
     """
     dim, k = len(vector), int(k)
     _check(model_key, dim)
     kind, vectors = index_of(model_key)
-    filters, params = _category_filter(categories)
     literal = half_text(vector)
+    by_tag = bool(categories) and filters.covered(model_key, categories)
 
     def query(db):  # a read a replica may answer (search.replica)
         with transaction.atomic(using=db.alias), db.cursor() as cursor:
-            exact = bool(categories) and _tagged_fewer(cursor, categories, filter_exact_below(vectors))
-            if not exact:
-                # With stale statistics (e.g. right after a bulk index) the planner may fetch every row of the model
-                # through a btree and sort them; the HNSW scan needs no sort, so discourage sorting.
-                cursor.execute("SET LOCAL enable_sort = off")
-                if categories:
-                    cursor.execute(f"SET LOCAL hnsw.iterative_scan = {ITERATIVE_SCAN}")
-                    cursor.execute(f"SET LOCAL hnsw.max_scan_tuples = {ITERATIVE_MAX_SCAN_TUPLES}")
-                if kind == "binary":
-                    # ef_search bounds how many candidates HNSW returns: all those re-ranked
-                    cursor.execute(f"SET LOCAL hnsw.ef_search = {max(BINARY_CANDIDATES, k)}")
-                    statement = _binary_query(model_key, dim, filters)
-                    args = [literal, *params, literal, BINARY_CANDIDATES, k]
-                else:
-                    ef_search = max(settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(vectors), k)
-                    cursor.execute(f"SET LOCAL hnsw.ef_search = {ef_search}")
-                    statement, args = _hnsw_query(model_key, dim, filters), [literal, *params, k]
-                cursor.execute(statement.as_string(cursor.connection), args)
+            if by_tag:
+                cursor.execute("SET LOCAL enable_sort = off")  # the categories' index scans, not a sort of their rows
+                cursor.execute(f"SET LOCAL hnsw.ef_search = {max(filters.TAG_EF_SEARCH, k)}")
+                statement = filters.query(model_key, categories, _distance(dim))
+                cursor.execute(statement.as_string(cursor.connection), filters.query_params(literal, categories, k))
                 rows = cursor.fetchall()
-                exact = bool(categories) and kind is not None and len(rows) < k
-                if exact:  # docs/benchmarks.md counts how often: the "short" column of filtered k-NN
-                    log.info(
-                        "k-NN: the iterative scan found %d of %d among %s; answering exactly", len(rows), k, categories
-                    )
-            if exact:
                 cursor.execute("SET LOCAL enable_sort = on")
+            elif categories and filters.tagged_fewer(cursor, categories, filters.filter_exact_below(vectors)):
+                rows = None
+            else:
+                rows = _approximate(cursor, model_key, dim, literal, k, categories, kind, vectors)
+            exact = bool(categories) and (rows is None or ((kind or by_tag) and len(rows) < k))
+            if exact and rows is not None:  # docs/benchmarks.md counts how often: the "short" column of filtered k-NN
+                log.info("k-NN: the index scan found %d of %d among %s; answering exactly", len(rows), k, categories)
+            if exact:
                 statement, tagged = _exact_query(model_key, dim, categories)
                 cursor.execute(statement.as_string(cursor.connection), [literal, *tagged, k])
                 rows = cursor.fetchall()
@@ -307,7 +280,31 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
     return [(image_id, float(score)) for image_id, score in rows if score >= min_score]
 
 
-def _hnsw_query(model_key, dim, filters):
+def _approximate(cursor, model_key, dim, literal, k, categories, kind, vectors):
+    """The k nearest through the model's index (HNSW or binary; an iterative scan with categories), or exact without
+    one: its rows."""
+    where, params = filters.row_filter(categories)
+    # With stale statistics (e.g. right after a bulk index) the planner may fetch every row of the model through a
+    # btree and sort them; the HNSW scan needs no sort, so discourage sorting.
+    cursor.execute("SET LOCAL enable_sort = off")
+    if categories:
+        cursor.execute(f"SET LOCAL hnsw.iterative_scan = {filters.ITERATIVE_SCAN}")
+        cursor.execute(f"SET LOCAL hnsw.max_scan_tuples = {filters.ITERATIVE_MAX_SCAN_TUPLES}")
+    if kind == "binary":
+        # ef_search bounds how many candidates HNSW returns: all those re-ranked
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(BINARY_CANDIDATES, k)}")
+        statement, args = _binary_query(model_key, dim, where), [literal, *params, literal, BINARY_CANDIDATES, k]
+    else:
+        ef_search = max(settings.IMGSEARCH_HNSW_EF_SEARCH or ef_search_for(vectors), k)
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {ef_search}")
+        statement, args = _hnsw_query(model_key, dim, where), [literal, *params, k]
+    cursor.execute(statement.as_string(cursor.connection), args)
+    rows = cursor.fetchall()
+    cursor.execute("SET LOCAL enable_sort = on")
+    return rows
+
+
+def _hnsw_query(model_key, dim, where):
     """The k nearest through the model's HNSW index. An iterative scan in
     relaxed_order may give its rows slightly out of order: they are sorted again, as pgvector's docs do.
 
@@ -315,56 +312,40 @@ def _hnsw_query(model_key, dim, filters):
     """
     return sql.SQL(
         "WITH c AS MATERIALIZED (SELECT image_id, {distance} AS distance FROM search_embedding"
-        " WHERE model_key = {key}{filters} ORDER BY distance LIMIT %s)"
+        " WHERE model_key = {key}{where} ORDER BY distance LIMIT %s)"
         " SELECT image_id, 1 - distance AS score FROM c ORDER BY distance"
-    ).format(distance=_distance(dim), key=sql.Literal(model_key), filters=filters)
+    ).format(distance=_distance(dim), key=sql.Literal(model_key), where=where)
 
 
-def _binary_query(model_key, dim, filters):
+def _binary_query(model_key, dim, where):
     """The k nearest of the candidates nearest by the sign bits' Hamming distance, through the model's binary index
     re-ranked by the cosine of the stored vectors. Parameters: the query, the filter's, the query, candidates, k."""
     return sql.SQL(
         "SELECT image_id, 1 - ({distance}) AS score FROM (SELECT image_id, vector FROM search_embedding"
-        " WHERE model_key = {key}{filters}"
+        " WHERE model_key = {key}{where}"
         " ORDER BY binary_quantize(vector)::bit({dim}) <~> binary_quantize(%s::halfvec({dim})) LIMIT %s) AS c"
         " ORDER BY score DESC LIMIT %s"
-    ).format(distance=_distance(dim), dim=sql.Literal(dim), key=sql.Literal(model_key), filters=filters)
+    ).format(distance=_distance(dim), dim=sql.Literal(dim), key=sql.Literal(model_key), where=where)
 
 
 def _exact_query(model_key, dim, categories):
     """(the exact k nearest of the model's vectors, of images with one of the categories if any; its parameters but
     the query's and k). Each vector is compared in the scan that reads it, the tagged ids looked up once as an array;
     ordered by score, which no index gives. Parameters: the query, the categories', k."""
-    filters, params = sql.SQL(""), []
+    where, params = sql.SQL(""), []
     if categories:
-        filters = sql.SQL(" AND image_id = ANY(ARRAY({}))").format(sql.SQL(_TAGGED))
+        where = sql.SQL(" AND image_id = ANY(ARRAY({}))").format(sql.SQL(filters.TAGGED))
         params = [list(categories), list(categories)]
     statement = sql.SQL(
-        "SELECT image_id, 1 - ({distance}) AS score FROM search_embedding WHERE model_key = {key}{filters}"
+        "SELECT image_id, 1 - ({distance}) AS score FROM search_embedding WHERE model_key = {key}{where}"
         " ORDER BY score DESC LIMIT %s"
-    ).format(distance=_distance(dim), key=sql.Literal(model_key), filters=filters)
+    ).format(distance=_distance(dim), key=sql.Literal(model_key), where=where)
     return statement, params
 
 
 def _distance(dim):
     """Cosine distance of a stored vector to the query (one %s parameter), cast so the model's HNSW index serves it."""
     return sql.SQL("(vector::halfvec({dim})) <=> %s::halfvec({dim})").format(dim=sql.Literal(dim))
-
-
-_TAGGED = "SELECT id FROM search_indexedimage WHERE user_tags && %s::varchar[] OR auto_tags && %s::varchar[]"
-
-
-def _category_filter(categories):
-    """(SQL to append to a WHERE on search_embedding, its parameters): only images carrying one of the categories."""
-    if not categories:
-        return sql.SQL(""), []
-    return sql.SQL(" AND image_id IN ({})").format(sql.SQL(_TAGGED)), [list(categories), list(categories)]
-
-
-def _tagged_fewer(cursor, categories, n):
-    """Whether fewer than n images carry one of the categories (counting stops at n, through the tags' GIN indexes)."""
-    cursor.execute(f"SELECT count(*) FROM ({_TAGGED} LIMIT %s) AS t", [list(categories), list(categories), n])
-    return cursor.fetchone()[0] < n
 
 
 def scores_of(vector, image_ids, *, model_key, categories=()):
@@ -374,10 +355,10 @@ def scores_of(vector, image_ids, *, model_key, categories=()):
         return {}
     dim = len(vector)
     _check(model_key, dim)
-    filters, params = _category_filter(categories)
+    where, params = filters.row_filter(categories)
     query = sql.SQL(
         "SELECT image_id, 1 - ({distance}) FROM search_embedding WHERE model_key = %s AND image_id = ANY(%s){filters}"
-    ).format(distance=_distance(dim), filters=filters)
+    ).format(distance=_distance(dim), filters=where)
 
     def scores(db):  # a read a replica may answer (search.replica)
         with db.cursor() as cursor:

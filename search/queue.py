@@ -54,7 +54,8 @@ def send_batches(name, image_ids, batch_size=None, **kwargs):
 
 
 FIND_DUPLICATES = "workers.find_duplicates"
-NAMES += (FIND_DUPLICATES,)
+REFRESH_TAG_INDEXES = "workers.refresh_tag_indexes"
+NAMES += (FIND_DUPLICATES, REFRESH_TAG_INDEXES)
 
 
 def send_find_duplicates(run_id):

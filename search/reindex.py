@@ -239,6 +239,7 @@ def _finish(run):
         return
     versions.model_activate(run.model_key)
     ReindexRun.objects.filter(id=run.id).update(status=Status.DONE, finished_at=timezone.now())
+    queue.send(queue.REFRESH_TAG_INDEXES)  # the new model's common categories get their indexes
     log.info("reindex run %s done: %s is the active model", run.id, run.model_key)
     if run.drop_old:
         queue.send(queue.DROP_INACTIVE_MODELS, countdown=DROP_GRACE_SECONDS)

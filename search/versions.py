@@ -9,7 +9,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import knn
+from . import filters, knn
 from .models import Embedding, ModelVersion, ReindexRun
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,16 @@ def vector_indexes(version):
     space its copy-space vectors (knn.copy_key)."""
     copy_dims = (version.projection_info or {}).get("copy_dims", 0) if version.base_key else 0
     return [(version.key, version.dim)] + ([(knn.copy_key(version.key), copy_dims)] if copy_dims else [])
+
+
+def tag_indexes_refresh():
+    """Build the indexes the active model's common categories lack (search/filters.py), where the model has an HNSW
+    index of its own: {model key: the categories built}."""
+    active, built = model_active(), {}
+    for key, dim in vector_indexes(active) if active else []:
+        if not knn.is_copy_key(key) and dim <= knn.HNSW_MAX_DIM and knn.index_of(key, max_age=0)[0]:
+            built[key] = filters.refresh(key, dim)
+    return built
 
 
 def model_versions_drop(versions=None):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from search import knn
+from search import filters, knn
 from search.models import Embedding, IndexedImage
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +60,7 @@ def tagged(settings):
 def test_a_category_filter_on_many_images_goes_through_an_iterative_scan_and_finds_k(tagged, monkeypatch):
     """Past filter_exact_below() tagged images the iterative scan answers: k results, all tagged, the exact ones."""
     vectors, ids, cats, rng = tagged
-    monkeypatch.setattr(knn, "filter_exact_below", lambda vectors: 10)
+    monkeypatch.setattr(filters, "filter_exact_below", lambda vectors: 10)
     executed = []
     monkeypatch.setattr(knn, "_exact_query", lambda *a: executed.append(a) or pytest.fail("answered exactly"))
     for _ in range(5):
@@ -73,8 +73,8 @@ def test_a_category_filter_on_many_images_goes_through_an_iterative_scan_and_fin
 def test_an_iterative_scan_that_stops_short_is_answered_exactly(tagged, monkeypatch):
     """When hnsw.max_scan_tuples stops the scan before k tagged images are found, the exact answer comes back."""
     vectors, ids, cats, rng = tagged
-    monkeypatch.setattr(knn, "filter_exact_below", lambda vectors: 10)
-    monkeypatch.setattr(knn, "ITERATIVE_MAX_SCAN_TUPLES", 1)
+    monkeypatch.setattr(filters, "filter_exact_below", lambda vectors: 10)
+    monkeypatch.setattr(filters, "ITERATIVE_MAX_SCAN_TUPLES", 1)
     query = unit(rng.normal(size=24))
     found = knn.nearest(query, model_key="filter:1", k=30, min_score=-1, categories=["cat"])
     assert [i for i, _ in found] == exact(vectors, ids, query, 30, cats)
@@ -94,10 +94,10 @@ def test_a_rare_category_is_answered_exactly_over_its_images(tagged):
 def test_the_exact_answer_takes_more_tagged_images_as_the_index_grows_as_its_square_root():
     """An exact answer costs each tagged image, an iterative scan about n / tagged graph nodes a result: they cross
     where the tagged count grows as sqrt(n)."""
-    assert knn.filter_exact_below(1_000_000) == 20_000
-    assert knn.filter_exact_below(100_000) == 6_324
-    assert knn.filter_exact_below(4 * 1_000_000) == 2 * knn.filter_exact_below(1_000_000)
-    assert knn.filter_exact_below(0) == 0
+    assert filters.filter_exact_below(1_000_000) == 20_000
+    assert filters.filter_exact_below(100_000) == 6_324
+    assert filters.filter_exact_below(4 * 1_000_000) == 2 * filters.filter_exact_below(1_000_000)
+    assert filters.filter_exact_below(0) == 0
 
 
 @pytest.fixture

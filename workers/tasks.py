@@ -126,6 +126,14 @@ def follow_duplicates():
         log.info("duplicate finder: run %s checks the images added since the last one", run.id)
 
 
+@shared_task(name="workers.refresh_tag_indexes", max_retries=0)
+def refresh_tag_indexes():
+    """Beat, and at the end of a reindex run: an index of its own for each common category of the active model."""
+    for key, tags in versions.tag_indexes_refresh().items():
+        if tags:
+            log.info("built the category indexes of %s: %s", key, ", ".join(tags))
+
+
 @shared_task(name="workers.extract_features", acks_late=True, max_retries=0)
 def extract_features(image_ids):
     from .indexing.jobs import images_extract_features
