@@ -127,15 +127,20 @@ def binary_rows(conn, n, queries, truth, k, builds, candidates, dim):
 
 def filtered_rows(conn, data, queries, k, tagged, variants):
     """k-NN among the images of one tag (a random share of them) through the halfvec HNSW index: per tag and way
-    (search/knn.py's iterative scans, the exact scan of the tagged images, and the app's choice between them),
-    recall@k against the exact answer, median/p95, and how many queries the scan left short of k."""
+    (search/knn.py's iterative scans, the exact scan of the tagged images, the tag's own index, and the app's choice
+    between them), recall@k against the exact answer, median/p95, and how many queries the scan left short of k; the
+    tag's own index's build time and size."""
+    from search.filters import TAG_HNSW
+
     rows = []
     for tag, ids in tagged.items():
         ids = np.sort(ids)
         truth = [{int(ids[i]) for i in t} for t in ks.exact_top(data[ids], queries, k)]
+        build_s, index_bytes = ks.build_tag_index(conn, tag, *TAG_HNSW)
+        print(f"    {tag}: its own index built in {build_s:.1f} s, {index_bytes / 2**20:.1f} MB", flush=True)
         for name, options in variants:
             if options == "app":
-                times, found, short = app_filtered(conn, queries, k, tag, len(data))
+                times, found, short = app_filtered(conn, queries, k, tag, len(data), len(ids))
             else:
                 ks.query_filtered(conn, queries[:5], k, tag, **options)  # warm the cache
                 times, found = ks.query_filtered(conn, queries, k, tag, **options)
@@ -143,6 +148,8 @@ def filtered_rows(conn, data, queries, k, tagged, variants):
             row = {
                 "tag": tag,
                 "tagged": len(ids),
+                "tag_index_build_s": round(build_s, 2),
+                "tag_index_mb": round(index_bytes / 2**20, 2),
                 "way": name,
                 "recall": round(ks.recall(found, truth), 4),
                 "short": short,
@@ -157,22 +164,29 @@ def filtered_rows(conn, data, queries, k, tagged, variants):
     return rows
 
 
-def app_filtered(conn, queries, k, tag, n):
-    """search/knn.py's choice for a category filter, on the benchmark's tables of n vectors: count the tagged images
-    up to filter_exact_below(n); fewer: the exact answer over them; else an iterative scan with the ef_search of an index
-    of n vectors, exact only if it comes back short. (latencies, found, queries that needed the exact last resort)."""
-    from search.knn import ITERATIVE_MAX_SCAN_TUPLES, ITERATIVE_SCAN, ef_search_for, filter_exact_below
+def app_filtered(conn, queries, k, tag, n, tagged):
+    """search/knn.py's choice for a category filter, on the benchmark's tables of n vectors: a tag that `tagged` (at
+    least IMGSEARCH_HNSW_MIN_VECTORS) images carry has its own index (search/filters.py's refresh), searched with
+    TAG_EF_SEARCH; else count the tagged images up to filter_exact_below(n); fewer: the exact answer over them; else an
+    iterative scan with the ef_search of an index of n vectors. Exact if an index scan comes back short. (latencies,
+    found, queries that needed the exact last resort)."""
+    from django.conf import settings
+
+    from search.filters import ITERATIVE_MAX_SCAN_TUPLES, ITERATIVE_SCAN, TAG_EF_SEARCH, filter_exact_below
+    from search.knn import ef_search_for
 
     times, found, short, exact_below = [], [], 0, filter_exact_below(n)
+    own_index = tagged >= settings.IMGSEARCH_HNSW_MIN_VECTORS
     probe = "SELECT count(*) FROM (SELECT 1 FROM bench_knn_tags WHERE tags && %s::varchar[] LIMIT %s) AS t"
     for q in queries:
         started = time.perf_counter()
-        few = conn.execute(probe, ([tag], exact_below), prepare=True).fetchone()[0] < exact_below
-        way = (
-            dict(path="exact")
-            if few
-            else dict(path=ITERATIVE_SCAN, max_scan_tuples=ITERATIVE_MAX_SCAN_TUPLES, ef_search=ef_search_for(n))
-        )
+        few = not own_index and conn.execute(probe, ([tag], exact_below), prepare=True).fetchone()[0] < exact_below
+        if own_index:
+            way = dict(path="tag_index", ef_search=max(TAG_EF_SEARCH, k))
+        elif few:
+            way = dict(path="exact")
+        else:
+            way = dict(path=ITERATIVE_SCAN, max_scan_tuples=ITERATIVE_MAX_SCAN_TUPLES, ef_search=ef_search_for(n))
         _, (rows,) = ks.query_filtered(conn, [q], k, tag, **way)
         if len(rows) < k and not few:
             short += 1
@@ -188,6 +202,7 @@ FILTER_VARIANTS = (
     ("iterative strict_order, ef_search 40", dict(path="strict_order")),
     ("iterative relaxed_order, max_scan_tuples 100,000", dict(path="relaxed_order", max_scan_tuples=100_000)),
     ("exact over the tagged images", dict(path="exact")),
+    ("the tag's own index (search/filters.py), ef_search 100", dict(path="tag_index", ef_search=100)),
     ("app (search/knn.py's choice)", "app"),
 )
 
@@ -229,8 +244,8 @@ def run(
         conn.execute("DROP TABLE bench_knn")  # out of the cache: the halfvec figures are measured alone
         conn.commit()
         print(f"  halfvec table {half_bytes / 2**20:.0f} MB against {table_mb:.0f} MB", flush=True)
+        tagged = ks.add_tags(conn, n, dict(shares), np.random.default_rng(1))  # before its graph: rows with tags
         rows += hnsw_rows(conn, qs, truth, k, builds, ef_searches, table="bench_knn_half", kind="halfvec")
-        tagged = ks.add_tags(conn, n, dict(shares), np.random.default_rng(1))
         filtered = filtered_rows(conn, data, qs[:filtered_queries], k, tagged, FILTER_VARIANTS)
         binary = binary_rows(conn, n, qs, truth, k, binary_builds, candidates, dim)
     finally:

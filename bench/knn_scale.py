@@ -10,6 +10,7 @@ Runs against DATABASE_URL (use `python -m imgsearch.embedded exec -- ...` for th
 """
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -129,9 +130,9 @@ def query_binary(conn, queries, k, candidates, dim, table="bench_knn_half"):
     return _timed_queries(conn, statement, [(q, candidates, q, k) for q in queries])
 
 
-def add_tags(conn, n, shares, rng):
-    """Tag a random share of the n images with each tag (table bench_knn_tags, GIN-indexed as the app's image tags are):
-    {tag: the ids carrying it}."""
+def add_tags(conn, n, shares, rng, table="bench_knn_half"):
+    """Tag a random share of the n images with each tag (table bench_knn_tags, GIN-indexed as the app's image tags are),
+    and the vector table's rows with their image's (as the app's rows carry them: migration 0016): {tag: the ids}."""
     conn.execute("DROP TABLE IF EXISTS bench_knn_tags")
     conn.execute("CREATE TABLE bench_knn_tags (id integer PRIMARY KEY, tags varchar(100)[] NOT NULL DEFAULT '{}')")
     tagged, tags = {}, [[] for _ in range(n)]
@@ -144,16 +145,39 @@ def add_tags(conn, n, shares, rng):
             copy.write_row((i, t))
     conn.execute("CREATE INDEX bench_knn_tags_gin ON bench_knn_tags USING gin (tags)")
     conn.execute("ANALYZE bench_knn_tags")
+    conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS tags varchar(100)[] NOT NULL DEFAULT '{{}}'")
+    conn.execute(
+        f"UPDATE {table} AS h SET tags = t.tags FROM bench_knn_tags AS t WHERE t.id = h.id AND t.tags <> '{{}}'"
+    )
+    conn.execute(f"ANALYZE {table}")
     conn.commit()
     return tagged
 
 
-_TAGGED = "id IN (SELECT id FROM bench_knn_tags WHERE tags && %s::varchar[])"
+def tag_clause(tag):
+    """search/filters.py's condition of a category's own index, the tag inline (a partial index's predicate must be
+    proved from the query's text: a parameter would not do)."""
+    quoted = tag.replace("'", "''")
+    return f"tags @> ARRAY['{quoted}']::varchar[]"
+
+
+def build_tag_index(conn, tag, m, ef_construction, table="bench_knn_half"):
+    """The tag's own index, as search/filters.py builds it: (build seconds, index bytes)."""
+    name = f"{table}_tag_{hashlib.sha256(tag.encode()).hexdigest()[:12]}"
+    conn.execute(f"DROP INDEX IF EXISTS {name}")
+    started = time.perf_counter()
+    conn.execute(
+        f"CREATE INDEX {name} ON {table} USING hnsw (v halfvec_cosine_ops)"
+        f" WITH (m = {m}, ef_construction = {ef_construction}) WHERE {tag_clause(tag)}"
+    )
+    conn.commit()
+    return time.perf_counter() - started, conn.execute(f"SELECT pg_relation_size('{name}')").fetchone()[0]
 
 
 def query_filtered(conn, queries, k, tag, path, *, ef_search=40, max_scan_tuples=20_000, table="bench_knn_half"):
     """(latencies in ms, result id sets) of k-NN among the images carrying `tag`, as search/knn.py answers it by `path`:
-    "relaxed_order" or "strict_order" (an HNSW iterative scan), "exact" (the tagged images' vectors, sorted)."""
+    "relaxed_order" or "strict_order" (an HNSW iterative scan), "exact" (the tagged images' vectors, sorted),
+    "tag_index" (the tag's own index: build_tag_index)."""
     conn.execute(f"SET hnsw.ef_search = {ef_search}")
     conn.execute(f"SET hnsw.max_scan_tuples = {max_scan_tuples}")
     if path == "exact":
@@ -163,12 +187,21 @@ def query_filtered(conn, queries, k, tag, path, *, ef_search=40, max_scan_tuples
             " ORDER BY 1 - (v <=> %s::halfvec) DESC LIMIT %s"
         )
         params = [([tag], q, k) for q in queries]
+    elif path == "tag_index":
+        conn.execute("SET hnsw.iterative_scan = off")
+        conn.execute("SET enable_sort = off")  # as search/knn.py: the index scan, not a sort of the tag's rows
+        statement = (  # search/filters.py's query, for one category
+            f"SELECT id, 1 - min(d) AS s FROM ((SELECT id, v <=> %s::halfvec AS d FROM {table} WHERE {tag_clause(tag).replace('%', '%%')}"
+            " ORDER BY d LIMIT %s)) AS u GROUP BY id ORDER BY s DESC LIMIT %s"
+        )
+        params = [(q, k, k) for q in queries]
     else:
         conn.execute("SET enable_sort = off")  # as search/knn.py: the planner must take the index's order
         conn.execute(f"SET hnsw.iterative_scan = {path}")
         # relaxed_order may return its rows slightly out of order: pgvector's docs sort them again outside
         statement = (
-            f"WITH c AS MATERIALIZED (SELECT id, v <=> %s::halfvec AS d FROM {table} WHERE {_TAGGED} ORDER BY d LIMIT %s)"
+            f"WITH c AS MATERIALIZED (SELECT id, v <=> %s::halfvec AS d FROM {table} WHERE tags && %s::varchar[]"
+            " ORDER BY d LIMIT %s)"
             " SELECT id FROM c ORDER BY d"
         )
         params = [(q, [tag], k) for q in queries]
