@@ -145,10 +145,16 @@ def add_tags(conn, n, shares, rng, table="bench_knn_half"):
             copy.write_row((i, t))
     conn.execute("CREATE INDEX bench_knn_tags_gin ON bench_knn_tags USING gin (tags)")
     conn.execute("ANALYZE bench_knn_tags")
-    conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS tags varchar(100)[] NOT NULL DEFAULT '{{}}'")
+    # The table written again in id order with its tags: an UPDATE would move the tagged rows together at its end,
+    # which made the exact answer over them 1.7x faster than over rows tagged as they come (30.95 -> 18.62 ms at 1M).
+    conn.execute(f"DROP TABLE IF EXISTS {table}_tagged")
     conn.execute(
-        f"UPDATE {table} AS h SET tags = t.tags FROM bench_knn_tags AS t WHERE t.id = h.id AND t.tags <> '{{}}'"
+        f"CREATE TABLE {table}_tagged AS SELECT h.id, h.v, t.tags FROM {table} AS h JOIN bench_knn_tags AS t"
+        " USING (id) ORDER BY h.id"
     )
+    conn.execute(f"DROP TABLE {table}")
+    conn.execute(f"ALTER TABLE {table}_tagged RENAME TO {table}")
+    conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
     conn.execute(f"ANALYZE {table}")
     conn.commit()
     return tagged

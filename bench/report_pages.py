@@ -243,11 +243,16 @@ def _knn_filtered_table(p):
         "| tag | images | way | recall@10 | median ms | p95 ms | short |",
         "|---|---|---|---|---|---|---|",
     ]
-    return lines + [
+    lines += [
         f"| {r['tag']} | {r['tagged']:,} | {r['way']} | {r['recall']:.3f} | {r['median_ms']} | {r['p95_ms']} | "
         f"{r['short']} |"
         for r in p["filtered"]
     ]
+    builds = {r["tag"]: r for r in p["filtered"] if "tag_index_mb" in r}
+    if builds:
+        built = "; ".join(f"{t} built in {r['tag_index_build_s']} s, {r['tag_index_mb']} MB" for t, r in builds.items())
+        lines += ["", f"A tag's own index (partial HNSW of the rows carrying it, search/filters.py): {built}."]
+    return lines
 
 
 def _knn_binary_table(p):
