@@ -3,7 +3,7 @@
 - A category's own index: an HNSW index of each (model, common category), over the rows that carry it. A filter on a
   category that a few percent of the images carry is what neither other way does well at a million images: the exact
   answer reads each tagged vector (a few microseconds each: 32 ms for 10,000), and an iterative scan of the model's
-  graph finds about 0.91 of the exact answer (docs/benchmarks.md, filtered k-NN). pgvector's advice for filters on a
+  graph finds about 0.9 of the exact answer (docs/benchmarks.md, filtered k-NN). pgvector's advice for filters on a
   few distinct values is a partial index per value; a category's graph holds only its images. Which categories get
   one: those that IMGSEARCH_HNSW_MIN_VECTORS or more of a model's vectors carry, the size from which the model itself
   gets an HNSW index. refresh() builds the missing ones (workers.refresh_tag_indexes: every 15 minutes, and when a

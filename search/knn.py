@@ -35,9 +35,9 @@ HNSW_EF_CONSTRUCTION = 200
 COPY_HNSW = (16, 64)
 _COPY_PREFIX = "copy:"
 # The binary index's graph and how many of its nearest (Hamming distance of the sign bits) a search re-ranks by the
-# stored vectors. At 1M (docs/benchmarks.md): m=32 / ef_construction=128 with 800 candidates found recall@10 0.964 in
-# 8.3 ms from 524 MB, 0.26x the vector HNSW's 2,025 MB; m=24 has fewer links an entry (0.215x in a scratch build,
-# recall 0.970); pgvector's default graph (16 / 64, 333 MB) 0.933 with 800.
+# stored vectors. At 1M (docs/benchmarks.md): m=24 / ef_construction=128 with 800 candidates found recall@10 0.963 in
+# 7.0 ms from 435 MB, 0.21x the vector HNSW's 2,026 MB (400: 0.901); m=32 0.964 in 8.3 ms from 524 MB (0.26x): the
+# links are most of an entry; pgvector's default graph (16 / 64, 333 MB) 0.912 with 800.
 BINARY_HNSW = (24, 128)
 BINARY_CANDIDATES = 800
 
