@@ -157,7 +157,7 @@ def refresh(model_key, dim):
                     cursor.execute(drop_index.as_string(cursor.connection))
                 started = time.monotonic()
                 cursor.execute(_statement(model_key, dim, tag, concurrently).as_string(cursor.connection))
-                log.info("built the index of category %r of %s in %.1f s", tag, model_key, time.monotonic() - started)
+                log.info("built the index of category %r of %s in %.2f s", tag, model_key, time.monotonic() - started)
                 built.append(tag)
         finally:
             cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", ["tag-indexes:" + model_key])

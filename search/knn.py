@@ -264,7 +264,7 @@ def nearest(vector, *, model_key, k, min_score=0.0, categories=()):
                 rows = cursor.fetchall()
                 cursor.execute("SET LOCAL enable_sort = on")
             elif categories and filters.tagged_fewer(cursor, categories, filters.filter_exact_below(vectors)):
-                rows = None
+                rows = None  # few enough to read them all: the exact answer, below
             else:
                 rows = _approximate(cursor, model_key, dim, literal, k, categories, kind, vectors)
             exact = bool(categories) and (rows is None or ((kind or by_tag) and len(rows) < k))
