@@ -160,11 +160,11 @@ def add_tags(conn, n, shares, rng, table="bench_knn_half"):
     return tagged
 
 
-def tag_clause(tag):
-    """search/filters.py's condition of a category's own index, the tag inline (a partial index's predicate must be
-    proved from the query's text: a parameter would not do)."""
-    quoted = tag.replace("'", "''")
-    return f"tags @> ARRAY['{quoted}']::varchar[]"
+def _tag_clause(conn, tag):
+    """search/filters.py's condition of a category's own index, as SQL text."""
+    from search.filters import tag_clause
+
+    return tag_clause(tag).as_string(conn)
 
 
 def build_tag_index(conn, tag, m, ef_construction, table="bench_knn_half"):
@@ -174,7 +174,7 @@ def build_tag_index(conn, tag, m, ef_construction, table="bench_knn_half"):
     started = time.perf_counter()
     conn.execute(
         f"CREATE INDEX {name} ON {table} USING hnsw (v halfvec_cosine_ops)"
-        f" WITH (m = {m}, ef_construction = {ef_construction}) WHERE {tag_clause(tag)}"
+        f" WITH (m = {m}, ef_construction = {ef_construction}) WHERE {_tag_clause(conn, tag)}"
     )
     conn.commit()
     return time.perf_counter() - started, conn.execute(f"SELECT pg_relation_size('{name}')").fetchone()[0]
@@ -196,8 +196,9 @@ def query_filtered(conn, queries, k, tag, path, *, ef_search=40, max_scan_tuples
     elif path == "tag_index":
         conn.execute("SET hnsw.iterative_scan = off")
         conn.execute("SET enable_sort = off")  # as search/knn.py: the index scan, not a sort of the tag's rows
+        clause = _tag_clause(conn, tag).replace("%", "%%")  # a literal "%" in a statement with parameters
         statement = (  # search/filters.py's query, for one category
-            f"SELECT id, 1 - min(d) AS s FROM ((SELECT id, v <=> %s::halfvec AS d FROM {table} WHERE {tag_clause(tag).replace('%', '%%')}"
+            f"SELECT id, 1 - min(d) AS s FROM ((SELECT id, v <=> %s::halfvec AS d FROM {table} WHERE {clause}"
             " ORDER BY d LIMIT %s)) AS u GROUP BY id ORDER BY s DESC LIMIT %s"
         )
         params = [(q, k, k) for q in queries]

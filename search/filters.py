@@ -80,9 +80,9 @@ def index_name(model_key, tag):
     return _model_prefix(model_key) + _digest(tag, 16)
 
 
-def _tag_clause(tag):
-    """The category's condition, written alike in its index's predicate and in the query, so the planner can prove
-    the one from the other."""
+def tag_clause(tag):
+    """The category's condition, written alike in its index's predicate and in the query (the tag inline: a
+    parameter would not do), so the planner can prove the one from the other."""
     return sql.SQL("tags @> ARRAY[{}]::varchar[]").format(sql.Literal(tag))
 
 
@@ -90,8 +90,8 @@ def _indexes(cursor, model_key):
     """{name: valid} of the model's category indexes (an invalid one: a concurrent build that failed)."""
     cursor.execute(
         "SELECT c.relname, i.indisvalid FROM pg_class AS c JOIN pg_index AS i ON i.indexrelid = c.oid"
-        " WHERE c.relname LIKE %s",
-        [_model_prefix(model_key) + "%"],
+        " WHERE starts_with(c.relname, %s)",  # not LIKE: its "_" would match any character
+        [_model_prefix(model_key)],
     )
     return dict(cursor.fetchall())
 
@@ -114,7 +114,7 @@ def query(model_key, tags, distance):
         sql.SQL(
             "(SELECT image_id, {distance} AS distance FROM search_embedding WHERE model_key = {key} AND {tag}"
             " ORDER BY distance LIMIT %s)"
-        ).format(distance=distance, key=sql.Literal(model_key), tag=_tag_clause(tag))
+        ).format(distance=distance, key=sql.Literal(model_key), tag=tag_clause(tag))
         for tag in tags
     ]
     return sql.SQL(
@@ -177,7 +177,7 @@ def _statement(model_key, dim, tag, concurrently):
         m=sql.Literal(TAG_HNSW[0]),
         ef_construction=sql.Literal(TAG_HNSW[1]),
         key=sql.Literal(model_key),
-        tag=_tag_clause(tag),
+        tag=tag_clause(tag),
     )
 
 
